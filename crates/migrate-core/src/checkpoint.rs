@@ -1,0 +1,274 @@
+//! Gap-free progress: a low-water mark plus the ids finished above it.
+//!
+//! Jobs finish out of order, so "the last id done" would skip records still in flight after a
+//! crash. The [`Tracker`] keeps the ids handed out in scan order and marks each when it is
+//! finished; everything up to the first unfinished id is summed up as the low-water mark, and
+//! the finished ids above it are listed. A rerun scans from the low-water mark and skips the
+//! listed ids, so nothing unfinished is skipped and nothing finished is done again.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// A contiguous range of record ids, `start` inclusive and `end` exclusive; `None` is unbounded.
+/// A run scans one range; several processes can later share a migration by range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// First id of the range, or unbounded.
+    pub start: Option<i64>,
+    /// First id past the range, or unbounded.
+    pub end: Option<i64>,
+}
+
+impl KeyRange {
+    /// Every id.
+    pub const ALL: KeyRange = KeyRange {
+        start: None,
+        end: None,
+    };
+
+    /// Whether `id` lies in the range.
+    pub fn contains(&self, id: i64) -> bool {
+        self.start.is_none_or(|s| id >= s) && self.end.is_none_or(|e| id < e)
+    }
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.start, self.end) {
+            (None, None) => f.write_str("all"),
+            (s, e) => write!(
+                f,
+                "[{}, {})",
+                s.map_or("-inf".to_owned(), |v| v.to_string()),
+                e.map_or("+inf".to_owned(), |v| v.to_string())
+            ),
+        }
+    }
+}
+
+/// Names one checkpoint: which migration, which key range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointKey {
+    /// The migration's name (`customer-migration`).
+    pub migration: String,
+    /// The key range the checkpoint covers.
+    pub range: KeyRange,
+}
+
+/// Saved progress of an unfinished run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every scanned id up to and including this one is finished.
+    pub low_water: Option<i64>,
+    /// Finished ids above the low-water mark, ascending.
+    pub done_above: Vec<i64>,
+}
+
+/// What the scanner should do with an id it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Hand it to the jobs; report it finished with this sequence number.
+    Send(u64),
+    /// A previous run finished it: skip it.
+    Skip,
+}
+
+/// The ids between the scanner and the finished work, in scan order.
+#[derive(Debug)]
+pub struct Tracker {
+    window: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    /// Sequence number of `entries[0]`.
+    first_seq: u64,
+    /// Ids handed out and not yet folded into the low-water mark, with whether each is finished.
+    entries: VecDeque<(i64, bool)>,
+    /// Everything scanned up to here is finished.
+    low_water: Option<i64>,
+    /// Ids a previous run finished that the scanner has not reached yet.
+    carried: BTreeSet<i64>,
+    /// Whether anything changed since the last snapshot.
+    dirty: bool,
+}
+
+impl Tracker {
+    /// A tracker resuming from `checkpoint` (or from the start).
+    pub fn new(checkpoint: Option<Checkpoint>) -> Tracker {
+        let checkpoint = checkpoint.unwrap_or_default();
+        Tracker {
+            window: Mutex::new(Window {
+                first_seq: 0,
+                entries: VecDeque::new(),
+                low_water: checkpoint.low_water,
+                carried: checkpoint.done_above.into_iter().collect(),
+                dirty: false,
+            }),
+        }
+    }
+
+    /// Where the scan resumes: ids above this one.
+    pub fn resume_after(&self) -> Option<i64> {
+        self.lock().low_water
+    }
+
+    /// Registers an id the scanner read (ids must come in ascending order).
+    pub fn offer(&self, id: i64) -> Offer {
+        let mut w = self.lock();
+        // Carried ids below `id` were not met: they no longer exist, forget them.
+        while let Some(&first) = w.carried.first() {
+            if first >= id {
+                break;
+            }
+            w.carried.pop_first();
+        }
+        if w.carried.first() == Some(&id) {
+            w.carried.pop_first();
+            w.entries.push_back((id, true));
+            w.fold();
+            return Offer::Skip;
+        }
+        let seq = w.first_seq + w.entries.len() as u64;
+        w.entries.push_back((id, false));
+        Offer::Send(seq)
+    }
+
+    /// Marks the ids with these sequence numbers finished.
+    pub fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut w = self.lock();
+        for seq in seqs {
+            let index = (seq - w.first_seq) as usize;
+            w.entries[index].1 = true;
+        }
+        w.fold();
+    }
+
+    /// Ids handed out and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.lock().entries.iter().filter(|(_, done)| !done).count()
+    }
+
+    /// The progress to save, and whether it changed since the last call.
+    pub fn snapshot(&self) -> (Checkpoint, bool) {
+        let mut w = self.lock();
+        let changed = std::mem::take(&mut w.dirty);
+        let mut done_above: Vec<i64> = w
+            .entries
+            .iter()
+            .filter(|(_, done)| *done)
+            .map(|(id, _)| *id)
+            .collect();
+        done_above.extend(w.carried.iter().copied());
+        (
+            Checkpoint {
+                low_water: w.low_water,
+                done_above,
+            },
+            changed,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().expect("tracker lock poisoned")
+    }
+}
+
+impl Window {
+    /// Moves the low-water mark past every finished id at the front.
+    fn fold(&mut self) {
+        self.dirty = true;
+        while let Some(&(id, true)) = self.entries.front() {
+            self.low_water = Some(id);
+            self.entries.pop_front();
+            self.first_seq += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(t: &Tracker, id: i64) -> u64 {
+        match t.offer(id) {
+            Offer::Send(seq) => seq,
+            Offer::Skip => panic!("{id} skipped"),
+        }
+    }
+
+    #[test]
+    fn low_water_waits_for_the_slowest_job() {
+        let t = Tracker::new(None);
+        let a = send(&t, 10);
+        let b = send(&t, 20);
+        let c = send(&t, 30);
+        t.complete([c, b]);
+        let (cp, changed) = t.snapshot();
+        assert!(changed);
+        assert_eq!(cp.low_water, None);
+        assert_eq!(cp.done_above, [20, 30]);
+        t.complete([a]);
+        assert_eq!(
+            t.snapshot().0,
+            Checkpoint {
+                low_water: Some(30),
+                done_above: vec![]
+            }
+        );
+        assert!(!t.snapshot().1, "nothing changed since the last snapshot");
+    }
+
+    #[test]
+    fn resume_skips_finished_ids_and_keeps_those_not_reached_yet() {
+        let t = Tracker::new(Some(Checkpoint {
+            low_water: Some(10),
+            done_above: vec![30, 50, 70],
+        }));
+        assert_eq!(t.resume_after(), Some(10));
+        let s20 = send(&t, 20);
+        assert_eq!(t.offer(30), Offer::Skip);
+        // 40 is in flight; 50 and 70 have not been reached and must stay in the checkpoint.
+        let _s40 = send(&t, 40);
+        t.complete([s20]);
+        assert_eq!(
+            t.snapshot().0,
+            Checkpoint {
+                low_water: Some(30),
+                done_above: vec![50, 70]
+            }
+        );
+    }
+
+    #[test]
+    fn carried_ids_that_vanished_are_forgotten() {
+        let t = Tracker::new(Some(Checkpoint {
+            low_water: None,
+            done_above: vec![5],
+        }));
+        let s = send(&t, 9);
+        t.complete([s]);
+        assert_eq!(
+            t.snapshot().0,
+            Checkpoint {
+                low_water: Some(9),
+                done_above: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn ranges_contain_their_start_but_not_their_end() {
+        let r = KeyRange {
+            start: Some(10),
+            end: Some(20),
+        };
+        assert!(r.contains(10) && r.contains(19));
+        assert!(!r.contains(9) && !r.contains(20));
+        assert_eq!(r.to_string(), "[10, 20)");
+        assert_eq!(KeyRange::ALL.to_string(), "all");
+    }
+}

@@ -1,0 +1,215 @@
+//! The connection component: which backend the run talks to, and its pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::component::{BoxError, Lifecycle};
+use crate::config::ConnectionConfig;
+
+/// A failure to open the backend named by `connection.url`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The URL names no backend this build knows.
+    #[error("connection.url {url}: unknown scheme (expected simulated:, sqlite: or postgres:)")]
+    UnknownScheme {
+        /// The URL, credentials masked.
+        url: String,
+    },
+    /// The database could not be opened.
+    #[error("while connecting to {url}: {source}")]
+    Open {
+        /// The URL, credentials masked.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Where the records live.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backend {
+    /// No database: the seed's sleeps, for demos and for measuring the engine alone.
+    Simulated {
+        /// How many customers it pretends to hold.
+        customers: u64,
+    },
+    /// An SQLite database file, in WAL mode.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
+impl Backend {
+    /// Opens the backend named by `config.url`. For SQLite, `create` makes the file when it is
+    /// missing (the `seed` command); a migration run wants an existing database.
+    pub async fn open(config: &ConnectionConfig, create: bool) -> Result<Backend, ConnectionError> {
+        let url = config.url.as_str();
+        let masked = mask_url(url);
+        let open_error = |source| ConnectionError::Open {
+            url: masked.clone(),
+            source,
+        };
+        if url.starts_with("simulated:") {
+            Ok(Backend::Simulated {
+                customers: config.simulated_customers,
+            })
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(open_error)?
+                .create_if_missing(create)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_millis(config.busy_timeout_millis));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .connect_with(options)
+                .await
+                .map_err(open_error)?;
+            Ok(Backend::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(open_error)?;
+            Ok(Backend::Postgres(pool))
+        } else {
+            Err(ConnectionError::UnknownScheme { url: masked })
+        }
+    }
+
+    /// A short name: `simulated`, `sqlite`, `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Simulated { .. } => "simulated",
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Backend::Simulated { .. } => {}
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`, so that a password is never
+/// printed (status, logs, `--show-config`, errors). Also masks `password=` query parameters.
+pub fn mask_url(url: &str) -> String {
+    let mut masked = url.to_owned();
+    if let Some(scheme_end) = masked.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = masked[rest_start..]
+            .find(['/', '?'])
+            .map_or(masked.len(), |i| rest_start + i);
+        if let Some(at) = masked[rest_start..authority_end].rfind('@') {
+            let userinfo = &masked[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                masked.replace_range(start..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(query) = masked.find('?') {
+        let (head, tail) = masked.split_at(query + 1);
+        let params: Vec<String> = tail
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        masked = format!("{head}{}", params.join("&"));
+    }
+    masked
+}
+
+/// The connection component: the backend every other component talks to.
+pub trait Connection: shaku::Interface + Lifecycle {
+    /// The backend, with its pool.
+    fn backend(&self) -> &Backend;
+
+    /// The URL with credentials masked, for messages.
+    fn display_url(&self) -> &str;
+}
+crate::named_interface!(Connection, "connection");
+
+/// The connection component. The pool is opened before the shaku module is built (shaku builds
+/// synchronously) and handed in as a parameter; `stop` closes it.
+#[derive(shaku::Component, migrate_derive::Dependencies)]
+#[shaku(interface = Connection)]
+pub struct DatabaseConnection {
+    /// The opened backend.
+    backend: Backend,
+    /// `connection.url`, masked.
+    display_url: String,
+}
+
+impl std::fmt::Debug for DatabaseConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConnection")
+            .field("url", &self.display_url)
+            .finish()
+    }
+}
+
+impl DatabaseConnection {
+    /// Shaku parameters for an opened backend.
+    pub fn parameters(backend: Backend, url: &str) -> DatabaseConnectionParameters {
+        DatabaseConnectionParameters {
+            backend,
+            display_url: mask_url(url),
+        }
+    }
+}
+
+#[async_trait]
+impl Lifecycle for DatabaseConnection {
+    async fn stop(&self) -> Result<(), BoxError> {
+        self.backend.close().await;
+        Ok(())
+    }
+}
+
+impl Connection for DatabaseConnection {
+    fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    fn display_url(&self) -> &str {
+        &self.display_url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://app:s3cr:et@db.example:5432/prod?sslmode=require"),
+            "postgres://app:***@db.example:5432/prod?sslmode=require"
+        );
+        assert_eq!(
+            mask_url("postgres://localhost/db?user=a&password=hunter2"),
+            "postgres://localhost/db?user=a&password=***"
+        );
+        assert_eq!(mask_url("postgres://app@host/db"), "postgres://app@host/db");
+        assert_eq!(mask_url("sqlite://demo.db"), "sqlite://demo.db");
+        assert_eq!(mask_url("simulated:"), "simulated:");
+    }
+}

@@ -1,0 +1,458 @@
+//! The customer migration on SQLite and PostgreSQL: keyset pages, the batch transaction,
+//! checkpoints and failure records in tables of the same database.
+//!
+//! Queries are built at run time (no compile-time database needed). Each statement is written
+//! once with `?` placeholders and numbered (`$1`, `$2`...) for PostgreSQL.
+
+use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, SqlSafeStr, SqlStr, Transaction};
+
+use crate::checkpoint::{Checkpoint, CheckpointKey};
+use crate::connection::Backend;
+use crate::migrator::{FailureRecord, Outcome, RecordFailure};
+
+/// A database error with the statement's purpose in front.
+#[derive(Debug, thiserror::Error)]
+#[error("while {doing}: {source}")]
+pub struct DbError {
+    doing: &'static str,
+    #[source]
+    source: sqlx::Error,
+}
+
+fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+    move |source| DbError { doing, source }
+}
+
+/// `?` placeholders as `$1`, `$2`... for PostgreSQL.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A statement for `backend`: built only from the static text of this module, so it is safe.
+fn sql_for(backend: &Backend, sql: &'static str) -> SqlStr {
+    match backend {
+        Backend::Postgres(_) => AssertSqlSafe(numbered(sql)).into_sql_str(),
+        _ => sql.into_sql_str(),
+    }
+}
+
+/// Bookkeeping tables; created by the scanner and migrator on start when missing.
+const CREATE_CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS migration_checkpoints (
+    migration TEXT NOT NULL,
+    range_key TEXT NOT NULL,
+    low_water BIGINT,
+    done_above TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (migration, range_key))";
+const CREATE_FAILURES: &str = "CREATE TABLE IF NOT EXISTS migration_failures (
+    id BIGINT PRIMARY KEY,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at TEXT NOT NULL)";
+
+async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> Result<(), DbError> {
+    match backend {
+        Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Backend::Simulated { .. } => Ok(()),
+    }
+    .map_err(context(doing))
+}
+
+/// Checks that `customers` exists and creates the bookkeeping tables.
+pub(crate) async fn prepare(backend: &Backend) -> Result<(), DbError> {
+    let exists = match backend {
+        Backend::Sqlite(pool) => sqlx::query(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'customers'",
+        )
+        .fetch_one(pool)
+        .await
+        .map(|row| row.get::<i64, _>(0) > 0),
+        Backend::Postgres(pool) => sqlx::query("SELECT to_regclass('customers') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .map(|row| row.get::<bool, _>(0)),
+        Backend::Simulated { .. } => return Ok(()),
+    }
+    .map_err(context("looking for the customers table"))?;
+    if !exists {
+        return Err(DbError {
+            doing: "looking for the customers table",
+            source: sqlx::Error::Protocol(
+                "there is no customers table: create and fill one with `db-migrate seed`".into(),
+            ),
+        });
+    }
+    execute(backend, CREATE_CHECKPOINTS, "creating migration_checkpoints").await?;
+    execute(backend, CREATE_FAILURES, "creating migration_failures").await
+}
+
+/// Up to `limit` customer ids above `after` and below `end`, ascending (keyset pagination).
+pub(crate) async fn page(
+    backend: &Backend,
+    after: Option<i64>,
+    end: Option<i64>,
+    limit: usize,
+) -> Result<Vec<i64>, DbError> {
+    let sql = match (after.is_some(), end.is_some()) {
+        (false, false) => "SELECT id FROM customers ORDER BY id LIMIT ?",
+        (true, false) => "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?",
+        (false, true) => "SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?",
+        (true, true) => "SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+    };
+    let sql = sql_for(backend, sql);
+    let limit = limit as i64;
+    macro_rules! run {
+        ($pool:expr) => {{
+            let mut query = sqlx::query_scalar::<_, i64>(sql.clone());
+            if let Some(after) = after {
+                query = query.bind(after);
+            }
+            if let Some(end) = end {
+                query = query.bind(end);
+            }
+            query.bind(limit).fetch_all($pool).await
+        }};
+    }
+    match backend {
+        Backend::Sqlite(pool) => run!(pool),
+        Backend::Postgres(pool) => run!(pool),
+        Backend::Simulated { .. } => Ok(Vec::new()),
+    }
+    .map_err(context("reading a page of customer ids"))
+}
+
+/// How many customers lie above `after` and below `end`.
+pub(crate) async fn remaining(
+    backend: &Backend,
+    after: Option<i64>,
+    end: Option<i64>,
+) -> Result<u64, DbError> {
+    let sql = sql_for(
+        backend,
+        "SELECT count(*) FROM customers WHERE id > ? AND id < ?",
+    );
+    let (after, end) = (after.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX));
+    let count: i64 = match backend {
+        Backend::Sqlite(pool) => {
+            sqlx::query_scalar(sql.clone())
+                .bind(after)
+                .bind(end)
+                .fetch_one(pool)
+                .await
+        }
+        Backend::Postgres(pool) => {
+            sqlx::query_scalar(sql.clone())
+                .bind(after)
+                .bind(end)
+                .fetch_one(pool)
+                .await
+        }
+        Backend::Simulated { .. } => Ok(0),
+    }
+    .map_err(context("counting customers"))?;
+    Ok(count.max(0) as u64)
+}
+
+fn range_key(key: &CheckpointKey) -> String {
+    key.range.to_string()
+}
+
+/// The checkpoint of `key` in `migration_checkpoints`.
+pub(crate) async fn load_checkpoint(
+    backend: &Backend,
+    key: &CheckpointKey,
+) -> Result<Option<Checkpoint>, DbError> {
+    let sql = sql_for(
+        backend,
+        "SELECT low_water, done_above FROM migration_checkpoints WHERE migration = ? AND range_key = ?",
+    );
+    let row: Option<(Option<i64>, String)> = match backend {
+        Backend::Sqlite(pool) => {
+            sqlx::query_as(sql.clone())
+                .bind(&key.migration)
+                .bind(range_key(key))
+                .fetch_optional(pool)
+                .await
+        }
+        Backend::Postgres(pool) => {
+            sqlx::query_as(sql.clone())
+                .bind(&key.migration)
+                .bind(range_key(key))
+                .fetch_optional(pool)
+                .await
+        }
+        Backend::Simulated { .. } => Ok(None),
+    }
+    .map_err(context("reading the checkpoint"))?;
+    Ok(row.map(|(low_water, done_above)| Checkpoint {
+        low_water,
+        done_above: serde_json::from_str(&done_above).unwrap_or_default(),
+    }))
+}
+
+/// Saves the checkpoint of `key` (one statement: atomic).
+pub(crate) async fn save_checkpoint(
+    backend: &Backend,
+    key: &CheckpointKey,
+    checkpoint: &Checkpoint,
+) -> Result<(), DbError> {
+    let sql = sql_for(
+        backend,
+        "INSERT INTO migration_checkpoints (migration, range_key, low_water, done_above, updated_at)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (migration, range_key) DO UPDATE SET
+           low_water = excluded.low_water, done_above = excluded.done_above,
+           updated_at = excluded.updated_at",
+    );
+    let done_above = serde_json::to_string(&checkpoint.done_above).expect("ids serialize");
+    let now = chrono::Utc::now().to_rfc3339();
+    macro_rules! run {
+        ($pool:expr) => {
+            sqlx::query(sql.clone())
+                .bind(&key.migration)
+                .bind(range_key(key))
+                .bind(checkpoint.low_water)
+                .bind(&done_above)
+                .bind(&now)
+                .execute($pool)
+                .await
+                .map(drop)
+        };
+    }
+    match backend {
+        Backend::Sqlite(pool) => run!(pool),
+        Backend::Postgres(pool) => run!(pool),
+        Backend::Simulated { .. } => Ok(()),
+    }
+    .map_err(context("saving the checkpoint"))
+}
+
+/// Forgets the checkpoint of `key`.
+pub(crate) async fn clear_checkpoint(backend: &Backend, key: &CheckpointKey) -> Result<(), DbError> {
+    let sql = sql_for(
+        backend,
+        "DELETE FROM migration_checkpoints WHERE migration = ? AND range_key = ?",
+    );
+    macro_rules! run {
+        ($pool:expr) => {
+            sqlx::query(sql.clone())
+                .bind(&key.migration)
+                .bind(range_key(key))
+                .execute($pool)
+                .await
+                .map(drop)
+        };
+    }
+    match backend {
+        Backend::Sqlite(pool) => run!(pool),
+        Backend::Postgres(pool) => run!(pool),
+        Backend::Simulated { .. } => Ok(()),
+    }
+    .map_err(context("clearing the checkpoint"))
+}
+
+/// Records failures; a record failing again adds its attempts and keeps the latest error.
+pub(crate) async fn record_failures(
+    backend: &Backend,
+    failures: &[FailureRecord],
+) -> Result<(), DbError> {
+    let sql = sql_for(
+        backend,
+        "INSERT INTO migration_failures (id, error, attempts, failed_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET error = excluded.error,
+           attempts = migration_failures.attempts + excluded.attempts,
+           failed_at = excluded.failed_at",
+    );
+    macro_rules! run {
+        ($pool:expr) => {{
+            let mut tx = $pool.begin().await.map_err(context("recording failures"))?;
+            for f in failures {
+                sqlx::query(sql.clone())
+                    .bind(f.id)
+                    .bind(&f.error)
+                    .bind(f.attempts as i32)
+                    .bind(f.at.to_rfc3339())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("recording failures"))?;
+            }
+            tx.commit().await.map_err(context("recording failures"))
+        }};
+    }
+    match backend {
+        Backend::Sqlite(pool) => run!(pool),
+        Backend::Postgres(pool) => run!(pool),
+        Backend::Simulated { .. } => Ok(()),
+    }
+}
+
+/// `"Last, First"` split as the migration splits it, or why it cannot be.
+pub fn split_full_name(full_name: &str) -> Result<(&str, &str), &'static str> {
+    // SQL's trim() removes spaces only; so does this.
+    let Some((last, first)) = full_name.split_once(',') else {
+        return Err(if full_name.trim_matches(' ').is_empty() {
+            "malformed full_name: empty"
+        } else {
+            "malformed full_name: no comma between last and first name"
+        });
+    };
+    let (last, first) = (last.trim_matches(' '), first.trim_matches(' '));
+    if last.is_empty() || first.is_empty() {
+        return Err("malformed full_name: empty last or first name");
+    }
+    Ok((first, last))
+}
+
+/// The transformation as one guarded statement per batch: it reads and writes each row in the
+/// same statement, so a concurrent application write is never overwritten with stale values,
+/// and `schema_version = 1` guarantees no row is migrated twice. Malformed rows do not match.
+const MIGRATE_SQLITE: &str = "UPDATE customers SET
+    last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1)),
+    first_name = trim(substr(full_name, instr(full_name, ',') + 1)),
+    email = lower(trim(email)),
+    schema_version = 2,
+    migrated_at = ?
+  WHERE id IN (SELECT value FROM json_each(?)) AND schema_version = 1
+    AND instr(full_name, ',') > 0
+    AND trim(substr(full_name, 1, instr(full_name, ',') - 1)) <> ''
+    AND trim(substr(full_name, instr(full_name, ',') + 1)) <> ''
+  RETURNING id";
+const MIGRATE_POSTGRES: &str = "UPDATE customers SET
+    last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' '),
+    first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), ' '),
+    email = lower(btrim(email, ' ')),
+    schema_version = 2,
+    migrated_at = $1
+  WHERE id = ANY($2) AND schema_version = 1
+    AND strpos(full_name, ',') > 0
+    AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' ') <> ''
+    AND btrim(substr(full_name, strpos(full_name, ',') + 1), ' ') <> ''
+  RETURNING id";
+const CLASSIFY_SQLITE: &str = "SELECT id, schema_version, full_name FROM customers
+  WHERE id IN (SELECT value FROM json_each(?))";
+const CLASSIFY_POSTGRES: &str =
+    "SELECT id, schema_version, full_name FROM customers WHERE id = ANY($1)";
+
+/// Migrates a batch in one transaction; see [`MIGRATE_SQLITE`] for the guard. Each record that
+/// was not migrated is classified on its own: already migrated, malformed (a permanent failure
+/// for that record only), gone, or changed under us (retried).
+pub(crate) async fn migrate(
+    backend: &Backend,
+    ids: &[i64],
+    dry_run: bool,
+) -> Result<Vec<Outcome>, DbError> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (migrated, rows): (Vec<i64>, Vec<(i64, i64, String)>) = match backend {
+        Backend::Sqlite(pool) => {
+            let ids_json = serde_json::to_string(ids).expect("ids serialize");
+            let mut tx: Transaction<'_, Sqlite> =
+                pool.begin().await.map_err(context("starting a batch"))?;
+            let migrated = if dry_run {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(MIGRATE_SQLITE)
+                    .bind(&now)
+                    .bind(&ids_json)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(context("migrating a batch of customers"))?
+            };
+            let rows = sqlx::query_as(CLASSIFY_SQLITE)
+                .bind(&ids_json)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(context("reading a batch of customers"))?;
+            tx.commit().await.map_err(context("committing a batch"))?;
+            (migrated, rows)
+        }
+        Backend::Postgres(pool) => {
+            let mut tx: Transaction<'_, Postgres> =
+                pool.begin().await.map_err(context("starting a batch"))?;
+            let migrated = if dry_run {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(MIGRATE_POSTGRES)
+                    .bind(&now)
+                    .bind(ids)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(context("migrating a batch of customers"))?
+            };
+            let rows = sqlx::query_as(CLASSIFY_POSTGRES)
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(context("reading a batch of customers"))?;
+            tx.commit().await.map_err(context("committing a batch"))?;
+            (migrated, rows)
+        }
+        Backend::Simulated { .. } => (Vec::new(), Vec::new()),
+    };
+    let migrated: std::collections::HashSet<i64> = migrated.into_iter().collect();
+    let rows: std::collections::HashMap<i64, (i64, String)> = rows
+        .into_iter()
+        .map(|(id, version, name)| (id, (version, name)))
+        .collect();
+    Ok(ids
+        .iter()
+        .map(|id| {
+            if migrated.contains(id) {
+                return Outcome::Migrated;
+            }
+            match rows.get(id) {
+                None => Outcome::Failed(RecordFailure::permanent(format!(
+                    "customer {id} no longer exists"
+                ))),
+                Some((version, _)) if *version >= 2 => Outcome::PreviouslyMigrated,
+                Some((_, name)) => match split_full_name(name) {
+                    Err(reason) => Outcome::Failed(RecordFailure::permanent(format!(
+                        "{reason} ({name:?})"
+                    ))),
+                    Ok(_) if dry_run => Outcome::Migrated,
+                    Ok(_) => Outcome::Failed(RecordFailure::transient(format!(
+                        "customer {id} changed while it was being migrated"
+                    ))),
+                },
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(
+            numbered("SELECT id FROM t WHERE a > ? AND b < ? LIMIT ?"),
+            "SELECT id FROM t WHERE a > $1 AND b < $2 LIMIT $3"
+        );
+    }
+
+    #[test]
+    fn full_names_split_on_the_first_comma_and_trim_spaces() {
+        assert_eq!(split_full_name("Lovelace, Ada"), Ok(("Ada", "Lovelace")));
+        assert_eq!(
+            split_full_name("  de la Cruz ,  Juana Inés "),
+            Ok(("Juana Inés", "de la Cruz"))
+        );
+        assert_eq!(split_full_name("King, Jr., Martin"), Ok(("Jr., Martin", "King")));
+        assert!(split_full_name("Ada Lovelace").is_err());
+        assert!(split_full_name("").is_err());
+        assert!(split_full_name(" , Ada").is_err());
+        assert!(split_full_name("Lovelace,").is_err());
+    }
+}

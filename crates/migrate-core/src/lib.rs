@@ -1,0 +1,83 @@
+//! The engine of `db-migrate`: a large data migration (a backfill) run safely and visibly.
+//!
+//! A scanner reads the ids of the records to migrate in key order and feeds a bounded channel;
+//! a fixed number of jobs take ids from it and hand them to the migrator; the overseer counts
+//! what happened, saves progress so that a rerun resumes without gaps, and reports every step
+//! as an [`Event`] to the status board. The five components are shaku components declared in
+//! [`MigrationModule`]; [`System`] adds what shaku lacks: a lifecycle (start in dependency
+//! order, stop in reverse) and a dependency graph derived from the components' own
+//! `#[shaku(inject)]` fields, printable as Graphviz DOT.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use migrate_core::{Config, EventBoard, StatusBoard, RunOptions, build_migration_system};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let mut config = Config::default(); // the simulated backend
+//! config.customer_migrator.sleep_scale = 0.0;
+//! config.connection.simulated_customers = 500;
+//! let dir = tempfile::tempdir().unwrap();
+//! config.customer_migrator.log_file = dir.path().join("migration.log");
+//! config.customer_scanner.paging_state_path = dir.path().join("paging-state.json");
+//!
+//! let (board, mut events) = EventBoard::channel();
+//! let board: Box<dyn StatusBoard> = Box::new(board);
+//! let system = build_migration_system(&config, Some((board, "EventBoard"))).await.unwrap();
+//! system.start().await.unwrap();
+//! let summary = migrate_core::overseer(&system)
+//!     .run(RunOptions::default(), CancellationToken::new())
+//!     .await
+//!     .unwrap();
+//! system.stop().await.unwrap();
+//! assert_eq!(summary.migrated + summary.previously_migrated, 500);
+//! assert!(events.try_recv().is_ok());
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+extern crate self as migrate_core;
+
+mod board;
+mod checkpoint;
+mod component;
+mod config;
+mod connection;
+mod db;
+mod events;
+mod graph;
+mod lifecycle;
+mod migrator;
+mod module;
+mod overseer;
+mod paging_state;
+mod retry;
+mod scanner;
+mod simulated;
+mod summary;
+mod system;
+
+pub use board::{EventBoard, RecordingBoard, StatusBoard};
+pub use checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
+pub use component::{BoxError, ComponentDescriptor, ComponentInfo, Lifecycle, NamedInterface};
+pub use config::{
+    BoardMode, Config, ConnectionConfig, InvalidValue, MigrationConfig, MigratorConfig,
+    ScannerConfig, StatusBoardConfig,
+};
+pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
+pub use db::split_full_name;
+pub use events::{Event, JobId, JobStatus};
+pub use graph::{ComponentGraph, GraphError};
+pub use lifecycle::LifecycleError;
+pub use migrate_derive::Dependencies;
+pub use migrator::{BackendMigrator, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
+pub use module::{BuildError, MigrationModule, build_migration_system, migration_builder, overseer};
+pub use overseer::{
+    FIRST_PROCESS_JOB, MigrationOverseer, Overseer, RunError, RunOptions, SCANNER_JOB, SUMMARY_JOB,
+};
+pub use retry::backoff;
+pub use scanner::{CustomerScanner, Halted, PageSource, PagingScanner, Scan, ScanReport, scan_pages};
+pub use summary::{Ending, Summary, spell_duration, thousands};
+pub use system::{System, SystemBuilder, SystemModule};
+
+/// shaku, re-exported so that embedders name the same version.
+pub use shaku;

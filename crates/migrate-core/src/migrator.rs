@@ -1,0 +1,301 @@
+//! The customer-migrator component: migrates records, keeps the audit log, records failures.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::component::{BoxError, Lifecycle};
+use crate::config::MigratorConfig;
+use crate::connection::{Backend, Connection};
+use crate::{db, simulated};
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Migrated now (on a dry run: needs migrating).
+    Migrated,
+    /// Already migrated before this run.
+    PreviouslyMigrated,
+    /// Could not be migrated.
+    Failed(RecordFailure),
+}
+
+/// Why a record could not be migrated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Whether another attempt may succeed (a lost connection, a concurrent write) as opposed
+    /// to a record that can never be migrated as it is (a malformed name).
+    pub retryable: bool,
+}
+
+impl RecordFailure {
+    /// A failure that another attempt may fix.
+    pub fn transient(message: impl Into<String>) -> RecordFailure {
+        RecordFailure {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that no retry will fix.
+    pub fn permanent(message: impl Into<String>) -> RecordFailure {
+        RecordFailure {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// A failed record as it is recorded: nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    /// The record's id.
+    pub id: i64,
+    /// The last error.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// When it was given up.
+    pub at: DateTime<Utc>,
+}
+
+/// The migrator component.
+#[async_trait]
+pub trait CustomerMigrator: shaku::Interface + Lifecycle {
+    /// Migrates (or, on a dry run, only checks) the records `ids`, returning one outcome per id
+    /// in the same order. An `Err` means the whole batch failed (the engine then retries each
+    /// record alone); a failure of one record is an `Outcome::Failed` for that record only.
+    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError>;
+
+    /// Records failed records durably. A failure to record aborts the run: a failure must never
+    /// be lost.
+    async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError>;
+
+    /// Where failures are recorded, for the summary (`migration_failures table`, a file path).
+    fn failures_location(&self) -> String;
+
+    /// How many ids a job hands to `migrate` at once.
+    fn batch_size(&self) -> usize;
+}
+crate::named_interface!(CustomerMigrator, "customer-migrator");
+
+/// The migrator for the built-in backends: the seed's sleeps on the simulated backend, the real
+/// customer migration on SQLite and PostgreSQL.
+#[derive(shaku::Component, migrate_derive::Dependencies)]
+#[shaku(interface = CustomerMigrator)]
+pub struct BackendMigrator {
+    #[shaku(inject)]
+    connection: Arc<dyn Connection>,
+    /// `[customer-migrator]`
+    #[shaku(default)]
+    config: MigratorConfig,
+    /// The audit log, opened on first write so that a dry run creates no file.
+    #[shaku(default)]
+    audit: AppendFile,
+    /// Failures of the simulated backend (databases use the `migration_failures` table).
+    #[shaku(default)]
+    failures: AppendFile,
+}
+
+impl std::fmt::Debug for BackendMigrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendMigrator")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl BackendMigrator {
+    /// Shaku parameters for this configuration.
+    pub fn parameters(config: MigratorConfig) -> BackendMigratorParameters {
+        BackendMigratorParameters {
+            config,
+            audit: AppendFile::default(),
+            failures: AppendFile::default(),
+        }
+    }
+
+    /// The failures file of the simulated backend: the log file's name with `.failures.jsonl`.
+    pub fn failures_file(log_file: &Path) -> PathBuf {
+        let mut name = log_file
+            .file_stem()
+            .map(|s| s.to_os_string())
+            .unwrap_or_default();
+        name.push(".failures.jsonl");
+        log_file.with_file_name(name)
+    }
+
+    async fn migrate_simulated(&self, ids: &[i64], dry_run: bool) -> Vec<Outcome> {
+        let scale = self.config.sleep_scale;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        let mut log = String::new();
+        for &id in ids {
+            let started = Instant::now();
+            pause(simulated::check_time(id, scale)).await;
+            if simulated::previously_migrated(id) {
+                outcomes.push(Outcome::PreviouslyMigrated);
+                continue;
+            }
+            if dry_run {
+                outcomes.push(Outcome::Migrated);
+                continue;
+            }
+            pause(simulated::migrate_time(id, scale)).await;
+            if simulated::fails(id, self.config.failure_rate) {
+                outcomes.push(Outcome::Failed(RecordFailure::transient(format!(
+                    "simulated failure migrating customer {id}"
+                ))));
+                continue;
+            }
+            audit_line(&mut log, id, started.elapsed().as_millis());
+            outcomes.push(Outcome::Migrated);
+        }
+        if !log.is_empty() {
+            // The sleeps stand in for the database work; the audit log is real.
+            if let Err(error) = self.audit.append(&self.config.log_file, log.as_bytes()) {
+                return ids
+                    .iter()
+                    .map(|_| Outcome::Failed(RecordFailure::transient(error.to_string())))
+                    .collect();
+            }
+        }
+        outcomes
+    }
+}
+
+async fn pause(duration: std::time::Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+/// One audit line: date, time, id, milliseconds, as in the seed.
+pub(crate) fn audit_line(out: &mut String, id: i64, millis: u128) {
+    use std::fmt::Write as _;
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f");
+    let _ = writeln!(out, "{now} customer {id} migrated in {millis} ms");
+}
+
+#[async_trait]
+impl Lifecycle for BackendMigrator {
+    /// On a database: checks that `customers` exists and creates `migration_failures`.
+    async fn start(&self) -> Result<(), BoxError> {
+        Ok(db::prepare(self.connection.backend()).await?)
+    }
+
+    async fn stop(&self) -> Result<(), BoxError> {
+        self.audit.close()?;
+        self.failures.close()?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CustomerMigrator for BackendMigrator {
+    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError> {
+        match self.connection.backend() {
+            Backend::Simulated { .. } => Ok(self.migrate_simulated(ids, dry_run).await),
+            backend => {
+                let started = Instant::now();
+                let outcomes = db::migrate(backend, ids, dry_run).await?;
+                if !dry_run {
+                    let millis = started.elapsed().as_millis();
+                    let mut log = String::new();
+                    for (id, outcome) in ids.iter().zip(&outcomes) {
+                        if *outcome == Outcome::Migrated {
+                            audit_line(&mut log, *id, millis);
+                        }
+                    }
+                    if !log.is_empty() {
+                        self.audit.append(&self.config.log_file, log.as_bytes())?;
+                    }
+                }
+                Ok(outcomes)
+            }
+        }
+    }
+
+    async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError> {
+        match self.connection.backend() {
+            Backend::Simulated { .. } => {
+                let mut lines = Vec::new();
+                for failure in failures {
+                    serde_json::to_writer(&mut lines, failure)?;
+                    lines.push(b'\n');
+                }
+                self.failures
+                    .append(&Self::failures_file(&self.config.log_file), &lines)?;
+                self.failures.sync()?;
+                Ok(())
+            }
+            backend => Ok(db::record_failures(backend, failures).await?),
+        }
+    }
+
+    fn failures_location(&self) -> String {
+        match self.connection.backend() {
+            Backend::Simulated { .. } => Self::failures_file(&self.config.log_file)
+                .display()
+                .to_string(),
+            _ => format!("the migration_failures table of {}", self.connection.display_url()),
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        self.config
+            .batch_size
+            .unwrap_or(match self.connection.backend() {
+                Backend::Simulated { .. } => 1,
+                _ => 100,
+            })
+    }
+}
+
+/// A file opened for appending on first use; each append is one `write` of whole lines, so
+/// concurrent jobs never interleave within a line.
+#[derive(Debug, Default)]
+pub struct AppendFile {
+    file: Mutex<Option<File>>,
+}
+
+impl AppendFile {
+    fn append(&self, path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
+        let mut guard = self.file.lock().expect("append file lock");
+        if guard.is_none() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("while opening {}: {e}", path.display()))
+                })?;
+            *guard = Some(file);
+        }
+        guard.as_mut().expect("opened above").write_all(bytes)
+    }
+
+    fn sync(&self) -> Result<(), std::io::Error> {
+        match &*self.file.lock().expect("append file lock") {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        match self.file.lock().expect("append file lock").take() {
+            Some(file) => file.sync_all(),
+            None => Ok(()),
+        }
+    }
+}

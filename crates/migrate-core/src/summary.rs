@@ -1,0 +1,194 @@
+//! The result of a run, and the seed's way of saying it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    /// Every scanned record was handled.
+    Completed,
+    /// Stopped on request (Ctrl-C, SIGTERM, a cancelled token); progress was saved.
+    Interrupted,
+    /// Stopped by the engine: too many failures, or a fatal error (see `Summary::abort_reason`).
+    Aborted,
+}
+
+/// Counts and timing of one run. Counts from runs over separate key ranges add up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Records migrated by this run (on a dry run: records that need migrating).
+    pub migrated: u64,
+    /// Records found already migrated.
+    pub previously_migrated: u64,
+    /// Records that failed and were recorded.
+    pub failed: u64,
+    /// Records the scanner handed to the jobs.
+    pub scanned: u64,
+    /// Wall-clock time of the run.
+    #[serde(with = "millis")]
+    pub elapsed: Duration,
+    /// Whether the run checked and counted only.
+    pub dry_run: bool,
+    /// How the run ended.
+    pub ending: Ending,
+    /// Why the run was aborted, when it was.
+    pub abort_reason: Option<String>,
+    /// Where the failures were recorded (a file path or a table), when any failed.
+    pub failures_recorded_in: Option<String>,
+}
+
+impl Summary {
+    /// Whether the run was interrupted on request.
+    pub fn interrupted(&self) -> bool {
+        self.ending == Ending::Interrupted
+    }
+
+    /// Adds another run's counts to these, as when several ranges make one migration.
+    pub fn merge(&mut self, other: &Summary) {
+        self.migrated += other.migrated;
+        self.previously_migrated += other.previously_migrated;
+        self.failed += other.failed;
+        self.scanned += other.scanned;
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
+impl fmt::Display for Summary {
+    /// `Migrated 1,234 customers (345 previously migrated, 2 failures) in 1 minute, 5 seconds`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "Migration needed for"
+        } else {
+            "Migrated"
+        };
+        write!(
+            f,
+            "{verb} {} {} ({} previously migrated, {} {}) in {}",
+            thousands(self.migrated),
+            plural(self.migrated, "customer", "customers"),
+            thousands(self.previously_migrated),
+            thousands(self.failed),
+            plural(self.failed, "failure", "failures"),
+            spell_duration(self.elapsed),
+        )?;
+        match self.ending {
+            Ending::Completed => Ok(()),
+            Ending::Interrupted => f.write_str("; interrupted, progress saved"),
+            Ending::Aborted => write!(
+                f,
+                "; aborted: {}",
+                self.abort_reason.as_deref().unwrap_or("fatal error")
+            ),
+        }
+    }
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Elapsed time as the seed spells it: `less than a second`, `7 seconds`,
+/// `1 minute, 5 seconds`, `2 hours, 1 minute`.
+pub fn spell_duration(elapsed: Duration) -> String {
+    let total = elapsed.as_secs();
+    if total == 0 {
+        return "less than a second".to_owned();
+    }
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    let parts: Vec<String> = [(hours, "hour"), (minutes, "minute"), (seconds, "second")]
+        .into_iter()
+        .filter(|&(n, _)| n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if n == 1 { "" } else { "s" }))
+        .collect();
+    parts.join(", ")
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(migrated: u64, previously: u64, failed: u64, secs: u64) -> Summary {
+        Summary {
+            migrated,
+            previously_migrated: previously,
+            failed,
+            scanned: migrated + previously + failed,
+            elapsed: Duration::from_secs(secs),
+            dry_run: false,
+            ending: Ending::Completed,
+            abort_reason: None,
+            failures_recorded_in: None,
+        }
+    }
+
+    #[test]
+    fn reads_as_the_seed() {
+        assert_eq!(
+            summary(1234, 345, 2, 65).to_string(),
+            "Migrated 1,234 customers (345 previously migrated, 2 failures) in 1 minute, 5 seconds"
+        );
+        assert_eq!(
+            summary(723, 308, 0, 7).to_string(),
+            "Migrated 723 customers (308 previously migrated, 0 failures) in 7 seconds"
+        );
+        assert_eq!(
+            summary(1, 0, 1, 0).to_string(),
+            "Migrated 1 customer (0 previously migrated, 1 failure) in less than a second"
+        );
+    }
+
+    #[test]
+    fn dry_run_interrupted_and_aborted_say_so() {
+        let mut s = summary(5, 1, 0, 3601);
+        s.dry_run = true;
+        assert_eq!(
+            s.to_string(),
+            "Migration needed for 5 customers (1 previously migrated, 0 failures) in 1 hour, 1 second"
+        );
+        s.dry_run = false;
+        s.ending = Ending::Interrupted;
+        assert!(s.to_string().ends_with("; interrupted, progress saved"));
+        s.ending = Ending::Aborted;
+        s.abort_reason = Some("more than 3 failures".into());
+        assert!(s.to_string().ends_with("; aborted: more than 3 failures"));
+    }
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
