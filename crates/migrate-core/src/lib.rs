@@ -52,6 +52,7 @@ mod overseer;
 mod paging_state;
 mod retry;
 mod scanner;
+mod seed;
 mod simulated;
 mod summary;
 mod system;
@@ -76,6 +77,7 @@ pub use overseer::{
 };
 pub use retry::backoff;
 pub use scanner::{CustomerScanner, Halted, PageSource, PagingScanner, Scan, ScanReport, scan_pages};
+pub use seed::{DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers};
 pub use summary::{Ending, Summary, spell_duration, thousands};
 pub use system::{System, SystemBuilder, SystemModule};
 

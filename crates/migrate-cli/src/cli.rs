@@ -1,0 +1,158 @@
+//! The command line, as clap types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Runs a large data migration safely and visibly: a scanner feeds ids to migration jobs
+/// through a bounded channel, progress is checkpointed, failures are recorded, and a live board
+/// shows every job.
+#[derive(Debug, Parser)]
+#[command(name = "db-migrate", version, max_term_width = 100)]
+pub struct Cli {
+    /// What to do; without a command, run the migration.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// How the migration runs.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Output choices.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create (or with --force refill) the demo `customers` table at connection.url.
+    Seed {
+        /// How many customers to create.
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        /// Drop and refill an existing table.
+        #[arg(long)]
+        force: bool,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Create the embedded SQLite demo database if it is missing, then migrate it with the
+    /// live board.
+    Demo {
+        /// How many customers the demo database gets when it is created.
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+/// Where the configuration comes from, lowest precedence first: `conf/` defaults, the
+/// environment's files, `*-local.toml`, `--config` files, `DB_MIGRATE_*` variables, `KEY=VALUE`.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Which environment's files to merge over the defaults.
+    #[arg(short, long, global = true, value_enum, default_value_t = Environment::Localhost)]
+    pub env: Environment,
+
+    /// Directory holding the TOML files [default: ./conf when it exists, else built-in defaults]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub conf_dir: Option<PathBuf>,
+
+    /// Another TOML file to merge (repeatable; each must exist).
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Configuration overrides: `customer-migration/processes=5` or
+    /// `customer-migration.processes=5`.
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+
+    /// Print the merged configuration with the source of each value, and exit.
+    #[arg(long, global = true)]
+    pub show_config: bool,
+}
+
+/// The environments with their own configuration files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// A developer's machine.
+    Localhost,
+    /// The staging database.
+    Staging,
+    /// The production database.
+    Production,
+}
+
+impl Environment {
+    /// The name used in file names (`customer-migration-staging.toml`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Environment::Localhost => "localhost",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+/// How the migration runs.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Check and count only; write nothing.
+    #[arg(short = 'D', long, global = true)]
+    pub dry_run: bool,
+
+    /// Forget saved progress and start over.
+    #[arg(short, long, global = true)]
+    pub reset: bool,
+
+    /// Migrate the ids in FILE (one per line; blank lines and `#` comments skipped) instead of
+    /// scanning.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// Output choices.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Print the component graph (Graphviz DOT on stdout, or an image written with `dot`) and
+    /// exit without touching a database.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", num_args = 0..=1,
+          require_equals = true, default_missing_value = "dot")]
+    pub visualize: Option<VisualFormat>,
+
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// `json`: every run event as a JSON line on stderr, instead of the status board.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--visualize` formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VisualFormat {
+    /// Graphviz DOT on stdout.
+    Dot,
+    /// An SVG image, drawn by `dot`.
+    Svg,
+    /// A PNG image, drawn by `dot`.
+    Png,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// The status board.
+    Text,
+    /// JSON lines on stderr.
+    Json,
+}

@@ -1,0 +1,85 @@
+//! Exit codes, and the error that ends the program before or outside a run.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | the run completed and no record failed |
+//! | 1 | the run completed and some records failed (each one recorded) |
+//! | 2 | usage or configuration error: nothing ran |
+//! | 3 | the run was aborted: failure limit exceeded, or a fatal error |
+//! | 130 | interrupted (Ctrl-C, SIGTERM); progress was saved |
+
+use migrate_core::{Ending, Summary};
+
+/// Completed, no failure.
+pub const SUCCESS: u8 = 0;
+/// Completed with recorded failures.
+pub const FAILURES: u8 = 1;
+/// Usage or configuration error.
+pub const USAGE: u8 = 2;
+/// Aborted.
+pub const ABORTED: u8 = 3;
+/// Interrupted.
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for a run's summary.
+pub fn for_summary(summary: &Summary) -> u8 {
+    match summary.ending {
+        Ending::Completed if summary.failed == 0 => SUCCESS,
+        Ending::Completed => FAILURES,
+        Ending::Interrupted => INTERRUPTED,
+        Ending::Aborted => ABORTED,
+    }
+}
+
+/// Why `db-migrate` stopped without a run summary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The configuration is wrong; nothing ran.
+    #[error(transparent)]
+    Config(#[from] crate::settings::ConfigError),
+    /// The command line asks for something that cannot be done; nothing ran.
+    #[error("{0}")]
+    Usage(String),
+    /// The system could not be built or started, or failed outside the run.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => USAGE,
+            CliError::Fatal(_) => ABORTED,
+        }
+    }
+
+    /// A fatal error from anything displayable, with its cause chain.
+    pub fn fatal(error: &(dyn std::error::Error + 'static)) -> CliError {
+        CliError::Fatal(chain(error))
+    }
+}
+
+/// `error: cause: cause's cause`, skipping causes already spelled in the message.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Prints the error on stderr, as `db-migrate: error: ...`.
+pub fn report(error: &CliError) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("db-migrate: error: {}", chain(error));
+    }
+}

@@ -1,0 +1,61 @@
+//! The `db-migrate` command: clap arguments, layered configuration with figment, the crossterm
+//! status board and Graphviz output, around the `migrate-core` engine.
+//!
+//! The binary's `main` only parses the command line, calls [`run`] and maps the result to an
+//! exit code (see [`exit`]).
+
+pub mod board;
+mod cli;
+pub mod exit;
+mod ids_file;
+mod migrate;
+mod seed;
+pub mod settings;
+mod signals;
+mod visualize;
+
+pub use cli::{
+    Cli, Command, ConfigArgs, Environment, LogFormat, OutputArgs, RunArgs, VisualFormat,
+};
+pub use exit::CliError;
+
+/// Runs the command line: visualize, show the configuration, seed, or migrate. Returns the exit
+/// code of a run that happened (see [`exit`]); `Err` when nothing could run.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    if let Some(format) = cli.output.visualize {
+        // As in the seed, the graph is drawn before configuration is read or a database opened.
+        return visualize::run(format);
+    }
+    let mut config_args = cli.config.clone();
+    match &cli.command {
+        Some(Command::Seed { overrides, .. } | Command::Demo { overrides, .. }) => {
+            config_args.overrides.extend(overrides.iter().cloned());
+        }
+        None => {}
+    }
+    let settings = settings::load(&config_args)?;
+    if cli.config.show_config {
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", settings.render());
+        }
+        return Ok(exit::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Fatal(format!("while starting the runtime: {e}")))?;
+    runtime.block_on(async {
+        match cli.command {
+            None => migrate::run(settings.config(), &cli.run, &cli.output).await,
+            Some(Command::Seed {
+                customers, force, ..
+            }) => seed::run(settings.config(), customers, force).await,
+            Some(Command::Demo { customers, .. }) => {
+                let config = seed::demo_config(settings.config());
+                seed::ensure_demo_database(&config, customers).await?;
+                migrate::run(&config, &cli.run, &cli.output).await
+            }
+        }
+    })
+}

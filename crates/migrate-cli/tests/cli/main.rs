@@ -1,0 +1,8 @@
+//! End-to-end tests of the `db-migrate` binary, run as a process. One module per topic.
+
+mod board;
+mod config;
+mod database;
+mod run;
+mod util;
+mod visualize;

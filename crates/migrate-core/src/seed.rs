@@ -1,0 +1,234 @@
+//! The demo `customers` table: created and filled deterministically for a given size.
+
+use sqlx::{Postgres, QueryBuilder, Sqlite};
+
+use crate::connection::Backend;
+
+/// A failure to create or fill the demo table.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SeedError {
+    /// The simulated backend has no table to fill.
+    #[error("connection.url is simulated: seeding needs a sqlite:// or postgres:// URL")]
+    Simulated,
+    /// `customers` already holds rows and `--force` was not given.
+    #[error("the customers table already holds {rows} rows: use --force to refill it")]
+    NotEmpty {
+        /// Rows found.
+        rows: i64,
+    },
+    /// A statement failed.
+    #[error("while {doing}: {source}")]
+    Database {
+        /// What was being done.
+        doing: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> SeedError {
+    move |source| SeedError::Database { doing, source }
+}
+
+/// What `seed_customers` created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SeedReport {
+    /// Rows in all.
+    pub customers: u64,
+    /// Rows already migrated (`schema_version = 2`).
+    pub migrated: u64,
+    /// Legacy rows whose `full_name` cannot be split.
+    pub malformed: u64,
+}
+
+/// When the pre-migrated demo rows were migrated.
+pub const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
+
+/// One demo customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoCustomer {
+    /// Primary key, 1 to N.
+    pub id: i64,
+    /// `"Last, First"` (or malformed).
+    pub full_name: String,
+    /// Mixed case with stray spaces on legacy rows.
+    pub email: String,
+    /// 1 legacy, 2 migrated.
+    pub schema_version: i64,
+    /// Filled on migrated rows.
+    pub first_name: Option<String>,
+    /// Filled on migrated rows.
+    pub last_name: Option<String>,
+    /// Set on migrated rows.
+    pub migrated_at: Option<String>,
+}
+
+const FIRST: [&str; 16] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Dennis", "Frances",
+    "Ken", "Radia", "Tony", "Hedy", "John", "Katherine", "Niklaus",
+];
+const LAST: [&str; 16] = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Ritchie",
+    "Allen", "Thompson", "Perlman", "Hoare", "Lamarr", "McCarthy", "Johnson", "Wirth",
+];
+
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The `id`-th demo customer (ids from 1): about 30% already migrated, about 0.1% malformed.
+pub fn demo_customer(id: i64) -> DemoCustomer {
+    let h = mix(id as u64);
+    let first = FIRST[(h % 16) as usize];
+    let last = LAST[((h >> 8) % 16) as usize];
+    let migrated = (h >> 16) % 100 < 30;
+    let malformed = !migrated && (h >> 32) % 1000 == 0;
+    let local = format!("{first}.{last}{id}");
+    if migrated {
+        return DemoCustomer {
+            id,
+            full_name: format!("{last}, {first}"),
+            email: format!("{}@example.com", local.to_lowercase()),
+            schema_version: 2,
+            first_name: Some(first.to_owned()),
+            last_name: Some(last.to_owned()),
+            migrated_at: Some(SEEDED_MIGRATED_AT.to_owned()),
+        };
+    }
+    let full_name = if malformed {
+        if (h >> 40) % 2 == 0 {
+            format!("{first} {last}")
+        } else {
+            String::new()
+        }
+    } else {
+        format!("{last}, {first}")
+    };
+    // Mixed case and stray spaces, as legacy data has.
+    let email = match (h >> 48) % 3 {
+        0 => format!("  {local}@Example.COM"),
+        1 => format!("{}@EXAMPLE.com ", local.to_uppercase()),
+        _ => format!(" {local}@example.Com "),
+    };
+    DemoCustomer {
+        id,
+        full_name,
+        email,
+        schema_version: 1,
+        first_name: None,
+        last_name: None,
+        migrated_at: None,
+    }
+}
+
+const CREATE_CUSTOMERS: &str = "CREATE TABLE IF NOT EXISTS customers (
+    id BIGINT PRIMARY KEY,
+    full_name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    first_name TEXT,
+    last_name TEXT,
+    migrated_at TEXT)";
+
+/// Rows per INSERT statement (7 parameters each: well under both databases' limits).
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Creates `customers` (and clears the bookkeeping tables) and fills it with `customers` demo
+/// rows. An existing, non-empty table is refilled only with `force`.
+pub async fn seed_customers(
+    backend: &Backend,
+    customers: u64,
+    force: bool,
+) -> Result<SeedReport, SeedError> {
+    let mut report = SeedReport {
+        customers,
+        ..SeedReport::default()
+    };
+    for id in 1..=customers as i64 {
+        let c = demo_customer(id);
+        report.migrated += u64::from(c.schema_version == 2);
+        report.malformed += u64::from(crate::db::split_full_name(&c.full_name).is_err());
+    }
+    macro_rules! seed {
+        ($pool:expr, $db:ty) => {{
+            let pool = $pool;
+            sqlx::query(CREATE_CUSTOMERS)
+                .execute(pool)
+                .await
+                .map_err(context("creating the customers table"))?;
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
+                .fetch_one(pool)
+                .await
+                .map_err(context("counting customers"))?;
+            if rows > 0 && !force {
+                return Err(SeedError::NotEmpty { rows });
+            }
+            let mut tx = pool.begin().await.map_err(context("starting to seed"))?;
+            for sql in [
+                "DELETE FROM customers",
+                "DROP TABLE IF EXISTS migration_checkpoints",
+                "DROP TABLE IF EXISTS migration_failures",
+            ] {
+                sqlx::query(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("clearing the demo tables"))?;
+            }
+            let mut next = 1i64;
+            while next <= customers as i64 {
+                let last = (next + ROWS_PER_INSERT as i64 - 1).min(customers as i64);
+                let mut insert = QueryBuilder::<$db>::new(
+                    "INSERT INTO customers (id, full_name, email, schema_version, first_name, last_name, migrated_at) ",
+                );
+                insert.push_values((next..=last).map(demo_customer), |mut row, c| {
+                    row.push_bind(c.id)
+                        .push_bind(c.full_name)
+                        .push_bind(c.email)
+                        .push_bind(c.schema_version as i32)
+                        .push_bind(c.first_name)
+                        .push_bind(c.last_name)
+                        .push_bind(c.migrated_at);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("inserting demo customers"))?;
+                next = last + 1;
+            }
+            tx.commit().await.map_err(context("committing the demo customers"))?;
+        }};
+    }
+    match backend {
+        Backend::Simulated { .. } => return Err(SeedError::Simulated),
+        Backend::Sqlite(pool) => seed!(pool, Sqlite),
+        Backend::Postgres(pool) => seed!(pool, Postgres),
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_data_is_deterministic_with_the_planned_shares() {
+        assert_eq!(demo_customer(77), demo_customer(77));
+        let all: Vec<_> = (1..=100_000).map(demo_customer).collect();
+        let migrated = all.iter().filter(|c| c.schema_version == 2).count();
+        let malformed = all
+            .iter()
+            .filter(|c| crate::db::split_full_name(&c.full_name).is_err())
+            .count();
+        assert!((28_000..32_000).contains(&migrated), "{migrated}");
+        assert!((40..110).contains(&malformed), "{malformed}");
+        let legacy = all.iter().find(|c| c.schema_version == 1).unwrap();
+        assert_ne!(legacy.email.trim().to_lowercase(), legacy.email);
+        assert!(legacy.first_name.is_none() && legacy.migrated_at.is_none());
+    }
+}

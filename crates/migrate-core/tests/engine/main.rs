@@ -1,0 +1,5 @@
+//! Integration tests of the engine through its public API. One module per topic.
+
+mod backends;
+mod run;
+mod support;
