@@ -71,13 +71,20 @@ pub use graph::{ComponentGraph, GraphError};
 pub use lifecycle::LifecycleError;
 pub use migrate_derive::Dependencies;
 pub use migrator::{BackendMigrator, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
-pub use module::{BuildError, MigrationModule, build_migration_system, migration_builder, overseer};
+pub use module::{
+    BuildError, MigrationModule, build_migration_system, migration_builder, overseer,
+};
 pub use overseer::{
     FIRST_PROCESS_JOB, MigrationOverseer, Overseer, RunError, RunOptions, SCANNER_JOB, SUMMARY_JOB,
 };
 pub use retry::backoff;
-pub use scanner::{CustomerScanner, Halted, PageSource, PagingScanner, Scan, ScanReport, scan_pages};
-pub use seed::{DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers};
+pub use scanner::{
+    CustomerScanner, Halted, PageSource, PagingScanner, Scan, ScanReport, scan_pages,
+};
+pub use seed::{
+    DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers,
+};
+pub use simulated::SimulatedIds;
 pub use summary::{Ending, Summary, spell_duration, thousands};
 pub use system::{System, SystemBuilder, SystemModule};
 

@@ -71,8 +71,9 @@ pub struct FailureRecord {
 #[async_trait]
 pub trait CustomerMigrator: shaku::Interface + Lifecycle {
     /// Migrates (or, on a dry run, only checks) the records `ids`, returning one outcome per id
-    /// in the same order. An `Err` means the whole batch failed (the engine then retries each
-    /// record alone); a failure of one record is an `Outcome::Failed` for that record only.
+    /// in the same order. An `Err` (or a panic) means the whole batch failed and none of it took
+    /// effect, as when a transaction rolls back: the engine then retries each record alone. A
+    /// failure of one record is an `Outcome::Failed` for that record only.
     async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError>;
 
     /// Records failed records durably. A failure to record aborts the run: a failure must never
@@ -245,7 +246,10 @@ impl CustomerMigrator for BackendMigrator {
             Backend::Simulated { .. } => Self::failures_file(&self.config.log_file)
                 .display()
                 .to_string(),
-            _ => format!("the migration_failures table of {}", self.connection.display_url()),
+            _ => format!(
+                "the migration_failures table of {}",
+                self.connection.display_url()
+            ),
         }
     }
 

@@ -55,6 +55,13 @@ pub(crate) fn save(
     let context = |e: std::io::Error| -> BoxError {
         format!("while saving paging state {}: {e}", path.display()).into()
     };
+    if all.is_empty() {
+        // No unfinished run left: no file, so nothing looks like progress to resume.
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(context(e)),
+            _ => Ok(()),
+        };
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(context)?;
     }
@@ -99,6 +106,8 @@ mod tests {
         assert_eq!(load(&path, &key).unwrap(), None);
         assert_eq!(load(&path, &other).unwrap(), Some(Checkpoint::default()));
         assert!(!path.with_extension("json.tmp").exists());
+        save(&path, &other, None).unwrap();
+        assert!(!path.exists(), "no checkpoint left: no file");
     }
 
     #[test]
@@ -111,6 +120,9 @@ mod tests {
             range: KeyRange::ALL,
         };
         let error = load(&path, &key).unwrap_err().to_string();
-        assert!(error.contains("state.json") && error.contains("--reset"), "{error}");
+        assert!(
+            error.contains("state.json") && error.contains("--reset"),
+            "{error}"
+        );
     }
 }

@@ -13,8 +13,9 @@ use crate::component::{BoxError, Lifecycle};
 use crate::config::ScannerConfig;
 use crate::connection::{Backend, Connection};
 use crate::events::{Event, JobId, JobStatus};
+use crate::simulated::SimulatedIds;
 use crate::summary::thousands;
-use crate::{db, paging_state, simulated};
+use crate::{db, paging_state};
 
 /// One id on its way to a job, with its place in scan order.
 #[derive(Debug, Clone, Copy)]
@@ -124,8 +125,11 @@ pub trait PageSource: Send + Sync {
     ) -> Result<Vec<i64>, BoxError>;
 
     /// How many ids lie above `after` and below `end`, when that is cheap to know.
-    async fn remaining(&self, after: Option<i64>, end: Option<i64>)
-    -> Result<Option<u64>, BoxError>;
+    async fn remaining(
+        &self,
+        after: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<Option<u64>, BoxError>;
 }
 
 /// The scanner component.
@@ -142,8 +146,11 @@ pub trait CustomerScanner: shaku::Interface + Lifecycle {
     async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError>;
 
     /// Saves progress atomically: after a crash either the old or the new checkpoint is read.
-    async fn save_checkpoint(&self, key: &CheckpointKey, checkpoint: &Checkpoint)
-    -> Result<(), BoxError>;
+    async fn save_checkpoint(
+        &self,
+        key: &CheckpointKey,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), BoxError>;
 
     /// Forgets the progress: the next run starts over.
     async fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), BoxError>;
@@ -163,7 +170,11 @@ pub async fn scan_pages(
     let end = scan.range.end;
     let mut after = scan.resume_after();
     let total = match &scan.input {
-        Some(ids) => Some(ids.iter().filter(|&&id| after.is_none_or(|a| id > a)).count() as u64),
+        Some(ids) => Some(
+            ids.iter()
+                .filter(|&&id| after.is_none_or(|a| id > a))
+                .count() as u64,
+        ),
         None => source.remaining(after, end).await?,
     };
     board.publish(Event::JobText {
@@ -208,7 +219,10 @@ pub async fn scan_pages(
     }
     board.publish(Event::JobText {
         job,
-        text: format!("Completed table scan, after {} customer rows", thousands(scanned)),
+        text: format!(
+            "Completed table scan, after {} customer rows",
+            thousands(scanned)
+        ),
     });
     board.publish(Event::JobStatus {
         job,
@@ -264,9 +278,11 @@ impl PageSource for PagingScanner {
     ) -> Result<Vec<i64>, BoxError> {
         match self.connection.backend() {
             Backend::Simulated { customers } => {
-                let mut page = simulated::page(*customers, after, limit);
-                page.retain(|&id| end.is_none_or(|e| id < e));
-                Ok(page)
+                SimulatedIds {
+                    customers: *customers,
+                }
+                .page(after, end, limit)
+                .await
             }
             backend => Ok(db::page(backend, after, end, limit).await?),
         }
@@ -279,9 +295,11 @@ impl PageSource for PagingScanner {
     ) -> Result<Option<u64>, BoxError> {
         match self.connection.backend() {
             Backend::Simulated { customers } => {
-                let all = simulated::remaining(*customers, after);
-                let beyond = end.map_or(0, |e| simulated::remaining(*customers, Some(e - 1)));
-                Ok(Some(all - beyond))
+                SimulatedIds {
+                    customers: *customers,
+                }
+                .remaining(after, end)
+                .await
             }
             backend => Ok(Some(db::remaining(backend, after, end).await?)),
         }

@@ -3,3 +3,4 @@
 mod backends;
 mod run;
 mod support;
+mod system;

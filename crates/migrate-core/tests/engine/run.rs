@@ -1,1 +1,607 @@
-//! Tests: run.
+//! The run: backpressure, retries, failure records, panics, shutdown, resume, dry run, input,
+//! rate limit and events. Time runs on tokio's paused clock: no test sleeps to synchronise.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use migrate_core::{
+    BoxError, Checkpoint, CheckpointKey, CustomerScanner, Ending, Event, JobId, JobStatus,
+    KeyRange, Lifecycle, PageSource, RunOptions, Scan, ScanReport, StatusBoard, Summary,
+    migration_builder, overseer, scan_pages,
+};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Behaviour, Journal, ScriptedMigrator, SharedBoard, config, system};
+
+async fn run_once(
+    config: &migrate_core::Config,
+    migrator: ScriptedMigrator,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> (Summary, Vec<Event>) {
+    let (system, board) = system(config, migrator);
+    system.start().await.unwrap();
+    let summary = overseer(&system).run(options, shutdown).await.unwrap();
+    system.stop().await.unwrap();
+    (summary, board.events())
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_record_is_handled_once_and_counts_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1000);
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.pace = Duration::from_millis(5);
+    let (summary, events) = run_once(
+        &config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(summary.migrated, 1000);
+    assert_eq!(summary.scanned, 1000);
+    let migrated = journal.migrated_ids();
+    assert_eq!(migrated.len(), 1000);
+    assert!(migrated.values().all(|&n| n == 1));
+    assert!(matches!(events.last(), Some(Event::Summary(s)) if s == &summary));
+    // A completed run leaves no checkpoint behind: the next run starts over.
+    assert!(!dir.path().join("paging-state.json").exists());
+}
+
+/// A scanner using the library's paging loop over a counting source, to watch how far it runs
+/// ahead of the jobs.
+struct CountingScanner {
+    board: Arc<dyn StatusBoard>,
+    ids: Vec<i64>,
+    fetch_size: usize,
+    block_size: usize,
+    read: AtomicUsize,
+    journal: Arc<Journal>,
+    worst_lead: AtomicUsize,
+}
+
+#[async_trait]
+impl PageSource for CountingScanner {
+    async fn page(
+        &self,
+        after: Option<i64>,
+        _end: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<i64>, BoxError> {
+        let start = after.map_or(0, |a| self.ids.partition_point(|&id| id <= a));
+        let page: Vec<i64> = self.ids[start..].iter().take(limit).copied().collect();
+        let read = self.read.fetch_add(page.len(), Ordering::SeqCst) + page.len();
+        let lead = read - self.journal.received_count();
+        self.worst_lead.fetch_max(lead, Ordering::SeqCst);
+        Ok(page)
+    }
+
+    async fn remaining(&self, _: Option<i64>, _: Option<i64>) -> Result<Option<u64>, BoxError> {
+        Ok(Some(self.ids.len() as u64))
+    }
+}
+
+impl Lifecycle for CountingScanner {}
+
+#[async_trait]
+impl CustomerScanner for CountingScanner {
+    async fn scan(&self, scan: Scan) -> Result<ScanReport, BoxError> {
+        scan_pages(self, &*self.board, self.fetch_size, &scan).await
+    }
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+    async fn load_checkpoint(&self, _: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {
+        Ok(None)
+    }
+    async fn save_checkpoint(&self, _: &CheckpointKey, _: &Checkpoint) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn clear_checkpoint(&self, _: &CheckpointKey) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_scanner_never_runs_more_than_a_block_and_a_page_ahead_of_slow_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 0);
+    config.customer_migration.processes = 4;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.pace = Duration::from_millis(10);
+    let (block_size, fetch_size) = (10, 50);
+    let board = Arc::new(migrate_core::RecordingBoard::default());
+    let scanner = Arc::new(CountingScanner {
+        board: Arc::new(SharedBoard(Arc::clone(&board))),
+        ids: (1..=20_000).collect(),
+        fetch_size,
+        block_size,
+        read: AtomicUsize::new(0),
+        journal: Arc::clone(&journal),
+        worst_lead: AtomicUsize::new(0),
+    });
+    let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
+        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
+        .with_override::<dyn CustomerScanner>(
+            Box::new(ArcScanner(Arc::clone(&scanner))),
+            "Counting",
+        )
+        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(board)), "Recording")
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let summary = overseer(&system)
+        .run(RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    system.stop().await.unwrap();
+    assert_eq!(summary.migrated, 20_000);
+    let worst = scanner.worst_lead.load(Ordering::SeqCst);
+    assert!(
+        worst <= block_size + fetch_size,
+        "the scanner ran {worst} ids ahead of the jobs"
+    );
+    // The bound is reached, so the test would see a scanner that ignored backpressure.
+    assert!(worst >= fetch_size, "{worst}");
+}
+
+struct ArcScanner(Arc<CountingScanner>);
+
+impl Lifecycle for ArcScanner {}
+
+#[async_trait]
+impl CustomerScanner for ArcScanner {
+    async fn scan(&self, scan: Scan) -> Result<ScanReport, BoxError> {
+        self.0.scan(scan).await
+    }
+    fn block_size(&self) -> usize {
+        self.0.block_size()
+    }
+    async fn load_checkpoint(&self, k: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {
+        self.0.load_checkpoint(k).await
+    }
+    async fn save_checkpoint(&self, k: &CheckpointKey, c: &Checkpoint) -> Result<(), BoxError> {
+        self.0.save_checkpoint(k, c).await
+    }
+    async fn clear_checkpoint(&self, k: &CheckpointKey) -> Result<(), BoxError> {
+        self.0.clear_checkpoint(k).await
+    }
+}
+
+/// The first `n` simulated ids, through a dry run.
+async fn first_ids(customers: u64, n: usize) -> Vec<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), customers);
+    let journal = Arc::new(Journal::default());
+    let options = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    run_once(
+        &config,
+        ScriptedMigrator::new(Arc::clone(&journal)),
+        options,
+        CancellationToken::new(),
+    )
+    .await;
+    let mut ids = journal.received.lock().unwrap().clone();
+    ids.sort_unstable();
+    ids.truncate(n);
+    ids
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_are_retried_with_backoff_then_recorded_and_the_run_goes_on() {
+    let ids = first_ids(200, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 200);
+    config.customer_migration.retry_attempts = 4;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.script = HashMap::from([
+        (ids[0], Behaviour::FlakyTimes(2)),
+        (ids[1], Behaviour::AlwaysTransient),
+        (ids[2], Behaviour::Permanent),
+        (ids[3], Behaviour::Previously),
+    ]);
+    let started = tokio::time::Instant::now();
+    let (summary, _) = run_once(
+        &config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(summary.migrated, 197);
+    assert_eq!(summary.previously_migrated, 1);
+    assert_eq!(summary.failed, 2);
+    assert_eq!(
+        summary.failures_recorded_in.as_deref(),
+        Some("the test journal")
+    );
+    let attempts = journal.attempts.lock().unwrap().clone();
+    assert_eq!(attempts[&ids[0]], 3, "two failures, then success");
+    assert_eq!(attempts[&ids[1]], 4, "retry-attempts in all");
+    assert_eq!(attempts[&ids[2]], 1, "a permanent failure is not retried");
+    let mut failures = journal.failures();
+    failures.sort_by_key(|f| f.id);
+    assert_eq!(failures.len(), 2);
+    assert_eq!((failures[0].id, failures[0].attempts), (ids[1], 4));
+    assert_eq!(failures[0].error, format!("unreachable {}", ids[1]));
+    assert_eq!((failures[1].id, failures[1].attempts), (ids[2], 1));
+    // Backoff: at least half of 100 + 200 + 400 ms (equal jitter) before the last attempt.
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_migrator_is_contained_recorded_and_the_batch_goes_on() {
+    let ids = first_ids(100, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 100);
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.batch_size = 10;
+    migrator.script = HashMap::from([(ids[4], Behaviour::Panic)]);
+    let (summary, _) = run_once(
+        &config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(summary.failed, 1);
+    assert_eq!(summary.migrated, 99);
+    let failures = journal.failures();
+    assert_eq!(failures[0].id, ids[4]);
+    assert!(
+        failures[0].error.contains("scripted panic on customer"),
+        "{}",
+        failures[0].error
+    );
+    // The others of the panicking batch were migrated one by one, each exactly once.
+    assert!(journal.migrated_ids().values().all(|&n| n == 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_failures_abort_the_run_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 500);
+    config.customer_migration.max_failures = 3;
+    config.customer_migration.retry_attempts = 1;
+    let ids = first_ids(500, 500).await;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.script = ids.iter().map(|&id| (id, Behaviour::Permanent)).collect();
+    let (summary, _) = run_once(
+        &config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Aborted);
+    assert!(
+        summary
+            .abort_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("more than 3 records failed")),
+        "{summary:?}"
+    );
+    assert!(
+        summary.failed > 3 && summary.failed < 100,
+        "{}",
+        summary.failed
+    );
+    // Every counted failure was recorded.
+    assert_eq!(journal.failures().len() as u64, summary.failed);
+    // The checkpoint was saved: what was not handled is still to do.
+    let state = std::fs::read_to_string(dir.path().join("paging-state.json")).unwrap();
+    assert!(state.contains("customer-migration/all"), "{state}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_that_cannot_be_recorded_aborts_the_run() {
+    let ids = first_ids(50, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 50);
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.script = HashMap::from([(ids[0], Behaviour::Permanent)]);
+    migrator.fail_recording = true;
+    let (summary, _) = run_once(
+        &config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Aborted);
+    assert_eq!(
+        summary.abort_reason.as_deref(),
+        Some("while recording failures: the failures table is gone")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_at_random_points_and_resuming_migrates_every_record_exactly_once() {
+    let customers = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), customers);
+    config.customer_migration.processes = 7;
+    config.customer_scanner.fetch_size = 64;
+    config.customer_scanner.block_size = 16;
+    let journal = Arc::new(Journal::default());
+    let mut rng = rand::rng();
+    let mut runs = 0;
+    let mut total_migrated = 0;
+    loop {
+        runs += 1;
+        assert!(runs < 200, "the migration does not finish");
+        let shutdown = CancellationToken::new();
+        let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+        migrator.batch_size = rng.random_range(1..=5);
+        migrator.pace = Duration::from_millis(rng.random_range(1..=20));
+        migrator.stop = Some((rng.random_range(1..=250), shutdown.clone()));
+        let (summary, _) = run_once(&config, migrator, RunOptions::default(), shutdown).await;
+        total_migrated += summary.migrated;
+        match summary.ending {
+            Ending::Interrupted => continue,
+            Ending::Completed => break,
+            Ending::Aborted => panic!("{summary:?}"),
+        }
+    }
+    assert!(runs > 5, "only {runs} runs: the stops did not interrupt");
+    let migrated = journal.migrated_ids();
+    assert_eq!(migrated.len() as u64, customers, "every record migrated");
+    let twice: Vec<_> = migrated.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "migrated more than once: {twice:?}");
+    assert_eq!(total_migrated, customers, "the runs' counts add up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_run_says_so_and_reset_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 400);
+    let journal = Arc::new(Journal::default());
+    let shutdown = CancellationToken::new();
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.stop = Some((100, shutdown.clone()));
+    let (summary, events) = run_once(&config, migrator, RunOptions::default(), shutdown).await;
+    assert_eq!(summary.ending, Ending::Interrupted);
+    assert!(summary.to_string().contains("interrupted"), "{summary}");
+    assert!(summary.migrated >= 100 && summary.migrated < 400);
+    let summary_status = events.iter().rev().find_map(|e| match e {
+        Event::JobStatus { job, status } if *job == migrate_core::SUMMARY_JOB => Some(*status),
+        _ => None,
+    });
+    assert_eq!(summary_status, Some(JobStatus::Warning));
+    // --reset ignores the saved progress: everything is migrated again.
+    let options = RunOptions {
+        reset: true,
+        ..Default::default()
+    };
+    let (summary, _) = run_once(
+        &config,
+        ScriptedMigrator::new(Arc::clone(&journal)),
+        options,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(summary.migrated, 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_past_the_grace_period_are_stopped_and_their_records_redone_next_time() {
+    let ids = first_ids(100, 1).await;
+    let hung = ids[0];
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 100);
+    config.customer_migration.grace_period_millis = 2000;
+    let journal = Arc::new(Journal::default());
+    let shutdown = CancellationToken::new();
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.script = HashMap::from([(hung, Behaviour::Hang)]);
+    migrator.pace = Duration::from_millis(10);
+    migrator.stop = Some((20, shutdown.clone()));
+    let started = tokio::time::Instant::now();
+    let (summary, _) = run_once(&config, migrator, RunOptions::default(), shutdown).await;
+    assert_eq!(summary.ending, Ending::Interrupted);
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The hung record was not marked done: the next run migrates it.
+    let (summary, _) = run_once(
+        &config,
+        ScriptedMigrator::new(Arc::clone(&journal)),
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(journal.migrated_ids().get(&hung), Some(&1));
+    assert_eq!(journal.migrated_ids().len(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_checks_and_counts_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 300);
+    let ids = first_ids(300, 3).await;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.script = HashMap::from([
+        (ids[0], Behaviour::Previously),
+        (ids[1], Behaviour::Permanent),
+    ]);
+    let options = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let (summary, _) = run_once(&config, migrator, options, CancellationToken::new()).await;
+    assert!(summary.dry_run);
+    assert_eq!(
+        (
+            summary.migrated,
+            summary.previously_migrated,
+            summary.failed
+        ),
+        (298, 1, 1)
+    );
+    assert!(
+        summary
+            .to_string()
+            .starts_with("Migration needed for 298 customers")
+    );
+    assert!(journal.migrated_ids().is_empty());
+    assert!(journal.failures().is_empty(), "a dry run records nothing");
+    assert!(!dir.path().join("paging-state.json").exists());
+    assert!(!dir.path().join("migration.log").exists());
+}
+
+#[tokio::test(start_paused = true)]
+async fn given_ids_are_migrated_instead_of_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1000);
+    let journal = Arc::new(Journal::default());
+    let options = RunOptions {
+        input: Some(Arc::from(vec![3, 5, 8, 13, 21])),
+        ..Default::default()
+    };
+    let (summary, _) = run_once(
+        &config,
+        ScriptedMigrator::new(Arc::clone(&journal)),
+        options,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.migrated, 5);
+    let mut ids: Vec<i64> = journal.migrated_ids().into_keys().collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [3, 5, 8, 13, 21]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_range_limits_the_scan() {
+    let ids = first_ids(1000, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1000);
+    let journal = Arc::new(Journal::default());
+    let range = KeyRange {
+        start: Some(ids[100]),
+        end: Some(ids[200]),
+    };
+    let options = RunOptions {
+        range,
+        ..Default::default()
+    };
+    let (summary, _) = run_once(
+        &config,
+        ScriptedMigrator::new(Arc::clone(&journal)),
+        options,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.migrated, 100);
+    assert!(journal.migrated_ids().keys().all(|id| range.contains(*id)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_holds_for_the_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 101);
+    config.customer_migration.rate_limit = 50;
+    let journal = Arc::new(Journal::default());
+    let started = tokio::time::Instant::now();
+    let (summary, _) = run_once(
+        &config,
+        ScriptedMigrator::new(journal),
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.migrated, 101);
+    // 101 records at 50 per second: the last one starts 2 seconds after the first.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_event_stream_tells_the_whole_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 50);
+    config.customer_migration.processes = 3;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(journal);
+    migrator.pace = Duration::from_millis(20);
+    let (summary, events) = run_once(
+        &config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    let added: Vec<(JobId, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobAdded { job, prefix } => Some((*job, prefix.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added.len(), 5, "scanner, summary and three processes");
+    assert!(added.iter().any(|(_, p)| p == "Process #1: "));
+    assert!(added.iter().any(|(_, p)| p == "Process #3: "));
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, Event::JobFinished { .. }))
+        .count();
+    assert_eq!(finished, 5);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::JobText { job, text } if *job == migrate_core::SCANNER_JOB
+            && text == "Completed table scan, after 50 customer rows"
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::JobText { text, .. } if text.starts_with("Migrating customer ")
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::JobProgress { job, done: 50, total: Some(50) } if *job == migrate_core::SCANNER_JOB
+    )));
+    assert_eq!(events.last(), Some(&Event::Summary(summary)));
+    // Events serialize for the JSON-lines log.
+    let line = serde_json::to_string(&events[0]).unwrap();
+    assert!(line.starts_with("{\"event\":\"job-added\""), "{line}");
+}
+
+#[tokio::test]
+async fn stopping_a_system_twice_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 10);
+    let (system, _) = system(&config, ScriptedMigrator::new(Arc::new(Journal::default())));
+    system.start().await.unwrap();
+    assert!(matches!(
+        system.start().await,
+        Err(migrate_core::LifecycleError::AlreadyStarted)
+    ));
+    system.stop().await.unwrap();
+    system.stop().await.unwrap();
+}

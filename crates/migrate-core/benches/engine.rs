@@ -1,0 +1,192 @@
+//! The engine against a bare tokio pipeline doing the same work, in one process.
+//!
+//! Both read the simulated backend's ids in pages, pass them through a bounded channel of
+//! `block-size` to 20 worker tasks, and call the same migrator component (the simulated backend
+//! at sleep scale 0, with its audit log), so the difference is what the engine adds: checkpoint
+//! tracking, retries, counting, events. Rounds alternate to spread the machine's noise; medians
+//! and their ratio are printed, then the peak memory of the engine at 100 thousand and at 10
+//! million records.
+//!
+//! `cargo bench -p migrate-core --bench engine` (`-- --records N --rounds R` to change sizes).
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use migrate_core::{
+    Backend, Config, CustomerMigrator, EventBoard, Outcome, PageSource, RunOptions, SimulatedIds,
+    StatusBoard, migration_builder, overseer,
+};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+const PROCESSES: usize = 20;
+
+fn config(dir: &std::path::Path, records: u64) -> Config {
+    let mut config = Config::default();
+    config.connection.simulated_customers = records;
+    config.customer_migrator.sleep_scale = 0.0;
+    config.customer_migrator.log_file = dir.join("migration.log");
+    config.customer_scanner.paging_state_path = dir.join("paging-state.json");
+    config.customer_migration.processes = PROCESSES;
+    config
+}
+
+/// The engine: the full system, board discarded. Returns records per second.
+async fn engine(records: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), records);
+    let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
+    let system = migration_builder(&config, Backend::Simulated { customers: records })
+        .with_override::<dyn StatusBoard>(board, "EventBoard")
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let started = Instant::now();
+    let summary = overseer(&system)
+        .run(RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    system.stop().await.unwrap();
+    assert_eq!(summary.scanned, records);
+    records as f64 / elapsed.as_secs_f64()
+}
+
+/// The baseline: a bounded mpsc channel and 20 worker tasks calling the same migrator.
+async fn baseline(records: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), records);
+    let system = migration_builder(&config, Backend::Simulated { customers: records })
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let migrator = system.resolve::<dyn CustomerMigrator>();
+    let batch = migrator.batch_size();
+    let started = Instant::now();
+    let (sender, receiver) = mpsc::channel::<i64>(config.customer_scanner.block_size);
+    let receiver = Arc::new(Mutex::new(receiver));
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let fetch = config.customer_scanner.fetch_size;
+    let producer = tokio::spawn(async move {
+        let source = SimulatedIds { customers: records };
+        let mut after = None;
+        loop {
+            let page = source.page(after, None, fetch).await.unwrap();
+            let Some(&last) = page.last() else { break };
+            for id in page {
+                sender.send(id).await.unwrap();
+            }
+            after = Some(last);
+        }
+    });
+    let mut workers = Vec::new();
+    for _ in 0..PROCESSES {
+        let (receiver, counts, migrator) = (
+            Arc::clone(&receiver),
+            Arc::clone(&counts),
+            Arc::clone(&migrator),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(batch);
+            loop {
+                ids.clear();
+                if receiver.lock().await.recv_many(&mut ids, batch).await == 0 {
+                    break;
+                }
+                for outcome in migrator.migrate(&ids, false).await.unwrap() {
+                    let slot = match outcome {
+                        Outcome::Migrated => 0,
+                        Outcome::PreviouslyMigrated => 1,
+                        Outcome::Failed(_) => 2,
+                    };
+                    counts[slot].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    producer.await.unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    system.stop().await.unwrap();
+    let handled: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    assert_eq!(handled, records);
+    records as f64 / elapsed.as_secs_f64()
+}
+
+/// Peak resident memory since the last reset, in MiB (Linux), and a reset for the next phase.
+fn peak_mib_and_reset() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    // Writing 5 resets the peak to the current size.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    Some(kib / 1024.0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let records = arg("--records", 1_000_000);
+    let rounds = arg("--rounds", 5) as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("engine vs bare tokio baseline: {records} records, {PROCESSES} jobs, sleep scale 0");
+    runtime.block_on(async {
+        // Warm-up: page cache, allocator, thread pool.
+        engine(records / 10).await;
+        baseline(records / 10).await;
+        let (mut engine_rates, mut baseline_rates) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (e, b) = if round % 2 == 0 {
+                let e = engine(records).await;
+                (e, baseline(records).await)
+            } else {
+                let b = baseline(records).await;
+                (engine(records).await, b)
+            };
+            println!("round {}: engine {:>10.0} records/s, baseline {:>10.0} records/s, ratio {:.3}", round + 1, e, b, e / b);
+            engine_rates.push(e);
+            baseline_rates.push(b);
+        }
+        let (e, b) = (median(&mut engine_rates), median(&mut baseline_rates));
+        println!("median: engine {e:.0} records/s, baseline {b:.0} records/s");
+        println!("ratio engine/baseline: {:.3} (target >= 0.9)", e / b);
+
+        let _ = peak_mib_and_reset();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for size in [100_000u64, 10_000_000] {
+            let _ = peak_mib_and_reset();
+            let rate = engine(size).await;
+            match peak_mib_and_reset() {
+                Some(peak) => println!(
+                    "peak memory, engine over {size:>10} records: {peak:.1} MiB ({rate:.0} records/s)"
+                ),
+                None => println!("peak memory: not available on this system"),
+            }
+        }
+    });
+}
