@@ -4,7 +4,7 @@
 //! Queries are built at run time (no compile-time database needed). Each statement is written
 //! once with `?` placeholders and numbered (`$1`, `$2`...) for PostgreSQL.
 
-use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, SqlSafeStr, SqlStr, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
 
 use crate::checkpoint::{Checkpoint, CheckpointKey};
 use crate::connection::Backend;
@@ -94,7 +94,12 @@ pub(crate) async fn prepare(backend: &Backend) -> Result<(), DbError> {
             ),
         });
     }
-    execute(backend, CREATE_CHECKPOINTS, "creating migration_checkpoints").await?;
+    execute(
+        backend,
+        CREATE_CHECKPOINTS,
+        "creating migration_checkpoints",
+    )
+    .await?;
     execute(backend, CREATE_FAILURES, "creating migration_failures").await
 }
 
@@ -240,7 +245,10 @@ pub(crate) async fn save_checkpoint(
 }
 
 /// Forgets the checkpoint of `key`.
-pub(crate) async fn clear_checkpoint(backend: &Backend, key: &CheckpointKey) -> Result<(), DbError> {
+pub(crate) async fn clear_checkpoint(
+    backend: &Backend,
+    key: &CheckpointKey,
+) -> Result<(), DbError> {
     let sql = sql_for(
         backend,
         "DELETE FROM migration_checkpoints WHERE migration = ? AND range_key = ?",
@@ -340,10 +348,11 @@ const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' ') <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), ' ') <> ''
   RETURNING id";
-const CLASSIFY_SQLITE: &str = "SELECT id, schema_version, full_name FROM customers
-  WHERE id IN (SELECT value FROM json_each(?))";
-const CLASSIFY_POSTGRES: &str =
-    "SELECT id, schema_version, full_name FROM customers WHERE id = ANY($1)";
+// `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
+const CLASSIFY_SQLITE: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
+  FROM customers WHERE id IN (SELECT value FROM json_each(?))";
+const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
+  FROM customers WHERE id = ANY($1)";
 
 /// Migrates a batch in one transaction; see [`MIGRATE_SQLITE`] for the guard. Each record that
 /// was not migrated is classified on its own: already migrated, malformed (a permanent failure
@@ -417,9 +426,9 @@ pub(crate) async fn migrate(
                 ))),
                 Some((version, _)) if *version >= 2 => Outcome::PreviouslyMigrated,
                 Some((_, name)) => match split_full_name(name) {
-                    Err(reason) => Outcome::Failed(RecordFailure::permanent(format!(
-                        "{reason} ({name:?})"
-                    ))),
+                    Err(reason) => {
+                        Outcome::Failed(RecordFailure::permanent(format!("{reason} ({name:?})")))
+                    }
                     Ok(_) if dry_run => Outcome::Migrated,
                     Ok(_) => Outcome::Failed(RecordFailure::transient(format!(
                         "customer {id} changed while it was being migrated"
@@ -449,7 +458,10 @@ mod tests {
             split_full_name("  de la Cruz ,  Juana Inés "),
             Ok(("Juana Inés", "de la Cruz"))
         );
-        assert_eq!(split_full_name("King, Jr., Martin"), Ok(("Jr., Martin", "King")));
+        assert_eq!(
+            split_full_name("King, Jr., Martin"),
+            Ok(("Jr., Martin", "King"))
+        );
         assert!(split_full_name("Ada Lovelace").is_err());
         assert!(split_full_name("").is_err());
         assert!(split_full_name(" , Ada").is_err());

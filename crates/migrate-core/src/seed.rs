@@ -66,12 +66,26 @@ pub struct DemoCustomer {
 }
 
 const FIRST: [&str; 16] = [
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Dennis", "Frances",
-    "Ken", "Radia", "Tony", "Hedy", "John", "Katherine", "Niklaus",
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Margaret",
+    "Dennis",
+    "Frances",
+    "Ken",
+    "Radia",
+    "Tony",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Niklaus",
 ];
 const LAST: [&str; 16] = [
-    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Ritchie",
-    "Allen", "Thompson", "Perlman", "Hoare", "Lamarr", "McCarthy", "Johnson", "Wirth",
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Ritchie", "Allen",
+    "Thompson", "Perlman", "Hoare", "Lamarr", "McCarthy", "Johnson", "Wirth",
 ];
 
 fn mix(x: u64) -> u64 {

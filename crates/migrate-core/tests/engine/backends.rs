@@ -1,1 +1,8 @@
-//! Tests: backends.
+//! Tests: the SQL backends. The same test code runs against an SQLite file in a temporary
+//! directory and against PostgreSQL (a fresh database per test on the server named by
+//! `DB_MIGRATE_TEST_POSTGRES_URL`; start one with `.ci/postgres.sh`).
+
+mod correctness;
+mod harness;
+mod live;
+mod masking;
