@@ -54,11 +54,11 @@ pub(crate) fn entries(figment: &Figment, problems: &mut Vec<Problem>) -> Value {
             }
             match of_its_type(&section, &key, &value) {
                 Ok(()) => provenance::insert(&mut passed, &section, &key, value),
-                Err(error) => problems.push(Problem::at(
+                Err(reason) => problems.push(Problem::at(
                     origin,
                     format!("{section}.{key}"),
                     Some(show(&value)),
-                    describe(&error.kind),
+                    reason,
                 )),
             }
         }
@@ -75,10 +75,10 @@ pub(crate) fn ranges(config: &Config, figment: &Figment) -> Vec<Problem> {
         .into_iter()
         .map(|invalid| {
             let (section, key) = invalid.key.split_once('.').unwrap_or(("", invalid.key));
-            let value = if invalid.value.is_empty() {
-                "\"\"".to_owned()
-            } else {
-                invalid.value
+            // Text values are quoted as everywhere else (`validate` gives them bare, masked).
+            let value = match figment.find_value(invalid.key) {
+                Ok(Value::String(..)) => format!("{:?}", invalid.value),
+                _ => invalid.value,
             };
             Problem::at(
                 Origin::find(figment, section, key),
@@ -110,12 +110,14 @@ pub(crate) fn from_figment(error: figment::Error) -> Vec<Problem> {
         .collect()
 }
 
-/// Whether `value` deserializes as `section.key`: the config of that one entry, every other
-/// field defaulted, is read with serde as the whole would be.
-fn of_its_type(section: &str, key: &str, value: &Value) -> Result<(), figment::Error> {
+/// Whether `value` deserializes as `section.key`, or why not: the config of that one entry,
+/// every other field defaulted, is read with serde as the whole would be.
+fn of_its_type(section: &str, key: &str, value: &Value) -> Result<(), String> {
     let mut single = Dict::new();
     provenance::insert(&mut single, section, key, value.clone());
-    Config::deserialize(&Value::from(single)).map(drop)
+    Config::deserialize(&Value::from(single))
+        .map(drop)
+        .map_err(|error| describe(&error.kind))
 }
 
 /// A serde complaint in a user's words.
@@ -329,10 +331,12 @@ mod tests {
     fn range_problems_name_the_layer_that_set_the_value() {
         let mut dict = Dict::new();
         provenance::insert(&mut dict, "customer-migration", "processes", 0.into());
+        provenance::insert(&mut dict, "connection", "url", "mysql://u:pw@h/db".into());
         let figment = Figment::from(Layer::defaults(Dict::new())).merge(Layer::command_line(dict));
         let mut config = Config::default();
         config.customer_migration.processes = 0;
         config.customer_scanner.fetch_size = 0;
+        config.connection.url = "mysql://u:pw@h/db".into();
         let texts: Vec<String> = ranges(&config, &figment)
             .iter()
             .map(ToString::to_string)
@@ -342,6 +346,8 @@ mod tests {
             [
                 "command line: customer-migration.processes = 0: must be between 1 and 10000",
                 "default: customer-scanner.fetch-size = 0: must be between 1 and 1000000",
+                "command line: connection.url = \"mysql://u:***@h/db\": must start with \
+                 simulated:, sqlite: or postgres:",
             ]
         );
     }

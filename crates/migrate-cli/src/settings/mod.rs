@@ -64,13 +64,16 @@ pub enum ConfigError {
 }
 
 fn list(problems: &[Problem]) -> String {
+    // A problem may span lines (a TOML syntax error quotes the line); its continuation lines
+    // are indented under it.
+    let indented = |problem: &Problem| problem.to_string().replace('\n', "\n    ");
     match problems {
-        [one] => format!(": {one}"),
+        [one] => format!(": {}", indented(one)),
         many => {
             let mut text = format!(" ({} problems):", many.len());
             for problem in many {
                 text.push_str("\n  ");
-                text.push_str(&problem.to_string().replace('\n', "\n    "));
+                text.push_str(&indented(problem));
             }
             text
         }

@@ -42,7 +42,12 @@ pub(crate) fn render(config: &Config, figment: &Figment, header: &str) -> String
                 ),
             })
             .collect();
-        let width = rows.iter().map(|(row, _)| row.len()).max().unwrap_or(0);
+        let width = rows
+            .iter()
+            .filter(|(_, origin)| origin.is_some())
+            .map(|(row, _)| row.len())
+            .max()
+            .unwrap_or(0);
         let _ = writeln!(text, "\n[{section}]");
         for (row, origin) in rows {
             match origin {

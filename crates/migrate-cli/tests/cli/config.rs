@@ -1,1 +1,326 @@
-//! Tests: config.
+//! Tests: layered configuration, through the binary.
+
+use crate::util::{Scratch, repo_conf, stderr, stdout};
+
+/// The `--show-config` line of `key` in `[section]`.
+fn shown(text: &str, section: &str, key: &str) -> String {
+    let header = format!("[{section}]");
+    text.lines()
+        .skip_while(|line| *line != header)
+        .take_while(|line| !line.is_empty())
+        .find(|line| line.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {section}.{key} in\n{text}"))
+        .to_owned()
+}
+
+/// `key = value  # from origin` as its parts.
+fn value_and_origin(line: &str) -> (String, String) {
+    let (setting, origin) = line.split_once("  # from ").expect("an origin comment");
+    let value = setting.split_once(" = ").expect("key = value").1;
+    (value.trim().to_owned(), origin.trim().to_owned())
+}
+
+#[test]
+fn show_config_runs_without_any_conf_directory() {
+    let scratch = Scratch::new();
+    let output = scratch.run(&["--show-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("conf directory none"), "{text}");
+    let line = shown(&text, "customer-migration", "processes");
+    assert_eq!(value_and_origin(&line), ("20".into(), "default".into()));
+    // Nothing ran: no state was written.
+    assert!(!scratch.path().join("state").exists());
+}
+
+#[test]
+fn a_command_line_override_is_shown_with_its_origin() {
+    let output = Scratch::new().run(&["--show-config", "customer-migration/processes=5"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let line = shown(&stdout(&output), "customer-migration", "processes");
+    assert_eq!(value_and_origin(&line), ("5".into(), "command line".into()));
+}
+
+#[test]
+fn an_environment_variable_is_shown_with_its_name() {
+    let output = Scratch::new()
+        .command(&["--show-config"])
+        .env("DB_MIGRATE_CUSTOMER_MIGRATION__PROCESSES", "7")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let line = shown(&stdout(&output), "customer-migration", "processes");
+    assert_eq!(
+        value_and_origin(&line),
+        (
+            "7".into(),
+            "DB_MIGRATE_CUSTOMER_MIGRATION__PROCESSES".into()
+        )
+    );
+}
+
+#[test]
+fn the_staging_environment_shows_its_files_values() {
+    let conf = repo_conf();
+    let output = Scratch::new().run(&[
+        "-e",
+        "staging",
+        "--conf-dir",
+        conf.to_str().unwrap(),
+        "--show-config",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let staging = |section: &str| {
+        let file = conf.join(format!("{section}-staging.toml"));
+        let table: toml::Table = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        (file, table[section].as_table().unwrap().clone())
+    };
+    let mut checked = 0;
+    for section in ["connection", "customer-migration", "customer-migrator"] {
+        let (file, table) = staging(section);
+        for (key, value) in table {
+            let line = shown(&text, section, &key);
+            let (shown_value, origin) = value_and_origin(&line);
+            assert_eq!(shown_value, value.to_string(), "{line}");
+            assert!(
+                origin.ends_with(&format!("{section}-staging.toml")),
+                "{line}"
+            );
+            assert_eq!(origin, file.display().to_string());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "the staging files set {checked} keys");
+    // A key no staging file sets comes from the section's own file.
+    let line = shown(&text, "customer-scanner", "fetch-size");
+    assert!(line.ends_with("customer-scanner.toml"), "{line}");
+}
+
+#[test]
+fn precedence_command_line_then_environment_then_config_file_then_conf() {
+    let scratch = Scratch::new();
+    let conf = scratch.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("connection.toml"),
+        "[connection]\nmax-connections = 1\nsimulated-customers = 1\nbusy-timeout-millis = 1\n\
+         url = \"sqlite://conf.db\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.path().join("extra.toml"),
+        "[connection]\nmax-connections = 2\nsimulated-customers = 2\nbusy-timeout-millis = 2\n",
+    )
+    .unwrap();
+    let output = scratch
+        .command(&[
+            "--show-config",
+            "--config",
+            "extra.toml",
+            "connection.max-connections=4",
+        ])
+        .env("DB_MIGRATE_CONNECTION__MAX_CONNECTIONS", "3")
+        .env("DB_MIGRATE_CONNECTION__SIMULATED_CUSTOMERS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let get = |key: &str| value_and_origin(&shown(&text, "connection", key));
+    assert_eq!(get("max-connections"), ("4".into(), "command line".into()));
+    assert_eq!(
+        get("simulated-customers"),
+        (
+            "3".into(),
+            "DB_MIGRATE_CONNECTION__SIMULATED_CUSTOMERS".into()
+        )
+    );
+    assert_eq!(
+        get("busy-timeout-millis"),
+        ("2".into(), "extra.toml".into())
+    );
+    assert_eq!(
+        get("url"),
+        ("\"sqlite://conf.db\"".into(), "conf/connection.toml".into())
+    );
+}
+
+#[test]
+fn show_config_masks_the_password() {
+    let output = Scratch::new()
+        .command(&["--show-config"])
+        .env(
+            "DB_MIGRATE_CONNECTION__URL",
+            "postgres://migrate:hunter2@db/customers",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("\"postgres://migrate:***@db/customers\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_misspelt_key_exits_2_suggesting_the_right_one() {
+    let scratch = Scratch::new();
+    let output = scratch.run(&["customer-migration/proceses=5"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("\"proceses\""), "{message}");
+    assert!(
+        message.contains("did you mean customer-migration.processes?"),
+        "{message}"
+    );
+    assert!(message.contains("command line"), "{message}");
+    assert!(!scratch.path().join("state").exists(), "nothing ran");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_exits_2_naming_key_value_and_origin() {
+    let output = Scratch::new().run(&["customer-migration/processes=abc"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message
+            .contains("command line: customer-migration.processes = \"abc\": expected an integer"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_misspelt_section_exits_2_suggesting_the_right_one() {
+    let output = Scratch::new().run(&["customer-migrashun.processes=1"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("unknown section \"customer-migrashun\""),
+        "{message}"
+    );
+    assert!(message.contains("customer-migration"), "{message}");
+}
+
+#[test]
+fn a_range_error_names_the_variable_that_set_it() {
+    let output = Scratch::new()
+        .command(&[])
+        .env("DB_MIGRATE_CUSTOMER_MIGRATION__PROCESSES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(
+            "DB_MIGRATE_CUSTOMER_MIGRATION__PROCESSES: customer-migration.processes = 0: \
+             must be between 1 and 10000"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_bad_value_in_a_file_names_the_file() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.path().join("extra.toml"),
+        "[customer-scanner]\nfetch-size = \"lots\"\n",
+    )
+    .unwrap();
+    let output = scratch.run(&["--config", "extra.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("extra.toml: customer-scanner.fetch-size = \"lots\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn missing_files_and_directories_exit_2_naming_them() {
+    let output = Scratch::new().run(&["--config", "absent.toml", "--show-config"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("absent.toml: file not found"),
+        "{}",
+        stderr(&output)
+    );
+    let output = Scratch::new().run(&["--conf-dir", "absent", "--show-config"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--conf-dir absent: directory not found"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let output = Scratch::new().run(&[
+        "processes5",
+        "customer-migration.processes=abc",
+        "status-board.mode=fancy",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.contains("invalid configuration (3 problems)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"processes5\" is not KEY=VALUE"),
+        "{message}"
+    );
+    assert!(message.contains("\"abc\""), "{message}");
+    assert!(message.contains("\"fancy\""), "{message}");
+}
+
+#[test]
+fn overrides_shape_the_run() {
+    let output = Scratch::new().run(&[
+        "customer-migration/processes=3",
+        "connection.simulated-customers=30",
+        "customer-migrator.sleep-scale=0",
+        "status-board.mode=minimal",
+    ]);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    for job in 1..=3 {
+        assert!(
+            log.contains(&format!("Process #{job}")),
+            "no job {job} in\n{log}"
+        );
+    }
+    assert!(!log.contains("Process #4"), "a fourth job ran:\n{log}");
+}
+
+#[test]
+fn the_conf_directory_of_the_working_directory_is_read() {
+    let scratch = Scratch::new();
+    let conf = scratch.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("customer-migration-production.toml"),
+        "[customer-migration]\nprocesses = 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("customer-migration-local.toml"),
+        "[customer-migration]\nrate-limit = 9\n",
+    )
+    .unwrap();
+    let output = scratch.run(&["-e", "production", "--show-config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let get = |key: &str| value_and_origin(&shown(&text, "customer-migration", key));
+    assert_eq!(
+        get("processes"),
+        ("2".into(), "conf/customer-migration-production.toml".into())
+    );
+    assert_eq!(
+        get("rate-limit"),
+        ("9".into(), "conf/customer-migration-local.toml".into())
+    );
+}
