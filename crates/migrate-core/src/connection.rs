@@ -4,9 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Connection as _, PgPool, SqlitePool};
 
 use crate::component::{BoxError, Lifecycle};
 use crate::config::ConnectionConfig;
@@ -75,10 +75,19 @@ impl Backend {
                 .map_err(open_error)?;
             Ok(Backend::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+            // One connection first: the pool retries a refused connection until its acquire
+            // timeout, and a wrong URL should fail at once, with the server's own reason.
+            PgConnection::connect_with(&options)
+                .await
+                .map_err(open_error)?
+                .close()
+                .await
+                .map_err(open_error)?;
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await
                 .map_err(open_error)?;
             Ok(Backend::Postgres(pool))

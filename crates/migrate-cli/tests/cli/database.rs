@@ -1,1 +1,365 @@
-//! Tests: database.
+//! `db-migrate` against real databases: killed and restarted runs end as an uninterrupted one,
+//! the JSON summary matches the tables, and a password never shows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{PgPool, SqlitePool};
+
+use crate::util::{Scratch, stderr, stdout};
+
+/// The variable naming the PostgreSQL server the tests may use (see `.ci/postgres.sh`).
+const POSTGRES_URL_VAR: &str = "DB_MIGRATE_TEST_POSTGRES_URL";
+/// When the demo rows were migrated, in the seeded data.
+const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
+/// Customers in the seeded test databases.
+const CUSTOMERS: u64 = 20_000;
+/// How long a child process may take before the test gives up on it.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The PostgreSQL server to test against; `None` (with the reason printed) when none is set,
+/// and a failure in CI, where these tests must run.
+fn postgres_server() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => panic!(
+            "{POSTGRES_URL_VAR} is not set, and CI is: PostgreSQL tests must run in CI \
+             (start a server with `.ci/postgres.sh` and export its URL)"
+        ),
+        _ => {
+            eprintln!(
+                "skipped: {POSTGRES_URL_VAR} is not set (start a server with .ci/postgres.sh and \
+                 export the URL it prints to run the PostgreSQL tests)"
+            );
+            None
+        }
+    }
+}
+
+/// One customer row as compared between runs; `migrated_at` only when it is the seeded one.
+type Row = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+const DUMP: &str = "SELECT id, full_name, email, CAST(schema_version AS BIGINT), first_name, \
+                    last_name, migrated_at FROM customers ORDER BY id";
+const VERSIONS: &str =
+    "SELECT CAST(schema_version AS BIGINT), count(*) FROM customers GROUP BY 1 ORDER BY 1";
+const FAILURE_IDS: &str = "SELECT id FROM migration_failures ORDER BY id";
+
+/// What the tables hold after a run.
+#[derive(Debug, PartialEq, Eq)]
+struct Tables {
+    /// Every customer, `migrated_at` blanked when the run under test set it.
+    customers: Vec<Row>,
+    /// `SELECT schema_version, count(*) ... GROUP BY 1`.
+    versions: BTreeMap<i64, i64>,
+    /// The ids in `migration_failures`.
+    failure_ids: Vec<i64>,
+}
+
+async fn read_tables(url: &str) -> Tables {
+    macro_rules! read {
+        ($pool:expr) => {{
+            let pool = $pool;
+            let customers: Vec<Row> = sqlx::query_as(DUMP).fetch_all(&pool).await.unwrap();
+            let versions: Vec<(i64, i64)> =
+                sqlx::query_as(VERSIONS).fetch_all(&pool).await.unwrap();
+            let failure_ids: Vec<i64> = sqlx::query_scalar(FAILURE_IDS)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            (customers, versions, failure_ids)
+        }};
+    }
+    let (customers, versions, failure_ids) = if url.starts_with("sqlite:") {
+        read!(SqlitePool::connect(url).await.unwrap())
+    } else {
+        read!(PgPool::connect(url).await.unwrap())
+    };
+    let customers = customers
+        .into_iter()
+        .map(|mut row| {
+            if row.6.as_deref() != Some(SEEDED_MIGRATED_AT) {
+                row.6 = row.6.map(|_| "set by this run".to_owned());
+            }
+            row
+        })
+        .collect();
+    Tables {
+        customers,
+        versions: versions.into_iter().collect(),
+        failure_ids,
+    }
+}
+
+/// The JSON summary a run printed.
+fn json_summary(output: &Output) -> serde_json::Value {
+    let out = stdout(output);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}{}", stderr(output)))
+}
+
+/// The ids of an audit log, one per line.
+fn audited_ids(log: &Path) -> Vec<i64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let rest = line
+                .split(" customer ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{line:?}"));
+            rest.split(' ').next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+/// A random number below `n`.
+fn random_below(n: u64) -> u64 {
+    RandomState::new().hash_one(Instant::now()) % n
+}
+
+fn seed(scratch: &Scratch, url: &str) {
+    let customers = CUSTOMERS.to_string();
+    let seeded = scratch.run(&[
+        "seed",
+        "--customers",
+        &customers,
+        "--force",
+        &format!("connection.url={url}"),
+    ]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+}
+
+fn migrate_args(url: &str, log: &str) -> Vec<String> {
+    vec![
+        format!("connection.url={url}"),
+        "status-board.mode=off".to_owned(),
+        format!("customer-migrator.log-file={log}"),
+    ]
+}
+
+/// Starts a run, waits until its audit log holds `lines` lines, and kills it with SIGKILL.
+/// Returns whether it was still running when killed.
+fn kill_after(scratch: &Scratch, url: &str, log: &str, lines: usize) -> bool {
+    let args = migrate_args(url, log);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = scratch
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("db-migrate starts");
+    let log = scratch.path().join(log);
+    let started = Instant::now();
+    // Bounded polling of another process: it started once its audit log has lines.
+    loop {
+        let written = std::fs::read(&log)
+            .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+            .unwrap_or(0);
+        if written >= lines || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < PROCESS_DEADLINE,
+            "the run made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    status.signal() == Some(9)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_killed_at_random_points_end_as_an_uninterrupted_run() {
+    let scratch = Scratch::new();
+    let reference_url = "sqlite://reference.db";
+    seed(&scratch, reference_url);
+    let args = migrate_args(reference_url, "reference.log");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let reference_run = scratch.run(&args);
+    assert_eq!(
+        reference_run.status.code(),
+        Some(1),
+        "failures recorded: {}",
+        stderr(&reference_run)
+    );
+    let reference = read_tables(&format!(
+        "sqlite://{}",
+        scratch.path().join("reference.db").display()
+    ))
+    .await;
+    let migrated_by_reference = audited_ids(&scratch.path().join("reference.log")).len();
+    assert!(migrated_by_reference > 10_000);
+    assert!(!reference.failure_ids.is_empty());
+
+    for round in 0..3 {
+        let db = format!("killed{round}.db");
+        let url = format!("sqlite://{db}");
+        let log = format!("killed{round}.log");
+        seed(&scratch, &url);
+        // One or two kills at random points, then a run to the end.
+        let mut floor = 0;
+        for _ in 0..=(round % 2) {
+            let at = floor
+                + 1
+                + random_below(migrated_by_reference as u64 * 4 / 5 - floor as u64) as usize;
+            assert!(
+                kill_after(&scratch, &url, &log, at),
+                "killed in the middle of the run"
+            );
+            floor = audited_ids(&scratch.path().join(&log)).len();
+            assert!(
+                floor < migrated_by_reference,
+                "round {round}: killed before the end"
+            );
+        }
+        let args = migrate_args(&url, &log);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let finished = scratch.run(&args);
+        assert_eq!(
+            finished.status.code(),
+            Some(1),
+            "round {round}: {}",
+            stderr(&finished)
+        );
+
+        let tables = read_tables(&format!("sqlite://{}", scratch.path().join(&db).display())).await;
+        assert_eq!(tables.failure_ids, reference.failure_ids, "round {round}");
+        assert_eq!(tables.versions, reference.versions, "round {round}");
+        assert!(
+            tables.customers == reference.customers,
+            "round {round}: the tables differ"
+        );
+        let audited = audited_ids(&scratch.path().join(&log));
+        let distinct: BTreeSet<_> = audited.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            audited.len(),
+            "round {round}: an id audited twice"
+        );
+        // A kill between a commit and its audit line may lose lines, never add one.
+        assert!(audited.len() <= migrated_by_reference, "round {round}");
+    }
+}
+
+/// Seeds `url`, migrates it with `--json`, and checks the summary against the tables.
+async fn json_summary_matches_the_tables(scratch: &Scratch, url: &str, read_url: &str) {
+    seed(scratch, url);
+    let args = migrate_args(url, "json.log");
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--json");
+    let output = scratch.run(&args);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let summary = json_summary(&output);
+    let tables = read_tables(read_url).await;
+    let count = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {summary}")) as i64
+    };
+    assert_eq!(summary["ending"], "completed", "{summary}");
+    assert_eq!(
+        tables.versions.get(&2).copied().unwrap_or(0),
+        count("migrated") + count("previously_migrated"),
+        "{summary} {:?}",
+        tables.versions
+    );
+    assert_eq!(
+        tables.versions.get(&1).copied().unwrap_or(0),
+        count("failed"),
+        "{summary}"
+    );
+    assert_eq!(
+        tables.failure_ids.len() as i64,
+        count("failed"),
+        "{summary}"
+    );
+    assert_eq!(count("scanned"), CUSTOMERS as i64);
+    let migrated_now = tables
+        .customers
+        .iter()
+        .filter(|row| row.6.as_deref() == Some("set by this run"))
+        .count() as i64;
+    assert_eq!(migrated_now, count("migrated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_summary_matches_the_tables_on_sqlite() {
+    let scratch = Scratch::new();
+    let read_url = format!("sqlite://{}", scratch.path().join("x.db").display());
+    json_summary_matches_the_tables(&scratch, "sqlite://x.db", &read_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_summary_matches_the_tables_on_postgres() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let name = format!("dbm_cli_json_{}", std::process::id());
+    let admin = PgPool::connect(&server).await.unwrap();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
+    let url = format!(
+        "{}/{name}{}",
+        &base[..base.rfind('/').unwrap()],
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let scratch = Scratch::new();
+    json_summary_matches_the_tables(&scratch, &url, &url).await;
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+#[test]
+fn a_password_in_the_url_is_never_printed() {
+    let scratch = Scratch::new();
+    let url = "connection.url=postgres://user:secret@127.0.0.1:1/x";
+    for args in [
+        vec![url, "status-board.mode=off"],
+        vec![url, "status-board.mode=minimal", "--json"],
+        vec![url, "--show-config"],
+        vec!["seed", "--customers", "10", url],
+        vec!["demo", url, "status-board.mode=off"],
+    ] {
+        let output = scratch.run(&args);
+        let said = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(
+            !said.contains("secret"),
+            "db-migrate {args:?} printed the password:\n{said}"
+        );
+        assert!(
+            said.contains("user:***@127.0.0.1:1/x"),
+            "db-migrate {args:?}:\n{said}"
+        );
+        if args != [url, "--show-config"] {
+            assert_eq!(output.status.code(), Some(3), "db-migrate {args:?}: {said}");
+        }
+    }
+}
