@@ -35,7 +35,10 @@ pub(crate) fn write_event(
         }
         Event::JobText { job, text } => {
             let line = lines.entry(*job).or_default();
-            if line.written_at.is_none_or(|t| now.duration_since(t) >= every) {
+            if line
+                .written_at
+                .is_none_or(|t| now.duration_since(t) >= every)
+            {
                 line.written_at = Some(now);
                 line.pending = None;
                 let prefix = prefixes.get(job).map_or("", String::as_str);
@@ -64,7 +67,14 @@ pub(super) async fn render(
     let mut lines = HashMap::new();
     while let Some(event) = next_event(&mut receiver, &closing).await {
         let mut stderr = std::io::stderr().lock();
-        write_event(&mut stderr, &event, Instant::now(), every, &mut prefixes, &mut lines);
+        write_event(
+            &mut stderr,
+            &event,
+            Instant::now(),
+            every,
+            &mut prefixes,
+            &mut lines,
+        );
     }
 }
 
@@ -79,12 +89,48 @@ mod tests {
         let (mut prefixes, mut lines, mut out) = (Prefixes::new(), HashMap::new(), Vec::new());
         let job = JobId(2);
         let events = [
-            (0, Event::JobAdded { job, prefix: "Process # 1: ".into() }),
-            (0, Event::JobText { job, text: "Migrating customer 1".into() }),
-            (10, Event::JobText { job, text: "Migrating customer 2".into() }),
-            (20, Event::JobText { job, text: "Migrating customer 3".into() }),
-            (150, Event::JobText { job, text: "Migrating customer 4".into() }),
-            (160, Event::JobText { job, text: "Done".into() }),
+            (
+                0,
+                Event::JobAdded {
+                    job,
+                    prefix: "Process # 1: ".into(),
+                },
+            ),
+            (
+                0,
+                Event::JobText {
+                    job,
+                    text: "Migrating customer 1".into(),
+                },
+            ),
+            (
+                10,
+                Event::JobText {
+                    job,
+                    text: "Migrating customer 2".into(),
+                },
+            ),
+            (
+                20,
+                Event::JobText {
+                    job,
+                    text: "Migrating customer 3".into(),
+                },
+            ),
+            (
+                150,
+                Event::JobText {
+                    job,
+                    text: "Migrating customer 4".into(),
+                },
+            ),
+            (
+                160,
+                Event::JobText {
+                    job,
+                    text: "Done".into(),
+                },
+            ),
             (160, Event::JobFinished { job }),
         ];
         for (at, event) in &events {

@@ -4,7 +4,14 @@
 //! task owns stderr and draws in the configured mode: the live `console` board, `minimal` plain
 //! lines, `off`, or JSON lines (`--log-format json`).
 
+mod console;
 mod minimal;
+mod model;
+mod progress;
+mod render;
+mod terminal;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -15,6 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::LogFormat;
+
+pub use console::ConsoleTarget;
+pub use terminal::restore_terminal;
 
 /// The name the board goes by in the component graph.
 pub const IMPLEMENTATION: &str = "TerminalBoard";
@@ -94,7 +104,14 @@ pub fn start(config: &StatusBoardConfig, output: Output) -> (TerminalBoard, Boar
     let closing = CancellationToken::new();
     let handle = match output {
         Output::Minimal => tokio::spawn(minimal::render(receiver, closing.clone(), config.clone())),
-        Output::Console => tokio::spawn(minimal::render(receiver, closing.clone(), config.clone())),
+        Output::Console => {
+            let target = ConsoleTarget {
+                out: terminal::StderrFrames::new(),
+                size: terminal::size,
+                color: terminal::color_allowed(),
+            };
+            return spawn_console(config, target, terminal::board_done);
+        }
         Output::Json => tokio::spawn(json_lines(receiver, closing.clone())),
         Output::Off => tokio::spawn(discard(receiver, closing.clone())),
     };
@@ -104,6 +121,50 @@ pub fn start(config: &StatusBoardConfig, output: Output) -> (TerminalBoard, Boar
             closing,
             handle,
             output,
+        },
+    )
+}
+
+/// Starts a console board drawing into `target` (the terminal, a pseudo-terminal, a sink) and
+/// returns the board component that feeds it. [`BoardTask::finish`] draws the final frame.
+pub fn start_console<W, S>(
+    config: &StatusBoardConfig,
+    target: ConsoleTarget<W, S>,
+) -> (TerminalBoard, BoardTask)
+where
+    W: Write + Send + 'static,
+    S: FnMut() -> (u16, u16) + Send + 'static,
+{
+    spawn_console(config, target, || {})
+}
+
+/// Spawns the console renderer; `drawn` runs once its last frame is written.
+fn spawn_console<W, S>(
+    config: &StatusBoardConfig,
+    mut target: ConsoleTarget<W, S>,
+    drawn: fn(),
+) -> (TerminalBoard, BoardTask)
+where
+    W: Write + Send + 'static,
+    S: FnMut() -> (u16, u16) + Send + 'static,
+{
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let closing = CancellationToken::new();
+    let renderer_closing = closing.clone();
+    let config = config.clone();
+    let handle = tokio::spawn(async move {
+        console::render(receiver, renderer_closing, config, &mut target).await;
+        drawn();
+        // Only now is `target` dropped: had the task been aborted before its last frame, its
+        // drop would have restored the cursor.
+        drop(target);
+    });
+    (
+        TerminalBoard { sender },
+        BoardTask {
+            closing,
+            handle,
+            output: Output::Console,
         },
     )
 }
@@ -134,14 +195,3 @@ async fn discard(mut receiver: mpsc::UnboundedReceiver<Event>, closing: Cancella
 
 /// Job prefixes by id, kept by the renderers.
 pub(crate) type Prefixes = HashMap<JobId, String>;
-
-/// Puts the terminal back as it was (cursor shown, attributes reset); safe to call at any time,
-/// from a signal handler task or a panic hook.
-pub fn restore_terminal() {
-    let mut stderr = std::io::stderr();
-    let _ = crossterm::execute!(
-        stderr,
-        crossterm::style::SetAttribute(crossterm::style::Attribute::Reset),
-        crossterm::cursor::Show
-    );
-}

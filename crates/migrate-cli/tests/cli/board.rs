@@ -1,1 +1,332 @@
-//! Tests: board.
+//! Tests: board. The live board in a real terminal (tmux), and plain lines when stderr is not
+//! a terminal.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{Scratch, binary, stderr};
+
+/// A tmux server of its own running one `db-migrate` in a pane, killed on drop (also when the
+/// test fails).
+struct Tmux {
+    socket: String,
+    session: &'static str,
+    _scratch: Scratch,
+}
+
+impl Tmux {
+    /// Runs `db-migrate ARGS` in a `columns`x`rows` pane; the pane's shell then prints
+    /// `EXIT=<code>` and stays, so the final screen and the cursor can be inspected.
+    fn run(args: &[&str], columns: u16, rows: u16) -> Tmux {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let socket = format!(
+            "db-migrate-test-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::SeqCst)
+        );
+        let scratch = Scratch::new();
+        // The shell's trap keeps it alive through Ctrl-C so that it reports the exit code.
+        let script = format!(
+            "trap 'true' INT; {} {}; echo EXIT=$?; sleep 60",
+            binary().display(),
+            args.join(" ")
+        );
+        let mut command = Command::new("tmux");
+        command
+            .args(["-f", "/dev/null", "-L", &socket, "new-session", "-d"])
+            .args(["-x", &columns.to_string(), "-y", &rows.to_string()])
+            .args(["-s", "board", "-c"])
+            .arg(scratch.path())
+            .arg(&script)
+            .env("SHELL", "/bin/sh")
+            .env_remove("NO_COLOR")
+            .env_remove("TMUX");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("DB_MIGRATE_") {
+                command.env_remove(key);
+            }
+        }
+        let status = command
+            .status()
+            .expect("tmux is installed (the console board is tested in it)");
+        assert!(status.success(), "tmux new-session failed: {status}");
+        Tmux {
+            socket,
+            session: "board",
+            _scratch: scratch,
+        }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            stderr(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The pane's visible text, trailing blank lines dropped.
+    fn screen(&self) -> Vec<String> {
+        let text = self.tmux(&["capture-pane", "-p", "-t", self.session]);
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
+        while lines.last().is_some_and(String::is_empty) {
+            lines.pop();
+        }
+        lines
+    }
+
+    /// Polls the pane until `ready` holds for its screen; panics with the screen after `limit`.
+    fn wait_for(&self, limit: Duration, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out; screen:\n{}",
+                screen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for_exit(&self) -> (Vec<String>, String) {
+        let screen = self.wait_for(Duration::from_secs(120), |s| {
+            s.iter().any(|l| l.starts_with("EXIT="))
+        });
+        let exit = screen
+            .iter()
+            .find_map(|l| l.strip_prefix("EXIT="))
+            .expect("exit line")
+            .to_owned();
+        (screen, exit)
+    }
+
+    fn cursor_visible(&self) -> bool {
+        self.tmux(&["display", "-p", "-t", self.session, "#{cursor_flag}"])
+            .trim()
+            == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn is_summary(line: &str, ending: &str) -> bool {
+    line.starts_with("Migrated ")
+        && line.contains(" customers (")
+        && line.contains(" previously migrated, 0 failures) in ")
+        && line.ends_with(ending)
+}
+
+/// A completed run's summary, whatever its duration.
+fn is_completed(line: &str) -> bool {
+    is_summary(line, " second") || is_summary(line, " seconds")
+}
+
+fn is_finished(line: &str) -> bool {
+    line.starts_with("Completed table scan, after ")
+        || line.starts_with("Scan stopped, after ")
+        || (line.starts_with("Process #") && line.contains(": Done, after "))
+}
+
+#[test]
+fn console_board_in_a_terminal_ends_with_finished_lines_stacked_and_the_summary_last() {
+    let tmux = Tmux::run(
+        &[
+            "connection.simulated-customers=200",
+            "customer-migrator.sleep-scale=0.2",
+            "status-board.mode=console",
+        ],
+        120,
+        40,
+    );
+    let (screen, exit) = tmux.wait_for_exit();
+    let shown = screen.join("\n");
+    assert_eq!(exit, "0", "{shown}");
+    let exit_row = screen.iter().position(|l| l.starts_with("EXIT=")).unwrap();
+    // Redrawn in place: one line per job, nothing left over from earlier frames.
+    assert_eq!(
+        exit_row, 22,
+        "scanner, 20 processes and the summary:\n{shown}"
+    );
+    let (board, summary) = (&screen[..exit_row - 1], &screen[exit_row - 1]);
+    assert!(is_completed(summary), "{shown}");
+    assert!(board.iter().all(|l| is_finished(l)), "{shown}");
+    assert_eq!(
+        board
+            .iter()
+            .filter(|l| l.starts_with("Completed table scan, after 200 customer rows"))
+            .count(),
+        1,
+        "{shown}"
+    );
+    for n in 1..=20 {
+        let prefix = format!("Process #{n:>2}: Done, after ");
+        assert_eq!(
+            board.iter().filter(|l| l.starts_with(&prefix)).count(),
+            1,
+            "{shown}"
+        );
+    }
+    assert!(tmux.cursor_visible(), "the cursor is shown again");
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_ends_with_an_interrupted_summary_code_130_and_the_cursor_shown() {
+    let tmux = Tmux::run(
+        &[
+            "connection.simulated-customers=20000",
+            "status-board.mode=console",
+        ],
+        120,
+        40,
+    );
+    // The live screen, as the seed's: the scanner, the summary line, then the processes.
+    let live = tmux.wait_for(Duration::from_secs(60), |s| {
+        s.len() >= 22 && s[21].starts_with("Process #20: Migrating customer")
+    });
+    let shown = live.join("\n");
+    assert!(live[0].starts_with("Scann"), "{shown}");
+    assert!(live[1].starts_with("Migrated "), "{shown}");
+    for n in 1..=20 {
+        assert!(
+            live[n + 1].starts_with(&format!("Process #{n:>2}: ")),
+            "{shown}"
+        );
+    }
+    assert_eq!(live.len(), 22, "{shown}");
+    assert!(
+        !tmux.cursor_visible(),
+        "the cursor is hidden while the board draws"
+    );
+
+    tmux.tmux(&["send-keys", "-t", tmux.session, "C-c"]);
+    let (screen, exit) = tmux.wait_for_exit();
+    let shown = screen.join("\n");
+    assert_eq!(exit, "130", "{shown}");
+    let exit_row = screen.iter().position(|l| l.starts_with("EXIT=")).unwrap();
+    assert!(
+        is_summary(&screen[exit_row - 1], "; interrupted, progress saved"),
+        "{shown}"
+    );
+    assert!(
+        screen[..exit_row - 1].iter().all(|l| is_finished(l)),
+        "{shown}"
+    );
+    assert!(tmux.cursor_visible(), "the cursor is shown again");
+}
+
+fn run_with_stderr_to(scratch: &Scratch, args: &[&str], log: &Path) -> std::process::ExitStatus {
+    let mut command = scratch.command(args);
+    // Colours would be allowed: plain lines must come from stderr not being a terminal.
+    command.env_remove("NO_COLOR").env_remove("TERM");
+    command
+        .stderr(File::create(log).expect("log file"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("db-migrate runs")
+}
+
+#[test]
+fn stderr_to_a_file_gets_plain_lines_without_escape_codes() {
+    let scratch = Scratch::new();
+    let log = scratch.path().join("log");
+    let status = run_with_stderr_to(
+        &scratch,
+        &[
+            "connection.simulated-customers=300",
+            "customer-migrator.sleep-scale=0.05",
+        ],
+        &log,
+    );
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Process # 1: Migrating customer")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Completed table scan, after 300")),
+        "{text}"
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        is_summary(last, "second") || is_summary(last, "less than a second"),
+        "{text}"
+    );
+}
+
+/// The text of a log without its escape sequences (CSI `ESC [ ... final byte`), each frame's
+/// lines on their own.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_summary_is_shown_in_every_mode() {
+    for mode in ["minimal", "off", "console"] {
+        let scratch = Scratch::new();
+        let log = scratch.path().join("log");
+        let mode_arg = format!("status-board.mode={mode}");
+        let status = run_with_stderr_to(
+            &scratch,
+            &[
+                "connection.simulated-customers=100",
+                "customer-migrator.sleep-scale=0",
+                &mode_arg,
+            ],
+            &log,
+        );
+        assert!(status.success(), "{mode}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let plain = strip_escapes(&text);
+        let last = plain.lines().last().unwrap_or_default();
+        // The console's last frame ends with the summary line, uncut, as the other modes do.
+        assert!(is_completed(last), "{mode}: {text:?}");
+        if mode == "off" {
+            assert_eq!(plain.lines().count(), 1, "{mode}: {text:?}");
+        }
+        if mode == "console" {
+            assert!(
+                text.ends_with("\x1b[?25h\x1b[?2026l"),
+                "the cursor is shown: {text:?}"
+            );
+        }
+    }
+}
