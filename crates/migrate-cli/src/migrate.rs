@@ -42,7 +42,8 @@ async fn run_system(
         .map_err(|e| CliError::fatal(&e))?;
     system.start().await.map_err(|e| CliError::fatal(&e))?;
     let shutdown = CancellationToken::new();
-    let signals = crate::signals::listen(shutdown.clone());
+    let signals = crate::signals::listen(shutdown.clone())
+        .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
     let result = migrate_core::overseer(&system).run(options, shutdown).await;
     signals.abort();
     let stopped = system.stop().await;

@@ -20,10 +20,12 @@ pub fn demo_config(config: &Config) -> Config {
 async fn open(config: &Config) -> Result<Backend, CliError> {
     if let Some(path) = config.connection.url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::Fatal(format!("while creating {}: {e}", dir.display()))
-            })?;
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Fatal(format!("while creating {}: {e}", dir.display())))?;
         }
     }
     Backend::open(&config.connection, true)

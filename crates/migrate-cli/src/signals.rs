@@ -5,35 +5,62 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exit::INTERRUPTED;
 
-async fn next_signal() {
+/// The signals that stop a run. Registered once, before the run starts, so that a signal
+/// arriving at any moment (even two in quick succession) is seen.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 /// Listens for signals: the first cancels `shutdown` (the run stops taking work, finishes what
 /// it holds, saves progress); the second restores the terminal and exits with 130 at once.
-/// Registering the handlers means the default action (dying on SIGINT) no longer happens.
-pub fn listen(shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        next_signal().await;
+/// Once registered, SIGINT no longer kills the process by itself: this task is what exits.
+pub fn listen(shutdown: CancellationToken) -> std::io::Result<JoinHandle<()>> {
+    let mut signals = Signals::register()?;
+    Ok(tokio::spawn(async move {
+        signals.next().await;
         shutdown.cancel();
-        next_signal().await;
+        signals.next().await;
         crate::board::restore_terminal();
         #[allow(clippy::exit, clippy::print_stderr)]
         {
-            eprintln!("db-migrate: interrupted twice, exiting at once (progress up to the last checkpoint is kept)");
+            eprintln!(
+                "db-migrate: interrupted twice, exiting at once (progress up to the last checkpoint is kept)"
+            );
             std::process::exit(i32::from(INTERRUPTED));
         }
-    })
+    }))
 }

@@ -42,7 +42,12 @@ impl EventBoard {
     /// (job text is coalesced, see [`Event`]).
     pub fn channel() -> (EventBoard, mpsc::UnboundedReceiver<Event>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        (EventBoard { sender: Some(sender) }, receiver)
+        (
+            EventBoard {
+                sender: Some(sender),
+            },
+            receiver,
+        )
     }
 
     /// A board that drops every event.

@@ -118,23 +118,18 @@ impl Tracker {
 
     /// Registers an id the scanner read (ids must come in ascending order).
     pub fn offer(&self, id: i64) -> Offer {
+        self.lock().offer(id)
+    }
+
+    /// Registers a page of ascending ids under one lock, calling `send(seq, id)` for each id
+    /// to hand out (those a previous run finished are skipped).
+    pub fn offer_page(&self, ids: &[i64], mut send: impl FnMut(u64, i64)) {
         let mut w = self.lock();
-        // Carried ids below `id` were not met: they no longer exist, forget them.
-        while let Some(&first) = w.carried.first() {
-            if first >= id {
-                break;
+        for &id in ids {
+            if let Offer::Send(seq) = w.offer(id) {
+                send(seq, id);
             }
-            w.carried.pop_first();
         }
-        if w.carried.first() == Some(&id) {
-            w.carried.pop_first();
-            w.entries.push_back((id, true));
-            w.fold();
-            return Offer::Skip;
-        }
-        let seq = w.first_seq + w.entries.len() as u64;
-        w.entries.push_back((id, false));
-        Offer::Send(seq)
     }
 
     /// Marks the ids with these sequence numbers finished.
@@ -178,6 +173,27 @@ impl Tracker {
 }
 
 impl Window {
+    /// See [`Tracker::offer`].
+    fn offer(&mut self, id: i64) -> Offer {
+        let w = self;
+        // Carried ids below `id` were not met: they no longer exist, forget them.
+        while let Some(&first) = w.carried.first() {
+            if first >= id {
+                break;
+            }
+            w.carried.pop_first();
+        }
+        if w.carried.first() == Some(&id) {
+            w.carried.pop_first();
+            w.entries.push_back((id, true));
+            w.fold();
+            return Offer::Skip;
+        }
+        let seq = w.first_seq + w.entries.len() as u64;
+        w.entries.push_back((id, false));
+        Offer::Send(seq)
+    }
+
     /// Moves the low-water mark past every finished id at the front.
     fn fold(&mut self) {
         self.dirty = true;

@@ -52,9 +52,7 @@ macro_rules! named_interface {
     ($interface:path, $name:literal) => {
         impl $crate::NamedInterface for dyn $interface {
             const NAME: &'static str = $name;
-            fn lifecycle(
-                this: ::std::sync::Arc<Self>,
-            ) -> ::std::sync::Arc<dyn $crate::Lifecycle> {
+            fn lifecycle(this: ::std::sync::Arc<Self>) -> ::std::sync::Arc<dyn $crate::Lifecycle> {
                 this
             }
         }

@@ -119,14 +119,20 @@ mod tests {
     #[async_trait]
     impl Lifecycle for Recorder {
         async fn start(&self) -> Result<(), BoxError> {
-            self.journal.lock().unwrap().push(format!("start {}", self.name));
+            self.journal
+                .lock()
+                .unwrap()
+                .push(format!("start {}", self.name));
             if self.fail_start {
                 return Err(format!("{} cannot start", self.name).into());
             }
             Ok(())
         }
         async fn stop(&self) -> Result<(), BoxError> {
-            self.journal.lock().unwrap().push(format!("stop {}", self.name));
+            self.journal
+                .lock()
+                .unwrap()
+                .push(format!("stop {}", self.name));
             if self.fail_stop {
                 return Err(format!("{} cannot stop", self.name).into());
             }
@@ -153,20 +159,36 @@ mod tests {
 
     #[tokio::test]
     async fn starts_in_order_and_stops_in_reverse() {
-        let (components, journal) = system(&[("a", false, false), ("b", false, false), ("c", false, false)]);
+        let (components, journal) = system(&[
+            ("a", false, false),
+            ("b", false, false),
+            ("c", false, false),
+        ]);
         let started = start_all(&components).await.unwrap();
         stop_all(&started).await.unwrap();
         assert_eq!(
             *journal.lock().unwrap(),
-            ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+            [
+                "start a", "start b", "start c", "stop c", "stop b", "stop a"
+            ]
         );
     }
 
     #[tokio::test]
     async fn failed_start_stops_the_started_ones_in_reverse_and_names_the_component() {
-        let (components, journal) = system(&[("a", false, false), ("b", false, false), ("c", true, false), ("d", false, false)]);
-        let Err(error) = start_all(&components).await else { panic!("c must fail") };
-        assert!(matches!(error, LifecycleError::Start { component: "c", .. }));
+        let (components, journal) = system(&[
+            ("a", false, false),
+            ("b", false, false),
+            ("c", true, false),
+            ("d", false, false),
+        ]);
+        let Err(error) = start_all(&components).await else {
+            panic!("c must fail")
+        };
+        assert!(matches!(
+            error,
+            LifecycleError::Start { component: "c", .. }
+        ));
         assert_eq!(error.to_string(), "while starting c: c cannot start");
         assert_eq!(
             *journal.lock().unwrap(),
@@ -176,23 +198,33 @@ mod tests {
 
     #[tokio::test]
     async fn every_component_is_stopped_even_when_stops_fail_and_all_errors_are_reported() {
-        let (components, journal) = system(&[("a", false, true), ("b", false, false), ("c", false, true)]);
+        let (components, journal) =
+            system(&[("a", false, true), ("b", false, false), ("c", false, true)]);
         let started = start_all(&components).await.unwrap();
         let error = stop_all(&started).await.unwrap_err();
         assert_eq!(
             *journal.lock().unwrap(),
-            ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+            [
+                "start a", "start b", "start c", "stop c", "stop b", "stop a"
+            ]
         );
-        let LifecycleError::Stop { errors } = &error else { panic!("{error}") };
+        let LifecycleError::Stop { errors } = &error else {
+            panic!("{error}")
+        };
         let names: Vec<_> = errors.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["c", "a"]);
-        assert_eq!(error.to_string(), "while stopping: c: c cannot stop; a: a cannot stop");
+        assert_eq!(
+            error.to_string(),
+            "while stopping: c: c cannot stop; a: a cannot stop"
+        );
     }
 
     #[tokio::test]
     async fn stop_failures_during_a_failed_start_are_reported_too() {
         let (components, _journal) = system(&[("a", false, true), ("b", true, false)]);
-        let Err(error) = start_all(&components).await else { panic!("b must fail") };
+        let Err(error) = start_all(&components).await else {
+            panic!("b must fail")
+        };
         assert_eq!(
             error.to_string(),
             "while starting b: b cannot start (and while stopping again: a: a cannot stop)"

@@ -83,8 +83,11 @@ pub trait MigrationOverseer: shaku::Interface + Lifecycle {
     /// Runs the migration until every scanned record is handled, `shutdown` is cancelled, or the
     /// run aborts. Returns the summary in every one of these cases (see [`Summary::ending`]);
     /// `Err` only when the run could not start.
-    async fn run(&self, options: RunOptions, shutdown: CancellationToken)
-    -> Result<Summary, RunError>;
+    async fn run(
+        &self,
+        options: RunOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Summary, RunError>;
 }
 crate::named_interface!(MigrationOverseer, "migration-overseer");
 
@@ -212,7 +215,12 @@ impl Shared {
     }
 
     /// Retries one record until it succeeds, fails for good, or runs out of attempts.
-    async fn migrate_alone(&self, id: i64, mut attempts: u32, mut last: RecordFailure) -> (Outcome, u32) {
+    async fn migrate_alone(
+        &self,
+        id: i64,
+        mut attempts: u32,
+        mut last: RecordFailure,
+    ) -> (Outcome, u32) {
         let initial = Duration::from_millis(self.config.retry_initial_delay_millis);
         let max = Duration::from_millis(self.config.retry_max_delay_millis);
         while attempts < self.config.retry_attempts {
@@ -306,7 +314,9 @@ async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         }
         let counts = &shared.counts;
         counts.migrated.fetch_add(migrated, Ordering::Relaxed);
-        counts.previously_migrated.fetch_add(previously, Ordering::Relaxed);
+        counts
+            .previously_migrated
+            .fetch_add(previously, Ordering::Relaxed);
         if !failures.is_empty() {
             let failed = failures.len() as u64;
             let total_failed = counts.failed.fetch_add(failed, Ordering::Relaxed) + failed;
@@ -356,7 +366,11 @@ impl Overseer {
         let rate = counts.handled() as f64 / elapsed;
         format!(
             "{} {} customers ({} previously migrated, {} failures), {}/s",
-            if dry_run { "Needing migration:" } else { "Migrated" },
+            if dry_run {
+                "Needing migration:"
+            } else {
+                "Migrated"
+            },
             thousands(migrated),
             thousands(counts.previously_migrated.load(Ordering::Relaxed)),
             thousands(counts.failed.load(Ordering::Relaxed)),

@@ -56,7 +56,10 @@ mod tests {
         let max = Duration::from_millis(1000);
         for _ in 0..200 {
             let first = backoff(1, initial, max);
-            assert!(first >= Duration::from_millis(50) && first <= initial, "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= initial,
+                "{first:?}"
+            );
             let third = backoff(3, initial, max);
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
             let late = backoff(20, initial, max);

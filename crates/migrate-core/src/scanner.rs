@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::StatusBoard;
-use crate::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
+use crate::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Tracker};
 use crate::component::{BoxError, Lifecycle};
 use crate::config::ScannerConfig;
 use crate::connection::{Backend, Connection};
@@ -81,21 +81,37 @@ impl Scan {
     /// in ascending order. Ids a previous run finished are skipped. Returns `Err(Halted)` when
     /// the run is stopping: the scanner should return.
     pub async fn send(&self, id: i64) -> Result<(), Halted> {
+        self.send_page(&[id]).await
+    }
+
+    /// [`send`](Scan::send) for a whole page of ascending ids, registering them with one lock.
+    pub async fn send_page(&self, ids: &[i64]) -> Result<(), Halted> {
         if self.halt.is_cancelled() {
             return Err(Halted);
         }
-        let Offer::Send(seq) = self.tracker.offer(id) else {
-            return Ok(());
-        };
-        tokio::select! {
-            biased;
-            sent = self.sender.send(Work { seq, id }) => {
-                sent.map_err(|_| Halted)?;
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+        let mut work = Vec::with_capacity(ids.len());
+        self.tracker
+            .offer_page(ids, |seq, id| work.push(Work { seq, id }));
+        for item in work {
+            // Most sends find room; only a full channel needs to watch for the halt.
+            let item = match self.sender.try_send(item) {
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Halted),
+                Err(mpsc::error::TrySendError::Full(item)) => item,
+            };
+            tokio::select! {
+                biased;
+                sent = self.sender.send(item) => {
+                    sent.map_err(|_| Halted)?;
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                () = self.halt.cancelled() => return Err(Halted),
             }
-            () = self.halt.cancelled() => Err(Halted),
         }
+        Ok(())
     }
 
     /// Whether the run is stopping.
@@ -188,8 +204,8 @@ pub async fn scan_pages(
             None => source.page(after, end, fetch_size).await?,
         };
         let Some(&last) = page.last() else { break };
-        for &id in &page {
-            if scan.send(id).await.is_err() {
+        if scan.send_page(&page).await.is_err() {
+            {
                 board.publish(Event::JobText {
                     job,
                     text: format!("Scan stopped, after {} customer rows", thousands(scanned)),
@@ -204,8 +220,8 @@ pub async fn scan_pages(
                     complete: false,
                 });
             }
-            scanned += 1;
         }
+        scanned += page.len() as u64;
         after = Some(last);
         board.publish(Event::JobText {
             job,
@@ -326,7 +342,10 @@ impl CustomerScanner for PagingScanner {
 
     async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {
         match self.connection.backend() {
-            Backend::Simulated { .. } => paging_state::load(&self.config.paging_state_path, key),
+            Backend::Simulated { .. } => {
+                let (path, key) = (self.config.paging_state_path.clone(), key.clone());
+                blocking(move || paging_state::load(&path, &key)).await
+            }
             backend => Ok(db::load_checkpoint(backend, key).await?),
         }
     }
@@ -338,7 +357,9 @@ impl CustomerScanner for PagingScanner {
     ) -> Result<(), BoxError> {
         match self.connection.backend() {
             Backend::Simulated { .. } => {
-                paging_state::save(&self.config.paging_state_path, key, Some(checkpoint))
+                let (path, key) = (self.config.paging_state_path.clone(), key.clone());
+                let checkpoint = checkpoint.clone();
+                blocking(move || paging_state::save(&path, &key, Some(&checkpoint))).await
             }
             backend => Ok(db::save_checkpoint(backend, key, checkpoint).await?),
         }
@@ -347,11 +368,21 @@ impl CustomerScanner for PagingScanner {
     async fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), BoxError> {
         match self.connection.backend() {
             Backend::Simulated { .. } => {
-                paging_state::save(&self.config.paging_state_path, key, None)
+                let (path, key) = (self.config.paging_state_path.clone(), key.clone());
+                blocking(move || paging_state::save(&path, &key, None)).await
             }
             backend => Ok(db::clear_checkpoint(backend, key).await?),
         }
     }
+}
+
+/// Runs file work (a read, an fsync) off the async workers, which the jobs need.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
+) -> Result<T, BoxError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| -> BoxError { format!("the paging state task failed: {e}").into() })?
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@
 use proc_macro::TokenStream;
 use quote::quote;
 use syn::{
-    Data, DeriveInput, Fields, GenericArgument, Meta, PathArguments, Token, Type, parse_macro_input,
-    punctuated::Punctuated,
+    Data, DeriveInput, Fields, GenericArgument, Meta, PathArguments, Token, Type,
+    parse_macro_input, punctuated::Punctuated,
 };
 
 /// Derives `migrate_core::ComponentInfo` from `#[shaku(interface = ...)]` and the

@@ -232,3 +232,81 @@ fn json_log_format_writes_events_as_json_lines() {
     assert_eq!(events.first().unwrap()["event"], "job-added");
     assert_eq!(events.last().unwrap()["event"], "summary");
 }
+
+/// Starts a slow run and returns it once jobs are migrating, with its stderr lines.
+fn start_slow(
+    scratch: &Scratch,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let mut args = vec![
+        "connection.simulated-customers=500",
+        "status-board.mode=minimal",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = scratch
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for line in lines.by_ref() {
+        if line.unwrap().contains("Migrating customer") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not start");
+    }
+    (child, lines)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_stops_gracefully_like_ctrl_c() {
+    let scratch = Scratch::new();
+    let (child, lines) = start_slow(&scratch, &["customer-migrator.sleep-scale=0.05"]);
+    signal(&child, "TERM");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", rest.join("\n"));
+    assert_eq!(summary(&output).ending, "interrupted");
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let scratch = Scratch::new();
+    // Each record takes seconds and the grace period is long: only the second signal ends it.
+    let (child, lines) = start_slow(
+        &scratch,
+        &[
+            "customer-migrator.sleep-scale=40",
+            "customer-migration.grace-period-millis=600000",
+        ],
+    );
+    signal(&child, "INT");
+    signal(&child, "INT");
+    let started = Instant::now();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", rest.join("\n"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exited after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted twice")),
+        "{rest:?}"
+    );
+}
