@@ -42,8 +42,12 @@ async fn run_system(
         .map_err(|e| CliError::fatal(&e))?;
     system.start().await.map_err(|e| CliError::fatal(&e))?;
     let shutdown = CancellationToken::new();
-    let signals = crate::signals::listen(shutdown.clone())
-        .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
+    let signals = crate::signals::listen(
+        shutdown.clone(),
+        system.resolve::<dyn StatusBoard>(),
+        config.customer_migration.grace_period(),
+    )
+    .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
     let result = migrate_core::overseer(&system).run(options, shutdown).await;
     signals.abort();
     let stopped = system.stop().await;

@@ -1,5 +1,9 @@
 //! Ctrl-C and SIGTERM: the first stops the run gracefully, the second exits at once.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use migrate_core::{Event, JobId, JobStatus, StatusBoard};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -45,14 +49,38 @@ impl Signals {
     }
 }
 
+/// The board line that says a stop was asked for.
+const STOPPING_JOB: JobId = JobId(u32::MAX);
+
 /// Listens for signals: the first cancels `shutdown` (the run stops taking work, finishes what
-/// it holds, saves progress); the second restores the terminal and exits with 130 at once.
-/// Once registered, SIGINT no longer kills the process by itself: this task is what exits.
-pub fn listen(shutdown: CancellationToken) -> std::io::Result<JoinHandle<()>> {
+/// it holds, saves progress) and says so on the board; the second restores the terminal and
+/// exits with 130 at once. Once registered, SIGINT no longer kills the process by itself: this
+/// task is what exits.
+pub fn listen(
+    shutdown: CancellationToken,
+    board: Arc<dyn StatusBoard>,
+    grace_period: Duration,
+) -> std::io::Result<JoinHandle<()>> {
     let mut signals = Signals::register()?;
     Ok(tokio::spawn(async move {
         signals.next().await;
         shutdown.cancel();
+        board.publish(Event::JobAdded {
+            job: STOPPING_JOB,
+            prefix: String::new(),
+        });
+        board.publish(Event::JobStatus {
+            job: STOPPING_JOB,
+            status: JobStatus::Warning,
+        });
+        board.publish(Event::JobText {
+            job: STOPPING_JOB,
+            text: format!(
+                "Stopping: jobs finish what they hold (at most {} s), then progress is saved; \
+                 Ctrl-C again to exit at once",
+                grace_period.as_secs()
+            ),
+        });
         signals.next().await;
         crate::board::restore_terminal();
         #[allow(clippy::exit, clippy::print_stderr)]
