@@ -305,12 +305,13 @@ async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
                 }),
             }
         }
-        if !failures.is_empty() && !shared.dry_run {
-            if let Err(error) = shared.migrator.record_failures(&failures).await {
-                // Unrecorded failures are not marked done: the next run tries them again.
-                shared.abort(format!("while recording failures: {error}"));
-                break;
-            }
+        if !failures.is_empty()
+            && !shared.dry_run
+            && let Err(error) = shared.migrator.record_failures(&failures).await
+        {
+            // Unrecorded failures are not marked done: the next run tries them again.
+            shared.abort(format!("while recording failures: {error}"));
+            break;
         }
         let counts = &shared.counts;
         counts.migrated.fetch_add(migrated, Ordering::Relaxed);

@@ -101,7 +101,7 @@ pub fn demo_customer(id: i64) -> DemoCustomer {
     let first = FIRST[(h % 16) as usize];
     let last = LAST[((h >> 8) % 16) as usize];
     let migrated = (h >> 16) % 100 < 30;
-    let malformed = !migrated && (h >> 32) % 1000 == 0;
+    let malformed = !migrated && (h >> 32).is_multiple_of(1000);
     let local = format!("{first}.{last}{id}");
     if migrated {
         return DemoCustomer {
@@ -115,7 +115,7 @@ pub fn demo_customer(id: i64) -> DemoCustomer {
         };
     }
     let full_name = if malformed {
-        if (h >> 40) % 2 == 0 {
+        if (h >> 40).is_multiple_of(2) {
             format!("{first} {last}")
         } else {
             String::new()

@@ -133,7 +133,8 @@ mod tests {
         assert_eq!(remaining(1031, None), 1031);
         assert_eq!(remaining(1031, Some(all[99])), 931);
         assert_eq!(remaining(1031, Some(all[1030])), 0);
-        assert_eq!(page(1031, Some(all[99] + 0), 1), vec![all[100]]);
+        assert_eq!(page(1031, Some(all[99]), 1), vec![all[100]]);
+        assert_eq!(page(1031, Some(all[99] + 1), 1), vec![all[100]]);
     }
 
     #[test]
