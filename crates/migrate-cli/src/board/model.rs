@@ -29,6 +29,8 @@ struct Job {
     changed_at: Option<Instant>,
     /// Drawn as a bar (or a rate) after the text while the job is active.
     progress: Option<Progress>,
+    /// When the line appeared: where its progress starts from.
+    added_at: Instant,
 }
 
 /// Every job's line, in board order.
@@ -56,7 +58,7 @@ impl Board {
         }
     }
 
-    fn job(&mut self, job: JobId) -> &mut Job {
+    fn job(&mut self, job: JobId, now: Instant) -> &mut Job {
         // A job that reports before it was announced still gets a line rather than being lost.
         let active = &mut self.active;
         self.jobs.entry(job).or_insert_with(|| {
@@ -70,6 +72,7 @@ impl Board {
                 status: JobStatus::Normal,
                 changed_at: None,
                 progress: None,
+                added_at: now,
             }
         })
     }
@@ -77,20 +80,22 @@ impl Board {
     /// Applies one event received at `now`.
     pub(crate) fn apply(&mut self, event: Event, now: Instant) {
         match event {
-            Event::JobAdded { job, prefix } => self.job(job).prefix = prefix,
+            Event::JobAdded { job, prefix } => self.job(job, now).prefix = prefix,
             Event::JobText { job, text } => {
-                let line = self.job(job);
+                let line = self.job(job, now);
                 if line.text != text {
                     line.text = text;
                     line.changed_at = Some(now);
                 }
             }
-            Event::JobStatus { job, status } => self.job(job).status = status,
-            Event::JobProgress { job, done, total } => self
-                .job(job)
-                .progress
-                .get_or_insert_with(Progress::new)
-                .update(done, total, now),
+            Event::JobStatus { job, status } => self.job(job, now).status = status,
+            Event::JobProgress { job, done, total } => {
+                let line = self.job(job, now);
+                let added_at = line.added_at;
+                line.progress
+                    .get_or_insert_with(|| Progress::new(added_at))
+                    .update(done, total, now);
+            }
             Event::JobFinished { job } => {
                 if let Some(at) = self.active.iter().position(|&j| j == job) {
                     self.active.remove(at);

@@ -26,11 +26,13 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new() -> Progress {
+    /// Progress of a job that started at `started`: it counts as a report of 0 then, so that a
+    /// job reporting seldom (the scanner, once a page) has a rate from its first report.
+    pub(crate) fn new(started: Instant) -> Progress {
         Progress {
             done: 0,
             total: None,
-            samples: VecDeque::new(),
+            samples: VecDeque::from([(started, 0)]),
         }
     }
 
@@ -113,8 +115,7 @@ mod tests {
     #[test]
     fn a_known_total_draws_a_bar_percentage_eta_and_rate() {
         let start = Instant::now();
-        let mut p = Progress::new();
-        p.update(0, Some(1000), start);
+        let mut p = Progress::new(start);
         p.update(250, Some(1000), start + Duration::from_secs(1));
         assert_eq!(p.rate(), Some(250.0));
         assert_eq!(p.suffix(), "[█████░░░░░░░░░░░░░░░]  25%  ETA 0:03  250/s");
@@ -123,17 +124,17 @@ mod tests {
     #[test]
     fn an_unknown_total_shows_the_rate_only_once_measurable() {
         let start = Instant::now();
-        let mut p = Progress::new();
+        let mut p = Progress::new(start);
         p.update(10, None, start);
         assert_eq!(p.suffix(), "");
-        p.update(5010, None, start + Duration::from_secs(2));
+        p.update(5000, None, start + Duration::from_secs(2));
         assert_eq!(p.suffix(), "2,500/s now");
     }
 
     #[test]
     fn the_rate_follows_the_recent_window() {
         let start = Instant::now();
-        let mut p = Progress::new();
+        let mut p = Progress::new(start);
         // Fast for ten seconds, then stalled for ten: the rate must fall to zero.
         for s in 0..=10 {
             p.update(s * 1000, None, start + Duration::from_secs(s));
@@ -142,6 +143,14 @@ mod tests {
             p.update(10_000, None, start + Duration::from_secs(s));
         }
         assert_eq!(p.rate(), Some(0.0));
+    }
+
+    #[test]
+    fn a_job_reporting_seldom_has_a_rate_from_its_first_report() {
+        let start = Instant::now();
+        let mut p = Progress::new(start);
+        p.update(1000, Some(2500), start + Duration::from_secs(8));
+        assert_eq!(p.suffix(), "[████████░░░░░░░░░░░░]  40%  ETA 0:12  125/s");
     }
 
     #[test]

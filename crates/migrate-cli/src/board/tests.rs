@@ -81,10 +81,12 @@ impl Term {
         rows
     }
 
-    fn row_of(&self, needle: &str) -> u16 {
-        let rows = self.rows();
-        let at = rows.iter().position(|r| r.contains(needle));
-        u16::try_from(at.unwrap_or_else(|| panic!("{needle:?} not on screen: {rows:#?}"))).unwrap()
+    fn wrapped(&self, row: u16) -> bool {
+        self.parser.lock().unwrap().screen().row_wrapped(row)
+    }
+
+    fn contents(&self) -> String {
+        self.parser.lock().unwrap().screen().contents()
     }
 
     fn bold(&self, row: u16) -> bool {
@@ -318,9 +320,7 @@ async fn lines_are_cut_to_the_width_and_follow_a_resize() {
             "third line"
         ]
     );
-    let parser = term.parser.lock().unwrap();
-    assert!((0..3).all(|row| !parser.screen().row_wrapped(row)));
-    drop(parser);
+    assert!((0..3).all(|row| !term.wrapped(row)));
 
     term.resize(20, 10);
     set_text(&board, 4, "third line, longer now");
@@ -333,8 +333,18 @@ async fn lines_are_cut_to_the_width_and_follow_a_resize() {
             "third line, longer"
         ]
     );
+    // The final frame is never redrawn over: it may wrap, and the summary is read whole.
+    let summary = summary();
+    finish(&board, 1, &summary.to_string(), JobStatus::Success);
+    board.publish(Event::Summary(summary.clone()));
     drop(board);
     task.finish().await;
+    assert!(
+        term.contents().contains(&summary.to_string()),
+        "{}",
+        term.contents()
+    );
+    assert!(term.wrapped(3));
 }
 
 #[tokio::test(start_paused = true)]

@@ -227,9 +227,16 @@ fn ctrl_c_in_a_terminal_ends_with_an_interrupted_summary_code_130_and_the_cursor
         is_summary(&screen[exit_row - 1], "; interrupted, progress saved"),
         "{shown}"
     );
+    // Besides the finished lines, the board may say that a stop was asked for.
     assert!(
-        screen[..exit_row - 1].iter().all(|l| is_finished(l)),
+        screen[..exit_row - 1]
+            .iter()
+            .all(|l| is_finished(l) || l.starts_with("Stopping")),
         "{shown}"
+    );
+    assert!(
+        !screen.iter().any(|l| l.contains("Migrating customer")),
+        "no job is left active: {shown}"
     );
     assert!(tmux.cursor_visible(), "the cursor is shown again");
 }
