@@ -62,7 +62,7 @@ pub fn migration_builder(config: &Config, backend: Backend) -> SystemBuilder<Mig
 }
 
 /// Opens the backend named by `config` and builds the migration system, with `board` in place of
-/// the core's [`EventBoard`] when given.
+/// the core's [`EventBoard`](crate::EventBoard) when given.
 pub async fn build_migration_system(
     config: &Config,
     board: Option<(Box<dyn StatusBoard>, &str)>,
