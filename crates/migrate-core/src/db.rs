@@ -23,6 +23,14 @@ fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
     move |source| DbError { doing, source }
 }
 
+/// An answer from the database that is not what the statement promises.
+fn protocol(doing: &'static str, message: impl std::fmt::Display) -> DbError {
+    DbError {
+        doing,
+        source: sqlx::Error::Protocol(message.to_string()),
+    }
+}
+
 /// `?` placeholders as `$1`, `$2`... for PostgreSQL.
 fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
@@ -110,32 +118,60 @@ pub(crate) async fn page(
     end: Option<i64>,
     limit: usize,
 ) -> Result<Vec<i64>, DbError> {
-    let sql = match (after.is_some(), end.is_some()) {
-        (false, false) => "SELECT id FROM customers ORDER BY id LIMIT ?",
-        (true, false) => "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?",
-        (false, true) => "SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?",
-        (true, true) => "SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+    // On SQLite the page comes back as one JSON array: see `MIGRATE_SQLITE` for why.
+    let sql = match (backend, after.is_some(), end.is_some()) {
+        (Backend::Sqlite(_), false, false) => {
+            "SELECT json_group_array(id) FROM (SELECT id FROM customers ORDER BY id LIMIT ?)"
+        }
+        (Backend::Sqlite(_), true, false) => {
+            "SELECT json_group_array(id) FROM
+               (SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?)"
+        }
+        (Backend::Sqlite(_), false, true) => {
+            "SELECT json_group_array(id) FROM
+               (SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?)"
+        }
+        (Backend::Sqlite(_), true, true) => {
+            "SELECT json_group_array(id) FROM
+               (SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?)"
+        }
+        (_, false, false) => "SELECT id FROM customers ORDER BY id LIMIT ?",
+        (_, true, false) => "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?",
+        (_, false, true) => "SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?",
+        (_, true, true) => "SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
     };
     let sql = sql_for(backend, sql);
     let limit = limit as i64;
-    macro_rules! run {
-        ($pool:expr) => {{
-            let mut query = sqlx::query_scalar::<_, i64>(sql.clone());
+    macro_rules! bound {
+        ($query:expr) => {{
+            let mut query = $query;
             if let Some(after) = after {
                 query = query.bind(after);
             }
             if let Some(end) = end {
                 query = query.bind(end);
             }
-            query.bind(limit).fetch_all($pool).await
+            query.bind(limit)
         }};
     }
+    let doing = "reading a page of customer ids";
     match backend {
-        Backend::Sqlite(pool) => run!(pool),
-        Backend::Postgres(pool) => run!(pool),
+        Backend::Sqlite(pool) => {
+            let json: String = bound!(sqlx::query_scalar::<_, String>(sql))
+                .fetch_one(pool)
+                .await
+                .map_err(context(doing))?;
+            let mut ids: Vec<i64> = serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
+            // An aggregate's order is not promised; the page must be ascending.
+            ids.sort_unstable();
+            Ok(ids)
+        }
+        Backend::Postgres(pool) => bound!(sqlx::query_scalar::<_, i64>(sql))
+            .fetch_all(pool)
+            .await
+            .map_err(context(doing)),
         Backend::Simulated { .. } => Ok(Vec::new()),
     }
-    .map_err(context("reading a page of customer ids"))
 }
 
 /// How many customers lie above `after` and below `end`.
@@ -326,6 +362,12 @@ pub fn split_full_name(full_name: &str) -> Result<(&str, &str), &'static str> {
 /// The transformation as one guarded statement per batch: it reads and writes each row in the
 /// same statement, so a concurrent application write is never overwritten with stale values,
 /// and `schema_version = 1` guarantees no row is migrated twice. Malformed rows do not match.
+///
+/// On SQLite the batch runs in a `BEGIN IMMEDIATE` transaction: it holds the database's only
+/// write lock from its first statement, so the rows read to classify the batch cannot change
+/// before the update, and a busy database is waited for (`busy_timeout`) instead of failing
+/// the upgrade from reader to writer. Rows cross from SQLite's thread one at a time, at a cost
+/// per row that dominates a batch, so both statements exchange one JSON value instead.
 const MIGRATE_SQLITE: &str = "UPDATE customers SET
     last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1)),
     first_name = trim(substr(full_name, instr(full_name, ',') + 1)),
@@ -335,8 +377,7 @@ const MIGRATE_SQLITE: &str = "UPDATE customers SET
   WHERE id IN (SELECT value FROM json_each(?)) AND schema_version = 1
     AND instr(full_name, ',') > 0
     AND trim(substr(full_name, 1, instr(full_name, ',') - 1)) <> ''
-    AND trim(substr(full_name, instr(full_name, ',') + 1)) <> ''
-  RETURNING id";
+    AND trim(substr(full_name, instr(full_name, ',') + 1)) <> ''";
 const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' '),
     first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), ' '),
@@ -348,9 +389,10 @@ const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' ') <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), ' ') <> ''
   RETURNING id";
-// `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
-const CLASSIFY_SQLITE: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
+/// The batch's rows as one JSON array of `[id, schema_version, full_name]`.
+const READ_BATCH_SQLITE: &str = "SELECT json_group_array(json_array(id, schema_version, full_name))
   FROM customers WHERE id IN (SELECT value FROM json_each(?))";
+// `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
 const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
   FROM customers WHERE id = ANY($1)";
 
@@ -366,30 +408,52 @@ pub(crate) async fn migrate(
     let (migrated, rows): (Vec<i64>, Vec<(i64, i64, String)>) = match backend {
         Backend::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
-            let mut tx: Transaction<'_, Sqlite> =
-                pool.begin().await.map_err(context("starting a batch"))?;
-            let migrated = if dry_run {
-                Vec::new()
+            let mut tx: Transaction<'_, Sqlite> = if dry_run {
+                pool.begin().await
             } else {
-                sqlx::query_scalar(MIGRATE_SQLITE)
-                    .bind(&now)
-                    .bind(&ids_json)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(context("migrating a batch of customers"))?
-            };
-            let rows = sqlx::query_as(CLASSIFY_SQLITE)
+                pool.begin_with("BEGIN IMMEDIATE").await
+            }
+            .map_err(context("starting a batch"))?;
+            let rows_json: String = sqlx::query_scalar(READ_BATCH_SQLITE)
                 .bind(&ids_json)
-                .fetch_all(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(context("reading a batch of customers"))?;
+            let rows: Vec<(i64, i64, String)> = serde_json::from_str(&rows_json)
+                .map_err(|e| protocol("reading a batch of customers", e))?;
+            let migratable: Vec<i64> = rows
+                .iter()
+                .filter(|(_, version, name)| *version == 1 && split_full_name(name).is_ok())
+                .map(|(id, _, _)| *id)
+                .collect();
+            if !dry_run && !migratable.is_empty() {
+                let updated = sqlx::query(MIGRATE_SQLITE)
+                    .bind(&now)
+                    .bind(serde_json::to_string(&migratable).expect("ids serialize"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("migrating a batch of customers"))?
+                    .rows_affected();
+                if updated != migratable.len() as u64 {
+                    // Nothing can change under the write lock: the statement and
+                    // `split_full_name` disagree. Roll back; each record is tried alone.
+                    return Err(protocol(
+                        "migrating a batch of customers",
+                        format!(
+                            "{updated} rows updated where {} were expected",
+                            migratable.len()
+                        ),
+                    ));
+                }
+            }
             tx.commit().await.map_err(context("committing a batch"))?;
+            let migrated = if dry_run { Vec::new() } else { migratable };
             (migrated, rows)
         }
         Backend::Postgres(pool) => {
             let mut tx: Transaction<'_, Postgres> =
                 pool.begin().await.map_err(context("starting a batch"))?;
-            let migrated = if dry_run {
+            let migrated: Vec<i64> = if dry_run {
                 Vec::new()
             } else {
                 sqlx::query_scalar(MIGRATE_POSTGRES)
@@ -399,23 +463,47 @@ pub(crate) async fn migrate(
                     .await
                     .map_err(context("migrating a batch of customers"))?
             };
-            let rows = sqlx::query_as(CLASSIFY_POSTGRES)
-                .bind(ids)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(context("reading a batch of customers"))?;
+            // Only the records not migrated need a look.
+            let rest: Vec<i64> = if migrated.is_empty() {
+                ids.to_vec()
+            } else {
+                let done: std::collections::HashSet<i64> = migrated.iter().copied().collect();
+                ids.iter()
+                    .copied()
+                    .filter(|id| !done.contains(id))
+                    .collect()
+            };
+            let rows = if rest.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(CLASSIFY_POSTGRES)
+                    .bind(&rest)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(context("reading a batch of customers"))?
+            };
             tx.commit().await.map_err(context("committing a batch"))?;
             (migrated, rows)
         }
         Backend::Simulated { .. } => (Vec::new(), Vec::new()),
     };
+    Ok(classify(ids, migrated, rows, dry_run))
+}
+
+/// One outcome per id of a batch: `migrated` were migrated now; `rows` are the batch's rows
+/// (`id`, `schema_version`, `full_name`) as read in the batch's transaction.
+fn classify(
+    ids: &[i64],
+    migrated: Vec<i64>,
+    rows: Vec<(i64, i64, String)>,
+    dry_run: bool,
+) -> Vec<Outcome> {
     let migrated: std::collections::HashSet<i64> = migrated.into_iter().collect();
     let rows: std::collections::HashMap<i64, (i64, String)> = rows
         .into_iter()
         .map(|(id, version, name)| (id, (version, name)))
         .collect();
-    Ok(ids
-        .iter()
+    ids.iter()
         .map(|id| {
             if migrated.contains(id) {
                 return Outcome::Migrated;
@@ -430,13 +518,16 @@ pub(crate) async fn migrate(
                         Outcome::Failed(RecordFailure::permanent(format!("{reason} ({name:?})")))
                     }
                     Ok(_) if dry_run => Outcome::Migrated,
+                    // A well-formed legacy row the update did not match: it changed between
+                    // the statements (PostgreSQL reads each statement afresh). Another try
+                    // will migrate it.
                     Ok(_) => Outcome::Failed(RecordFailure::transient(format!(
                         "customer {id} changed while it was being migrated"
                     ))),
                 },
             }
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -449,6 +540,30 @@ mod tests {
             numbered("SELECT id FROM t WHERE a > ? AND b < ? LIMIT ?"),
             "SELECT id FROM t WHERE a > $1 AND b < $2 LIMIT $3"
         );
+    }
+
+    #[test]
+    fn each_record_of_a_batch_is_classified_on_its_own() {
+        let rows = vec![
+            (1, 1, "Lovelace, Ada".to_owned()),
+            (2, 2, "Hopper, Grace".to_owned()),
+            (3, 1, "Turing Alan".to_owned()),
+            (4, 1, "Liskov, Barbara".to_owned()),
+        ];
+        let outcomes = classify(&[1, 2, 3, 4, 5], vec![1], rows.clone(), false);
+        assert_eq!(outcomes[0], Outcome::Migrated);
+        assert_eq!(outcomes[1], Outcome::PreviouslyMigrated);
+        assert!(
+            matches!(&outcomes[2], Outcome::Failed(f) if !f.retryable && f.message.contains("malformed"))
+        );
+        // Well-formed and legacy but not updated: it changed meanwhile, so it is retried.
+        assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.retryable));
+        assert!(
+            matches!(&outcomes[4], Outcome::Failed(f) if !f.retryable && f.message.contains("no longer exists"))
+        );
+        // A dry run reports the migratable ones as needing migration.
+        let dry = classify(&[1, 4], Vec::new(), rows, true);
+        assert_eq!(dry, [Outcome::Migrated, Outcome::Migrated]);
     }
 
     #[test]

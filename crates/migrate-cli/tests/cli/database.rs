@@ -23,6 +23,7 @@ const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The PostgreSQL server to test against; `None` (with the reason printed) when none is set,
 /// and a failure in CI, where these tests must run.
+#[allow(clippy::print_stderr, reason = "a skipped test says why")]
 fn postgres_server() -> Option<String> {
     match std::env::var(POSTGRES_URL_VAR) {
         Ok(url) if !url.is_empty() => Some(url),

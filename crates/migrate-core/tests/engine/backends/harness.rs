@@ -42,6 +42,7 @@ pub(crate) use on_both_backends;
 
 /// The PostgreSQL server to test against: `None` (with the reason printed) when none is
 /// configured, and a failure in CI, where the PostgreSQL tests must never be skipped.
+#[allow(clippy::print_stderr, reason = "a skipped test says why")]
 pub fn postgres_server() -> Option<String> {
     match std::env::var(POSTGRES_URL_VAR) {
         Ok(url) if !url.is_empty() => Some(url),
@@ -179,14 +180,6 @@ impl TestDb {
         }
     }
 
-    /// Which backend: `sqlite` or `postgres`.
-    pub fn kind(&self) -> &'static str {
-        match self.pool {
-            Pool::Sqlite(_) => "sqlite",
-            Pool::Postgres(_) => "postgres",
-        }
-    }
-
     /// Closes the connections and drops a PostgreSQL test database.
     pub async fn finish(self) {
         match &self.pool {
@@ -235,16 +228,6 @@ impl TestDb {
             Box::new(EventBoard::discard()),
         )
         .await
-    }
-
-    /// Runs a statement.
-    pub async fn execute(&self, sql: &str) {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-            Pool::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        }
-        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// A single integer.

@@ -60,7 +60,7 @@ async fn application(
     while !stop.is_cancelled() && writes.updated.len() < MAX_UPDATES {
         pace.tick().await;
         step += 1;
-        if step % 5 == 0 && (writes.inserted.len() as i64) < MAX_INSERTS {
+        if step.is_multiple_of(5) && (writes.inserted.len() as i64) < MAX_INSERTS {
             let id = SEEDED + 1 + writes.inserted.len() as i64;
             let full_name = format!("Inserted{id}, Row");
             let email = format!(" Row.Inserted{id}@Example.COM ");
