@@ -77,7 +77,7 @@ impl CustomerMigrator for EmailStore {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let state = tempfile::tempdir()?;
     let mut config = Config::default();
     config.connection.simulated_customers = 5_000; // the ids to scan

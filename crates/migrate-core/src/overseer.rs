@@ -360,22 +360,20 @@ impl Overseer {
         OverseerParameters { config }
     }
 
-    fn progress_text(&self, shared: &Shared, started: Instant, dry_run: bool) -> String {
+    /// The summary line while the run goes on (the board adds the rate).
+    fn progress_text(shared: &Shared) -> String {
         let counts = &shared.counts;
         let migrated = counts.migrated.load(Ordering::Relaxed);
-        let elapsed = started.elapsed().as_secs_f64().max(0.001);
-        let rate = counts.handled() as f64 / elapsed;
         format!(
-            "{} {} customers ({} previously migrated, {} failures), {}/s",
-            if dry_run {
-                "Needing migration:"
+            "{} {} customers ({} previously migrated, {} failures)",
+            if shared.dry_run {
+                "Migration needed for"
             } else {
                 "Migrated"
             },
             thousands(migrated),
             thousands(counts.previously_migrated.load(Ordering::Relaxed)),
             thousands(counts.failed.load(Ordering::Relaxed)),
-            thousands(rate as u64),
         )
     }
 }
@@ -437,15 +435,17 @@ impl MigrationOverseer for Overseer {
             prefix: String::new(),
         });
         let sent = Arc::new(AtomicU64::new(0));
-        let scan = Scan::new(
-            SCANNER_JOB,
-            options.range,
-            options.input.clone(),
-            Arc::clone(&tracker),
+        let total = Arc::new(AtomicU64::new(u64::MAX));
+        let scan = Scan {
+            job: SCANNER_JOB,
+            range: options.range,
+            input: options.input.clone(),
+            tracker: Arc::clone(&tracker),
             sender,
-            shared.halt.clone(),
-            Arc::clone(&sent),
-        );
+            halt: shared.halt.clone(),
+            sent: Arc::clone(&sent),
+            total: Arc::clone(&total),
+        };
         let scanner = Arc::clone(&self.scanner);
         let scan_task = tokio::spawn(async move { scanner.scan(scan).await });
 
@@ -476,12 +476,12 @@ impl MigrationOverseer for Overseer {
                 _ = ticker.tick() => {
                     board.publish(Event::JobText {
                         job: SUMMARY_JOB,
-                        text: self.progress_text(&shared, started, options.dry_run),
+                        text: Self::progress_text(&shared),
                     });
                     board.publish(Event::JobProgress {
                         job: SUMMARY_JOB,
                         done: shared.counts.handled(),
-                        total: None,
+                        total: Some(total.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX),
                     });
                     if !options.dry_run && last_save.elapsed() >= checkpoint_every {
                         last_save = Instant::now();

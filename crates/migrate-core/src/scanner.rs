@@ -35,10 +35,16 @@ pub struct Scan {
     /// Ids given by the user (`--file`), ascending and without duplicates, instead of the
     /// backend's own.
     pub input: Option<Arc<[i64]>>,
-    tracker: Arc<Tracker>,
-    sender: mpsc::Sender<Work>,
-    halt: CancellationToken,
-    sent: Arc<AtomicU64>,
+    /// Registers ids in scan order for the checkpoint.
+    pub(crate) tracker: Arc<Tracker>,
+    /// The bounded channel to the jobs.
+    pub(crate) sender: mpsc::Sender<Work>,
+    /// Cancelled when the run stops taking work.
+    pub(crate) halt: CancellationToken,
+    /// Ids handed to the jobs so far.
+    pub(crate) sent: Arc<AtomicU64>,
+    /// Ids to scan in all, once known (`u64::MAX` until then), for the run's progress.
+    pub(crate) total: Arc<AtomicU64>,
 }
 
 /// The scan stopped because the run is stopping.
@@ -47,26 +53,6 @@ pub struct Scan {
 pub struct Halted;
 
 impl Scan {
-    pub(crate) fn new(
-        job: JobId,
-        range: KeyRange,
-        input: Option<Arc<[i64]>>,
-        tracker: Arc<Tracker>,
-        sender: mpsc::Sender<Work>,
-        halt: CancellationToken,
-        sent: Arc<AtomicU64>,
-    ) -> Scan {
-        Scan {
-            job,
-            range,
-            input,
-            tracker,
-            sender,
-            halt,
-            sent,
-        }
-    }
-
     /// Ids above this one are still to scan (the checkpoint's low-water mark, or the range's
     /// start).
     pub fn resume_after(&self) -> Option<i64> {
@@ -193,6 +179,9 @@ pub async fn scan_pages(
         ),
         None => source.remaining(after, end).await?,
     };
+    if let Some(total) = total {
+        scan.total.store(total, Ordering::Relaxed);
+    }
     board.publish(Event::JobText {
         job,
         text: "Scanning customer rows".to_owned(),
@@ -204,23 +193,6 @@ pub async fn scan_pages(
             None => source.page(after, end, fetch_size).await?,
         };
         let Some(&last) = page.last() else { break };
-        if scan.send_page(&page).await.is_err() {
-            {
-                board.publish(Event::JobText {
-                    job,
-                    text: format!("Scan stopped, after {} customer rows", thousands(scanned)),
-                });
-                board.publish(Event::JobStatus {
-                    job,
-                    status: JobStatus::Warning,
-                });
-                board.publish(Event::JobFinished { job });
-                return Ok(ScanReport {
-                    scanned,
-                    complete: false,
-                });
-            }
-        }
         scanned += page.len() as u64;
         after = Some(last);
         board.publish(Event::JobText {
@@ -232,6 +204,21 @@ pub async fn scan_pages(
             done: scanned,
             total: total.map(|t| t.max(scanned)),
         });
+        if scan.send_page(&page).await.is_err() {
+            board.publish(Event::JobText {
+                job,
+                text: format!("Scan stopped, after {} customer rows", thousands(scanned)),
+            });
+            board.publish(Event::JobStatus {
+                job,
+                status: JobStatus::Warning,
+            });
+            board.publish(Event::JobFinished { job });
+            return Ok(ScanReport {
+                scanned,
+                complete: false,
+            });
+        }
     }
     board.publish(Event::JobText {
         job,

@@ -586,6 +586,13 @@ async fn the_event_stream_tells_the_whole_story() {
         e,
         Event::JobProgress { job, done: 50, total: Some(50) } if *job == migrate_core::SCANNER_JOB
     )));
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::JobProgress { job, total: Some(50), .. } if *job == migrate_core::SUMMARY_JOB
+        )),
+        "the summary line's progress knows the total the scanner found"
+    );
     assert_eq!(events.last(), Some(&Event::Summary(summary)));
     // Events serialize for the JSON-lines log.
     let line = serde_json::to_string(&events[0]).unwrap();
