@@ -160,6 +160,9 @@ pub struct MigrationConfig {
     pub checkpoint_interval_millis: u64,
     /// Least time between two text events of one job, in milliseconds.
     pub event_interval_millis: u64,
+    /// How long a job holding part of a batch waits for the rest before it migrates what it
+    /// has, in milliseconds. Lets jobs fill their batches when many share one channel.
+    pub batch_linger_millis: u64,
 }
 
 impl Default for MigrationConfig {
@@ -174,6 +177,7 @@ impl Default for MigrationConfig {
             rate_limit: 0,
             checkpoint_interval_millis: 1000,
             event_interval_millis: 50,
+            batch_linger_millis: 20,
         }
     }
 }

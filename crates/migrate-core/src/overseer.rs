@@ -250,6 +250,27 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Takes up to a batch of ids for one job: what the channel holds, then, if that is less than
+/// a batch, what arrives within `batch-linger-millis`. The job keeps the receiver meanwhile, so
+/// jobs fill their batches in turn instead of all sharing what is there. Returns 0 when the
+/// channel is closed and drained.
+async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
+    let batch = shared.batch_size;
+    let mut ids = shared.ids.lock().await;
+    let mut taken = ids.recv_many(work, batch).await;
+    if taken == 0 || taken >= batch {
+        return taken;
+    }
+    let deadline = Instant::now() + Duration::from_millis(shared.config.batch_linger_millis);
+    while taken < batch {
+        match tokio::time::timeout_at(deadline, ids.recv_many(work, batch - taken)).await {
+            Ok(0) | Err(_) => break,
+            Ok(more) => taken += more,
+        }
+    }
+    taken
+}
+
 /// One migration job: takes ids until the channel is drained or the run halts.
 async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let board = &*shared.board;
@@ -266,7 +287,7 @@ async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         let taken = tokio::select! {
             biased;
             () = shared.halt.cancelled() => 0,
-            n = async { shared.ids.lock().await.recv_many(&mut work, shared.batch_size).await } => n,
+            n = take_batch(&shared, &mut work) => n,
         };
         if taken == 0 {
             break;

@@ -39,6 +39,7 @@ pub(crate) const KEYS: [(&str, &[&str]); 5] = [
             "rate-limit",
             "checkpoint-interval-millis",
             "event-interval-millis",
+            "batch-linger-millis",
         ],
     ),
 ];

@@ -65,6 +65,8 @@ struct CountingScanner {
     read: AtomicUsize,
     journal: Arc<Journal>,
     worst_lead: AtomicUsize,
+    /// How long reading a page takes (a database round trip).
+    page_delay: Duration,
 }
 
 #[async_trait]
@@ -75,6 +77,9 @@ impl PageSource for CountingScanner {
         _end: Option<i64>,
         limit: usize,
     ) -> Result<Vec<i64>, BoxError> {
+        if !self.page_delay.is_zero() {
+            tokio::time::sleep(self.page_delay).await;
+        }
         let start = after.map_or(0, |a| self.ids.partition_point(|&id| id <= a));
         let page: Vec<i64> = self.ids[start..].iter().take(limit).copied().collect();
         let read = self.read.fetch_add(page.len(), Ordering::SeqCst) + page.len();
@@ -127,6 +132,7 @@ async fn the_scanner_never_runs_more_than_a_block_and_a_page_ahead_of_slow_jobs(
         read: AtomicUsize::new(0),
         journal: Arc::clone(&journal),
         worst_lead: AtomicUsize::new(0),
+        page_delay: Duration::ZERO,
     });
     let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
         .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
@@ -611,4 +617,44 @@ async fn stopping_a_system_twice_is_harmless() {
     ));
     system.stop().await.unwrap();
     system.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_sharing_the_channel_fill_their_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 0);
+    config.customer_migration.processes = 20;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.batch_size = 50;
+    let board = Arc::new(migrate_core::RecordingBoard::default());
+    // Pages of 10 ids that take a millisecond each: the channel never holds a whole batch.
+    let scanner = Arc::new(CountingScanner {
+        board: Arc::new(SharedBoard(Arc::clone(&board))),
+        ids: (1..=5000).collect(),
+        fetch_size: 10,
+        block_size: 100,
+        read: AtomicUsize::new(0),
+        journal: Arc::clone(&journal),
+        worst_lead: AtomicUsize::new(0),
+        page_delay: Duration::from_millis(1),
+    });
+    let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
+        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
+        .with_override::<dyn CustomerScanner>(Box::new(ArcScanner(scanner)), "Counting")
+        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(board)), "Recording")
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let summary = overseer(&system)
+        .run(RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    system.stop().await.unwrap();
+    assert_eq!(summary.migrated, 5000);
+    let batches = journal.batches.lock().unwrap().clone();
+    let full = batches.iter().filter(|b| b.len() == 50).count();
+    // A job holding part of a batch waits for the rest (batch-linger-millis) instead of
+    // migrating the few ids each page brings.
+    assert!(full >= batches.len() - 2, "{full} of {} batches full", batches.len());
 }
