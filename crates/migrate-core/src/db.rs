@@ -78,36 +78,53 @@ async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> R
     .map_err(context(doing))
 }
 
-/// Checks that `customers` exists and creates the bookkeeping tables.
-pub(crate) async fn prepare(backend: &Backend) -> Result<(), DbError> {
-    let exists = match backend {
-        Backend::Sqlite(pool) => sqlx::query(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'customers'",
-        )
-        .fetch_one(pool)
-        .await
-        .map(|row| row.get::<i64, _>(0) > 0),
-        Backend::Postgres(pool) => sqlx::query("SELECT to_regclass('customers') IS NOT NULL")
+/// Whether `table` exists.
+async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, DbError> {
+    let doing = "looking for a table";
+    match backend {
+        Backend::Sqlite(pool) => {
+            sqlx::query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+                .bind(table)
+                .fetch_one(pool)
+                .await
+                .map(|row| row.get::<i64, _>(0) > 0)
+        }
+        Backend::Postgres(pool) => sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
             .fetch_one(pool)
             .await
             .map(|row| row.get::<bool, _>(0)),
-        Backend::Simulated { .. } => return Ok(()),
+        Backend::Simulated { .. } => Ok(false),
     }
-    .map_err(context("looking for the customers table"))?;
-    if !exists {
-        return Err(DbError {
-            doing: "looking for the customers table",
-            source: sqlx::Error::Protocol(
-                "there is no customers table: create and fill one with `db-migrate seed`".into(),
-            ),
-        });
+    .map_err(context(doing))
+}
+
+/// Checks that `customers` exists. The bookkeeping tables are created on first write
+/// ([`create_checkpoints`], [`create_failures`]), so that a dry run creates nothing.
+pub(crate) async fn prepare(backend: &Backend) -> Result<(), DbError> {
+    if matches!(backend, Backend::Simulated { .. }) || table_exists(backend, "customers").await? {
+        return Ok(());
     }
+    Err(DbError {
+        doing: "looking for the customers table",
+        source: sqlx::Error::Protocol(
+            "there is no customers table: create and fill one with `db-migrate seed`".into(),
+        ),
+    })
+}
+
+/// Creates `migration_checkpoints` when it is missing.
+pub(crate) async fn create_checkpoints(backend: &Backend) -> Result<(), DbError> {
     execute(
         backend,
         CREATE_CHECKPOINTS,
         "creating migration_checkpoints",
     )
-    .await?;
+    .await
+}
+
+/// Creates `migration_failures` when it is missing.
+pub(crate) async fn create_failures(backend: &Backend) -> Result<(), DbError> {
     execute(backend, CREATE_FAILURES, "creating migration_failures").await
 }
 
@@ -215,6 +232,9 @@ pub(crate) async fn load_checkpoint(
     backend: &Backend,
     key: &CheckpointKey,
 ) -> Result<Option<Checkpoint>, DbError> {
+    if !table_exists(backend, "migration_checkpoints").await? {
+        return Ok(None);
+    }
     let sql = sql_for(
         backend,
         "SELECT low_water, done_above FROM migration_checkpoints WHERE migration = ? AND range_key = ?",
@@ -237,9 +257,17 @@ pub(crate) async fn load_checkpoint(
         Backend::Simulated { .. } => Ok(None),
     }
     .map_err(context("reading the checkpoint"))?;
-    Ok(row.map(|(low_water, done_above)| Checkpoint {
+    let Some((low_water, done_above)) = row else {
+        return Ok(None);
+    };
+    // A damaged list must not read as "nothing done above the mark": say so instead.
+    let done_above = serde_json::from_str(&done_above).map_err(|e| DbError {
+        doing: "reading the checkpoint (migration_checkpoints.done_above is damaged; --reset starts over)",
+        source: sqlx::Error::Decode(Box::new(e)),
+    })?;
+    Ok(Some(Checkpoint {
         low_water,
-        done_above: serde_json::from_str(&done_above).unwrap_or_default(),
+        done_above,
     }))
 }
 
@@ -285,6 +313,9 @@ pub(crate) async fn clear_checkpoint(
     backend: &Backend,
     key: &CheckpointKey,
 ) -> Result<(), DbError> {
+    if !table_exists(backend, "migration_checkpoints").await? {
+        return Ok(());
+    }
     let sql = sql_for(
         backend,
         "DELETE FROM migration_checkpoints WHERE migration = ? AND range_key = ?",

@@ -104,6 +104,9 @@ pub struct BackendMigrator {
     /// Failures of the simulated backend (databases use the `migration_failures` table).
     #[shaku(default)]
     failures: AppendFile,
+    /// Set once `migration_failures` is known to exist (created on the first failure).
+    #[shaku(default)]
+    failures_table: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for BackendMigrator {
@@ -121,6 +124,7 @@ impl BackendMigrator {
             config,
             audit: AppendFile::default(),
             failures: AppendFile::default(),
+            failures_table: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -187,7 +191,7 @@ pub(crate) fn audit_line(out: &mut String, id: i64, millis: u128) {
 
 #[async_trait]
 impl Lifecycle for BackendMigrator {
-    /// On a database: checks that `customers` exists and creates `migration_failures`.
+    /// On a database: checks that `customers` exists.
     async fn start(&self) -> Result<(), BoxError> {
         Ok(db::prepare(self.connection.backend()).await?)
     }
@@ -237,7 +241,12 @@ impl CustomerMigrator for BackendMigrator {
                 self.failures.sync()?;
                 Ok(())
             }
-            backend => Ok(db::record_failures(backend, failures).await?),
+            backend => {
+                self.failures_table
+                    .get_or_try_init(|| db::create_failures(backend))
+                    .await?;
+                Ok(db::record_failures(backend, failures).await?)
+            }
         }
     }
 

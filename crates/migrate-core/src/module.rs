@@ -54,6 +54,7 @@ pub fn migration_builder(config: &Config, backend: Backend) -> SystemBuilder<Mig
         ))
         .with_parameters::<PagingScanner>(crate::scanner::PagingScannerParameters {
             config: config.customer_scanner.clone(),
+            checkpoints_table: tokio::sync::OnceCell::new(),
         })
         .with_parameters::<BackendMigrator>(BackendMigrator::parameters(
             config.customer_migrator.clone(),

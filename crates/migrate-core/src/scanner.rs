@@ -261,6 +261,9 @@ pub struct PagingScanner {
     /// `[customer-scanner]`
     #[shaku(default)]
     config: ScannerConfig,
+    /// Set once `migration_checkpoints` is known to exist (created on the first save).
+    #[shaku(default)]
+    checkpoints_table: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for PagingScanner {
@@ -311,7 +314,7 @@ impl PageSource for PagingScanner {
 
 #[async_trait]
 impl Lifecycle for PagingScanner {
-    /// On a database: checks that `customers` exists and creates `migration_checkpoints`.
+    /// On a database: checks that `customers` exists.
     async fn start(&self) -> Result<(), BoxError> {
         Ok(db::prepare(self.connection.backend()).await?)
     }
@@ -348,7 +351,12 @@ impl CustomerScanner for PagingScanner {
                 let checkpoint = checkpoint.clone();
                 blocking(move || paging_state::save(&path, &key, Some(&checkpoint))).await
             }
-            backend => Ok(db::save_checkpoint(backend, key, checkpoint).await?),
+            backend => {
+                self.checkpoints_table
+                    .get_or_try_init(|| db::create_checkpoints(backend))
+                    .await?;
+                Ok(db::save_checkpoint(backend, key, checkpoint).await?)
+            }
         }
     }
 
