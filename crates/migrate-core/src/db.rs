@@ -399,16 +399,17 @@ pub fn split_full_name(full_name: &str) -> Result<(&str, &str), &'static str> {
 /// before the update, and a busy database is waited for (`busy_timeout`) instead of failing
 /// the upgrade from reader to writer. Rows cross from SQLite's thread one at a time, at a cost
 /// per row that dominates a batch, so both statements exchange one JSON value instead.
+///
+/// The ids bound to it are those the same transaction just read as legacy and well-formed
+/// (checked with [`split_full_name`]): under the write lock nothing can change them in between,
+/// so the statement repeats only the `schema_version = 1` guard, and its row count is checked.
 const MIGRATE_SQLITE: &str = "UPDATE customers SET
     last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1)),
     first_name = trim(substr(full_name, instr(full_name, ',') + 1)),
     email = lower(trim(email)),
     schema_version = 2,
     migrated_at = ?
-  WHERE id IN (SELECT value FROM json_each(?)) AND schema_version = 1
-    AND instr(full_name, ',') > 0
-    AND trim(substr(full_name, 1, instr(full_name, ',') - 1)) <> ''
-    AND trim(substr(full_name, instr(full_name, ',') + 1)) <> ''";
+  WHERE id IN (SELECT value FROM json_each(?)) AND schema_version = 1";
 const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' '),
     first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), ' '),

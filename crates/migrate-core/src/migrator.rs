@@ -107,6 +107,11 @@ pub struct BackendMigrator {
     /// Set once `migration_failures` is known to exist (created on the first failure).
     #[shaku(default)]
     failures_table: tokio::sync::OnceCell<()>,
+    /// SQLite has one writer at a time. Jobs that wait for it here wait on an async lock and
+    /// go the moment it is free; without it they would wait in SQLite's busy handler, which
+    /// sleeps for growing intervals (1, 2, 5, 10... ms) and leaves the database idle.
+    #[shaku(default)]
+    sqlite_writer: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for BackendMigrator {
@@ -125,6 +130,7 @@ impl BackendMigrator {
             audit: AppendFile::default(),
             failures: AppendFile::default(),
             failures_table: tokio::sync::OnceCell::new(),
+            sqlite_writer: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -141,7 +147,7 @@ impl BackendMigrator {
     async fn migrate_simulated(&self, ids: &[i64], dry_run: bool) -> Vec<Outcome> {
         let scale = self.config.sleep_scale;
         let mut outcomes = Vec::with_capacity(ids.len());
-        let mut log = String::new();
+        let mut migrated = Vec::new();
         for &id in ids {
             let started = Instant::now();
             pause(simulated::check_time(id, scale)).await;
@@ -160,10 +166,11 @@ impl BackendMigrator {
                 ))));
                 continue;
             }
-            audit_line(&mut log, id, started.elapsed().as_millis());
+            migrated.push((id, started.elapsed().as_millis()));
             outcomes.push(Outcome::Migrated);
         }
-        if !log.is_empty() {
+        if !migrated.is_empty() {
+            let log = audit_lines(migrated);
             // The sleeps stand in for the database work; the audit log is real.
             if let Err(error) = self.audit.append(&self.config.log_file, log.as_bytes()) {
                 return ids
@@ -182,11 +189,18 @@ async fn pause(duration: std::time::Duration) {
     }
 }
 
-/// One audit line: date, time, id, milliseconds, as in the seed.
-pub(crate) fn audit_line(out: &mut String, id: i64, millis: u128) {
+/// Audit lines, as in the seed: date, time, id, milliseconds. The clock is read once per
+/// batch: the records of a batch are committed together.
+fn audit_lines(migrated: impl IntoIterator<Item = (i64, u128)>) -> String {
     use std::fmt::Write as _;
-    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f");
-    let _ = writeln!(out, "{now} customer {id} migrated in {millis} ms");
+    let now = chrono::Local::now()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string();
+    let mut out = String::new();
+    for (id, millis) in migrated {
+        let _ = writeln!(out, "{now} customer {id} migrated in {millis} ms");
+    }
+    out
 }
 
 #[async_trait]
@@ -209,16 +223,22 @@ impl CustomerMigrator for BackendMigrator {
         match self.connection.backend() {
             Backend::Simulated { .. } => Ok(self.migrate_simulated(ids, dry_run).await),
             backend => {
-                let started = Instant::now();
-                let outcomes = db::migrate(backend, ids, dry_run).await?;
+                let (outcomes, millis) = {
+                    let _writer = match backend {
+                        Backend::Sqlite(_) if !dry_run => Some(self.sqlite_writer.lock().await),
+                        _ => None,
+                    };
+                    let started = Instant::now();
+                    let outcomes = db::migrate(backend, ids, dry_run).await?;
+                    (outcomes, started.elapsed().as_millis())
+                };
                 if !dry_run {
-                    let millis = started.elapsed().as_millis();
-                    let mut log = String::new();
-                    for (id, outcome) in ids.iter().zip(&outcomes) {
-                        if *outcome == Outcome::Migrated {
-                            audit_line(&mut log, *id, millis);
-                        }
-                    }
+                    let log = audit_lines(
+                        ids.iter()
+                            .zip(&outcomes)
+                            .filter(|(_, outcome)| **outcome == Outcome::Migrated)
+                            .map(|(id, _)| (*id, millis)),
+                    );
                     if !log.is_empty() {
                         self.audit.append(&self.config.log_file, log.as_bytes())?;
                     }
@@ -242,6 +262,10 @@ impl CustomerMigrator for BackendMigrator {
                 Ok(())
             }
             backend => {
+                let _writer = match backend {
+                    Backend::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+                    _ => None,
+                };
                 self.failures_table
                     .get_or_try_init(|| db::create_failures(backend))
                     .await?;

@@ -455,6 +455,11 @@ impl MigrationOverseer for Overseer {
             job: SUMMARY_JOB,
             prefix: String::new(),
         });
+        // The summary line has its text from the first frame on, not from the first tick.
+        board.publish(Event::JobText {
+            job: SUMMARY_JOB,
+            text: Self::progress_text(&shared),
+        });
         let sent = Arc::new(AtomicU64::new(0));
         let total = Arc::new(AtomicU64::new(u64::MAX));
         let scan = Scan {

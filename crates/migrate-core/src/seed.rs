@@ -140,7 +140,17 @@ pub fn demo_customer(id: i64) -> DemoCustomer {
     }
 }
 
-const CREATE_CUSTOMERS: &str = "CREATE TABLE IF NOT EXISTS customers (
+/// The demo table. On SQLite `id INTEGER PRIMARY KEY` is the rowid itself (one B-tree, keyset
+/// pages and batch lookups go straight to the rows); PostgreSQL takes 64-bit `BIGINT`.
+const CREATE_CUSTOMERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS customers (
+    id INTEGER PRIMARY KEY,
+    full_name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    first_name TEXT,
+    last_name TEXT,
+    migrated_at TEXT)";
+const CREATE_CUSTOMERS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS customers (
     id BIGINT PRIMARY KEY,
     full_name TEXT NOT NULL,
     email TEXT NOT NULL,
@@ -169,9 +179,9 @@ pub async fn seed_customers(
         report.malformed += u64::from(crate::db::split_full_name(&c.full_name).is_err());
     }
     macro_rules! seed {
-        ($pool:expr, $db:ty) => {{
+        ($pool:expr, $db:ty, $create:expr) => {{
             let pool = $pool;
-            sqlx::query(CREATE_CUSTOMERS)
+            sqlx::query($create)
                 .execute(pool)
                 .await
                 .map_err(context("creating the customers table"))?;
@@ -220,8 +230,8 @@ pub async fn seed_customers(
     }
     match backend {
         Backend::Simulated { .. } => return Err(SeedError::Simulated),
-        Backend::Sqlite(pool) => seed!(pool, Sqlite),
-        Backend::Postgres(pool) => seed!(pool, Postgres),
+        Backend::Sqlite(pool) => seed!(pool, Sqlite, CREATE_CUSTOMERS_SQLITE),
+        Backend::Postgres(pool) => seed!(pool, Postgres, CREATE_CUSTOMERS_POSTGRES),
     }
     Ok(report)
 }
