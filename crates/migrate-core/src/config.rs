@@ -119,7 +119,7 @@ pub struct MigratorConfig {
     /// beside it (simulated backend) or to the `migration_failures` table (databases).
     pub log_file: PathBuf,
     /// Ids a job migrates in one go (one transaction on a database). Unset: 1 for the simulated
-    /// backend, 100 for databases.
+    /// backend, 1000 for databases (see `docs/benchmarks.md`).
     pub batch_size: Option<usize>,
     /// Simulated backend: multiplies its sleeps (1.0 as the seed, 0 to measure the engine alone).
     pub sleep_scale: f64,

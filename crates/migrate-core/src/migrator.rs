@@ -291,7 +291,7 @@ impl CustomerMigrator for BackendMigrator {
             .batch_size
             .unwrap_or(match self.connection.backend() {
                 Backend::Simulated { .. } => 1,
-                _ => 100,
+                _ => 1000,
             })
     }
 }
