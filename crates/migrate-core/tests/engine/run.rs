@@ -30,6 +30,18 @@ async fn run_once(
     (summary, board.events())
 }
 
+/// One run with the default options and no stop.
+async fn run_plain(config: &migrate_core::Config, migrator: ScriptedMigrator) -> Summary {
+    run_once(
+        config,
+        migrator,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .0
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_record_is_handled_once_and_counts_add_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,13 +231,7 @@ async fn failures_are_retried_with_backoff_then_recorded_and_the_run_goes_on() {
         (ids[3], Behaviour::Previously),
     ]);
     let started = tokio::time::Instant::now();
-    let (summary, _) = run_once(
-        &config,
-        migrator,
-        RunOptions::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    let summary = run_plain(&config, migrator).await;
     assert_eq!(summary.ending, Ending::Completed);
     assert_eq!(summary.migrated, 197);
     assert_eq!(summary.previously_migrated, 1);
@@ -261,13 +267,7 @@ async fn a_panic_in_the_migrator_is_contained_recorded_and_the_batch_goes_on() {
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.batch_size = 10;
     migrator.script = HashMap::from([(ids[4], Behaviour::Panic)]);
-    let (summary, _) = run_once(
-        &config,
-        migrator,
-        RunOptions::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    let summary = run_plain(&config, migrator).await;
     assert_eq!(summary.ending, Ending::Completed);
     assert_eq!(summary.failed, 1);
     assert_eq!(summary.migrated, 99);
@@ -292,13 +292,7 @@ async fn too_many_failures_abort_the_run_cleanly() {
     let journal = Arc::new(Journal::default());
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.script = ids.iter().map(|&id| (id, Behaviour::Permanent)).collect();
-    let (summary, _) = run_once(
-        &config,
-        migrator,
-        RunOptions::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    let summary = run_plain(&config, migrator).await;
     assert_eq!(summary.ending, Ending::Aborted);
     assert!(
         summary
@@ -328,13 +322,7 @@ async fn a_failure_that_cannot_be_recorded_aborts_the_run() {
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.script = HashMap::from([(ids[0], Behaviour::Permanent)]);
     migrator.fail_recording = true;
-    let (summary, _) = run_once(
-        &config,
-        migrator,
-        RunOptions::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    let summary = run_plain(&config, migrator).await;
     assert_eq!(summary.ending, Ending::Aborted);
     assert_eq!(
         summary.abort_reason.as_deref(),
@@ -430,13 +418,7 @@ async fn jobs_past_the_grace_period_are_stopped_and_their_records_redone_next_ti
     assert!(started.elapsed() >= Duration::from_millis(2000));
     assert!(started.elapsed() < Duration::from_secs(10));
     // The hung record was not marked done: the next run migrates it.
-    let (summary, _) = run_once(
-        &config,
-        ScriptedMigrator::new(Arc::clone(&journal)),
-        RunOptions::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    let summary = run_plain(&config, ScriptedMigrator::new(Arc::clone(&journal))).await;
     assert_eq!(summary.ending, Ending::Completed);
     assert_eq!(journal.migrated_ids().get(&hung), Some(&1));
     assert_eq!(journal.migrated_ids().len(), 100);
@@ -532,13 +514,7 @@ async fn the_rate_limit_holds_for_the_whole_run() {
     config.customer_migration.rate_limit = 50;
     let journal = Arc::new(Journal::default());
     let started = tokio::time::Instant::now();
-    let (summary, _) = run_once(
-        &config,
-        ScriptedMigrator::new(journal),
-        RunOptions::default(),
-        CancellationToken::new(),
-    )
-    .await;
+    let summary = run_plain(&config, ScriptedMigrator::new(journal)).await;
     assert_eq!(summary.migrated, 101);
     // 101 records at 50 per second: the last one starts 2 seconds after the first.
     assert!(
@@ -656,5 +632,9 @@ async fn jobs_sharing_the_channel_fill_their_batches() {
     let full = batches.iter().filter(|b| b.len() == 50).count();
     // A job holding part of a batch waits for the rest (batch-linger-millis) instead of
     // migrating the few ids each page brings.
-    assert!(full >= batches.len() - 2, "{full} of {} batches full", batches.len());
+    assert!(
+        full >= batches.len() - 2,
+        "{full} of {} batches full",
+        batches.len()
+    );
 }
