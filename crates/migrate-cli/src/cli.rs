@@ -48,6 +48,9 @@ pub enum Command {
         /// How many customers the demo database gets when it is created.
         #[arg(long, default_value_t = 100_000)]
         customers: u64,
+        /// Refill the demo database first, to watch the whole migration again.
+        #[arg(long)]
+        fresh: bool,
         /// Configuration overrides, as for the migration.
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,

@@ -51,9 +51,11 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Some(Command::Seed {
                 customers, force, ..
             }) => seed::run(settings.config(), customers, force).await,
-            Some(Command::Demo { customers, .. }) => {
+            Some(Command::Demo {
+                customers, fresh, ..
+            }) => {
                 let config = seed::demo_config(settings.config());
-                seed::ensure_demo_database(&config, customers).await?;
+                seed::ensure_demo_database(&config, customers, fresh).await?;
                 let code = migrate::run(&config, &cli.run, &cli.output).await?;
                 // The demo's malformed customers are planted to show the failure path: a demo
                 // that completes has done what it should.

@@ -54,15 +54,19 @@ pub async fn run(config: &Config, customers: u64, force: bool) -> Result<u8, Cli
     Ok(SUCCESS)
 }
 
-/// Seeds the demo database when it has no `customers` rows yet.
-pub async fn ensure_demo_database(config: &Config, customers: u64) -> Result<(), CliError> {
+/// Seeds the demo database when it has no `customers` rows yet, or refills it when `fresh`.
+pub async fn ensure_demo_database(
+    config: &Config,
+    customers: u64,
+    fresh: bool,
+) -> Result<(), CliError> {
     let backend = open(config).await?;
-    let result = match seed_customers(&backend, customers, false).await {
+    let result = match seed_customers(&backend, customers, fresh).await {
         Ok(report) => {
             #[allow(clippy::print_stderr)]
             {
                 eprintln!(
-                    "Created the demo database {} with {} customers",
+                    "Filled the demo database {} with {} customers",
                     migrate_core::mask_url(&config.connection.url),
                     thousands(report.customers)
                 );

@@ -364,3 +364,39 @@ fn a_password_in_the_url_is_never_printed() {
         }
     }
 }
+
+#[test]
+fn the_demo_creates_its_database_migrates_it_exits_0_and_fresh_starts_over() {
+    let scratch = Scratch::new();
+    let demo = |extra: &[&str]| {
+        let mut args = vec![
+            "demo",
+            "--customers",
+            "5000",
+            "status-board.mode=off",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        scratch.run(&args)
+    };
+    let first = demo(&[]);
+    // The planted malformed customers fail, and a demo that completes still exits 0.
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let summary = json_summary(&first);
+    assert!(summary["failed"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["migrated"].as_u64().unwrap() > 3000, "{summary}");
+    let text = stderr(&first);
+    assert!(text.contains("Filled the demo database sqlite://state/demo.db with 5,000 customers"));
+    assert!(text.contains(
+        "Failures were recorded in the migration_failures table of sqlite://state/demo.db"
+    ));
+    assert!(scratch.path().join("state/demo.db").exists());
+
+    let again = demo(&[]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(json_summary(&again)["migrated"], 0, "already migrated");
+
+    let fresh = demo(&["--fresh"]);
+    assert_eq!(fresh.status.code(), Some(0), "{}", stderr(&fresh));
+    assert_eq!(json_summary(&fresh)["migrated"], summary["migrated"]);
+}
