@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -146,6 +146,9 @@ struct Shared {
     rate: Option<RateLimit>,
     /// Cancelled to stop taking work: on shutdown (a child of its token) or on abort.
     halt: CancellationToken,
+    /// `halt` as a plain flag for the jobs' hot loop: `CancellationToken::is_cancelled` takes a
+    /// lock, and the jobs ask after every batch. Set by a watcher task (see `run`).
+    halted: AtomicBool,
     /// Why the run aborted, once it has.
     abort: Mutex<Option<String>>,
 }
@@ -284,12 +287,14 @@ async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let mut handled = 0u64;
     loop {
         work.clear();
-        let taken = tokio::select! {
-            biased;
-            () = shared.halt.cancelled() => 0,
-            n = take_batch(&shared, &mut work) => n,
-        };
-        if taken == 0 {
+        if shared.halted.load(Ordering::Relaxed) {
+            break;
+        }
+        // No select on the halt here: when the run halts, the scanner returns and drops its
+        // sender, which wakes a job waiting for ids. What a job takes after the halt is not
+        // started, so not marked done: the next run migrates it.
+        let taken = take_batch(&shared, &mut work).await;
+        if taken == 0 || shared.halted.load(Ordering::Relaxed) {
             break;
         }
         if let Some(rate) = &shared.rate {
@@ -443,9 +448,17 @@ impl MigrationOverseer for Overseer {
             counts: Counts::default(),
             rate: RateLimit::new(self.config.rate_limit),
             halt: shutdown.child_token(),
+            halted: AtomicBool::new(false),
             abort: Mutex::new(None),
         });
 
+        let watcher = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                shared.halt.cancelled().await;
+                shared.halted.store(true, Ordering::Relaxed);
+            })
+        };
         let board = &*self.board;
         board.publish(Event::JobAdded {
             job: SCANNER_JOB,
@@ -521,6 +534,11 @@ impl MigrationOverseer for Overseer {
                 },
                 () = shared.halt.cancelled(), if grace_deadline.is_none() => {
                     grace_deadline = Some(Instant::now() + self.config.grace_period());
+                    // Closing the channel stops the scanner's send at once; jobs stop taking
+                    // on the halted flag. A job may hold the receiver a while (its linger, or
+                    // until the scanner's current page arrives), so the loop does not wait.
+                    let closing = Arc::clone(&shared);
+                    tokio::spawn(async move { closing.ids.lock().await.close() });
                 },
                 () = tokio::time::sleep_until(grace_deadline.unwrap_or(far_future)), if grace_deadline.is_some() => {
                     // Jobs past the grace period are stopped; what they held is not marked done
@@ -531,7 +549,24 @@ impl MigrationOverseer for Overseer {
             }
         }
 
-        let scan_report = match scan_task.await {
+        watcher.abort();
+        // A scanner stuck in a query when the run halted gets the grace period, then is stopped.
+        let scan_result = if shared.halted.load(Ordering::Relaxed) {
+            let abort = scan_task.abort_handle();
+            match tokio::time::timeout(self.config.grace_period(), scan_task).await {
+                Ok(result) => result,
+                Err(_) => {
+                    abort.abort();
+                    Ok(Ok(ScanReport {
+                        scanned: 0,
+                        complete: false,
+                    }))
+                }
+            }
+        } else {
+            scan_task.await
+        };
+        let scan_report = match scan_result {
             Ok(Ok(report)) => report,
             Ok(Err(error)) => {
                 shared.abort(format!("while scanning: {error}"));

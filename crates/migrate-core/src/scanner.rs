@@ -79,23 +79,10 @@ impl Scan {
         self.tracker
             .offer_page(ids, |seq, id| work.push(Work { seq, id }));
         for item in work {
-            // Most sends find room; only a full channel needs to watch for the halt.
-            let item = match self.sender.try_send(item) {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Halted),
-                Err(mpsc::error::TrySendError::Full(item)) => item,
-            };
-            tokio::select! {
-                biased;
-                sent = self.sender.send(item) => {
-                    sent.map_err(|_| Halted)?;
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                () = self.halt.cancelled() => return Err(Halted),
-            }
+            // Waits while the channel is full. When the run halts, the overseer closes the
+            // channel, which ends this wait: no need to watch the halt for every id.
+            self.sender.send(item).await.map_err(|_| Halted)?;
+            self.sent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

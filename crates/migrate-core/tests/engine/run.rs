@@ -79,6 +79,9 @@ struct CountingScanner {
     worst_lead: AtomicUsize,
     /// How long reading a page takes (a database round trip).
     page_delay: Duration,
+    /// After this many pages, reading never returns (a hung query); 0: never hangs.
+    hang_after_pages: usize,
+    pages: AtomicUsize,
 }
 
 #[async_trait]
@@ -91,6 +94,10 @@ impl PageSource for CountingScanner {
     ) -> Result<Vec<i64>, BoxError> {
         if !self.page_delay.is_zero() {
             tokio::time::sleep(self.page_delay).await;
+        }
+        let pages = self.pages.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.hang_after_pages > 0 && pages > self.hang_after_pages {
+            std::future::pending::<()>().await;
         }
         let start = after.map_or(0, |a| self.ids.partition_point(|&id| id <= a));
         let page: Vec<i64> = self.ids[start..].iter().take(limit).copied().collect();
@@ -145,6 +152,8 @@ async fn the_scanner_never_runs_more_than_a_block_and_a_page_ahead_of_slow_jobs(
         journal: Arc::clone(&journal),
         worst_lead: AtomicUsize::new(0),
         page_delay: Duration::ZERO,
+        hang_after_pages: 0,
+        pages: AtomicUsize::new(0),
     });
     let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
         .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
@@ -614,6 +623,8 @@ async fn jobs_sharing_the_channel_fill_their_batches() {
         journal: Arc::clone(&journal),
         worst_lead: AtomicUsize::new(0),
         page_delay: Duration::from_millis(1),
+        hang_after_pages: 0,
+        pages: AtomicUsize::new(0),
     });
     let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
         .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
@@ -636,5 +647,51 @@ async fn jobs_sharing_the_channel_fill_their_batches() {
         full >= batches.len() - 2,
         "{full} of {} batches full",
         batches.len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_the_scanner_hangs_in_a_query_ends_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 0);
+    config.customer_migration.processes = 4;
+    config.customer_migration.grace_period_millis = 2000;
+    let journal = Arc::new(Journal::default());
+    let shutdown = CancellationToken::new();
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.stop = Some((30, shutdown.clone()));
+    let board = Arc::new(migrate_core::RecordingBoard::default());
+    // Three pages of ten arrive, then the next query never returns.
+    let scanner = Arc::new(CountingScanner {
+        board: Arc::new(SharedBoard(Arc::clone(&board))),
+        ids: (1..=1000).collect(),
+        fetch_size: 10,
+        block_size: 5,
+        read: AtomicUsize::new(0),
+        journal: Arc::clone(&journal),
+        worst_lead: AtomicUsize::new(0),
+        page_delay: Duration::ZERO,
+        hang_after_pages: 3,
+        pages: AtomicUsize::new(0),
+    });
+    let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
+        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
+        .with_override::<dyn CustomerScanner>(Box::new(ArcScanner(scanner)), "Hanging")
+        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(board)), "Recording")
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let summary = overseer(&system)
+        .run(RunOptions::default(), shutdown)
+        .await
+        .unwrap();
+    system.stop().await.unwrap();
+    assert_eq!(summary.ending, Ending::Interrupted);
+    assert_eq!(summary.migrated, 30);
+    assert!(
+        started.elapsed() <= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
 }
