@@ -184,11 +184,12 @@ impl Shared {
     }
 
     /// Migrates `ids` as one batch; records that fail in a way that may pass are retried alone
-    /// with backoff. Returns each record's final outcome with its number of attempts.
-    async fn migrate_batch(&self, ids: &[i64]) -> Vec<(Outcome, u32)> {
+    /// with backoff. Fills `results` with each record's final outcome and its number of
+    /// attempts (a buffer the job reuses: this runs once per batch).
+    async fn migrate_batch(&self, ids: &[i64], results: &mut Vec<(Outcome, u32)>) {
+        results.clear();
         match self.try_migrate(ids).await {
             Ok(outcomes) => {
-                let mut results = Vec::with_capacity(ids.len());
                 for (&id, outcome) in ids.iter().zip(outcomes) {
                     results.push(match outcome {
                         Outcome::Failed(failure) if failure.retryable => {
@@ -197,23 +198,21 @@ impl Shared {
                         other => (other, 1),
                     });
                 }
-                results
             }
             // A batch that failed as a whole: find the culprit by trying each record alone.
-            Err(message) if ids.len() > 1 => {
-                let mut results = Vec::with_capacity(ids.len());
+            Err(message) => {
+                let attempts_made = u32::from(ids.len() == 1);
                 for &id in ids {
                     results.push(
-                        self.migrate_alone(id, 0, RecordFailure::transient(message.clone()))
-                            .await,
+                        self.migrate_alone(
+                            id,
+                            attempts_made,
+                            RecordFailure::transient(message.clone()),
+                        )
+                        .await,
                     );
                 }
-                results
             }
-            Err(message) => vec![
-                self.migrate_alone(ids[0], 1, RecordFailure::transient(message))
-                    .await,
-            ],
         }
     }
 
@@ -282,6 +281,7 @@ async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let mut last_text: Option<Instant> = None;
     let mut work = Vec::with_capacity(shared.batch_size);
     let mut ids = Vec::with_capacity(shared.batch_size);
+    let mut results = Vec::with_capacity(shared.batch_size);
     let mut failures = Vec::new();
     let mut had_failure = false;
     let mut handled = 0u64;
@@ -316,10 +316,10 @@ async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             };
             board.publish(Event::JobText { job, text });
         }
-        let results = shared.migrate_batch(&ids).await;
+        shared.migrate_batch(&ids, &mut results).await;
         let (mut migrated, mut previously) = (0, 0);
         failures.clear();
-        for (&id, (outcome, attempts)) in ids.iter().zip(results) {
+        for (&id, (outcome, attempts)) in ids.iter().zip(results.drain(..)) {
             match outcome {
                 Outcome::Migrated => migrated += 1,
                 Outcome::PreviouslyMigrated => previously += 1,
