@@ -45,6 +45,7 @@ mod connection;
 mod db;
 mod events;
 mod graph;
+mod job;
 mod lifecycle;
 mod migrator;
 mod module;

@@ -1,0 +1,286 @@
+//! One migration job, and what the jobs of a run share: the channel, the tracker, the counts,
+//! retries with backoff, and the halt.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::board::StatusBoard;
+use crate::checkpoint::Tracker;
+use crate::config::MigrationConfig;
+use crate::events::{Event, JobId, JobStatus};
+use crate::migrator::{CustomerMigrator, FailureRecord, Outcome, RecordFailure};
+use crate::retry::{RateLimit, backoff};
+use crate::scanner::Work;
+use crate::summary::thousands;
+
+/// Record counts, shared by the jobs.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) migrated: AtomicU64,
+    pub(crate) previously_migrated: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+impl Counts {
+    pub(crate) fn handled(&self) -> u64 {
+        self.migrated.load(Ordering::Relaxed)
+            + self.previously_migrated.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// What every job of one run shares.
+pub(crate) struct Shared {
+    pub(crate) migrator: Arc<dyn CustomerMigrator>,
+    pub(crate) board: Arc<dyn StatusBoard>,
+    pub(crate) config: MigrationConfig,
+    pub(crate) dry_run: bool,
+    pub(crate) batch_size: usize,
+    /// The scanner's channel; jobs take turns receiving from it.
+    pub(crate) ids: tokio::sync::Mutex<mpsc::Receiver<Work>>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) counts: Counts,
+    pub(crate) rate: Option<RateLimit>,
+    /// Cancelled to stop taking work: on shutdown (a child of its token) or on abort.
+    pub(crate) halt: CancellationToken,
+    /// `halt` as a plain flag for the jobs' hot loop: `CancellationToken::is_cancelled` takes a
+    /// lock, and the jobs ask after every batch. Set by a watcher task (see `run`).
+    pub(crate) halted: AtomicBool,
+    /// Why the run aborted, once it has.
+    pub(crate) abort: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn abort(&self, reason: String) {
+        let mut abort = self.abort.lock().expect("abort lock");
+        if abort.is_none() {
+            *abort = Some(reason);
+        }
+        self.halt.cancel();
+    }
+
+    pub(crate) fn abort_reason(&self) -> Option<String> {
+        self.abort.lock().expect("abort lock").clone()
+    }
+
+    /// One call to the migrator, with a panic turned into an error.
+    async fn try_migrate(&self, ids: &[i64]) -> Result<Vec<Outcome>, String> {
+        match AssertUnwindSafe(self.migrator.migrate(ids, self.dry_run))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(outcomes)) if outcomes.len() == ids.len() => Ok(outcomes),
+            Ok(Ok(outcomes)) => Err(format!(
+                "the migrator returned {} outcomes for {} records",
+                outcomes.len(),
+                ids.len()
+            )),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(format!("the migrator panicked: {}", panic_message(&*panic))),
+        }
+    }
+
+    /// Migrates `ids` as one batch; records that fail in a way that may pass are retried alone
+    /// with backoff. Fills `results` with each record's final outcome and its number of
+    /// attempts (a buffer the job reuses: this runs once per batch).
+    async fn migrate_batch(&self, ids: &[i64], results: &mut Vec<(Outcome, u32)>) {
+        results.clear();
+        match self.try_migrate(ids).await {
+            Ok(outcomes) => {
+                for (&id, outcome) in ids.iter().zip(outcomes) {
+                    results.push(match outcome {
+                        Outcome::Failed(failure) if failure.retryable => {
+                            self.migrate_alone(id, 1, failure).await
+                        }
+                        other => (other, 1),
+                    });
+                }
+            }
+            // A batch that failed as a whole: find the culprit by trying each record alone.
+            Err(message) => {
+                let attempts_made = u32::from(ids.len() == 1);
+                for &id in ids {
+                    results.push(
+                        self.migrate_alone(
+                            id,
+                            attempts_made,
+                            RecordFailure::transient(message.clone()),
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Retries one record until it succeeds, fails for good, or runs out of attempts.
+    async fn migrate_alone(
+        &self,
+        id: i64,
+        mut attempts: u32,
+        mut last: RecordFailure,
+    ) -> (Outcome, u32) {
+        let initial = Duration::from_millis(self.config.retry_initial_delay_millis);
+        let max = Duration::from_millis(self.config.retry_max_delay_millis);
+        while attempts < self.config.retry_attempts {
+            if attempts > 0 {
+                tokio::time::sleep(backoff(attempts, initial, max)).await;
+            }
+            attempts += 1;
+            match self.try_migrate(&[id]).await {
+                Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
+                    Outcome::Failed(failure) if failure.retryable => last = failure,
+                    outcome => return (outcome, attempts),
+                },
+                Err(message) => last = RecordFailure::transient(message),
+            }
+        }
+        (Outcome::Failed(last), attempts.max(1))
+    }
+}
+
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic".to_owned()
+    }
+}
+
+/// Takes up to a batch of ids for one job: what the channel holds, then, if that is less than
+/// a batch, what arrives within `batch-linger-millis`. The job keeps the receiver meanwhile, so
+/// jobs fill their batches in turn instead of all sharing what is there. Returns 0 when the
+/// channel is closed and drained.
+async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
+    let batch = shared.batch_size;
+    let mut ids = shared.ids.lock().await;
+    let mut taken = ids.recv_many(work, batch).await;
+    if taken == 0 || taken >= batch {
+        return taken;
+    }
+    let deadline = Instant::now() + Duration::from_millis(shared.config.batch_linger_millis);
+    while taken < batch {
+        match tokio::time::timeout_at(deadline, ids.recv_many(work, batch - taken)).await {
+            Ok(0) | Err(_) => break,
+            Ok(more) => taken += more,
+        }
+    }
+    taken
+}
+
+/// One migration job: takes ids until the channel is drained or the run halts.
+pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
+    let board = &*shared.board;
+    board.publish(Event::JobAdded { job, prefix });
+    let event_interval = Duration::from_millis(shared.config.event_interval_millis);
+    let mut last_text: Option<Instant> = None;
+    let mut work = Vec::with_capacity(shared.batch_size);
+    let mut ids = Vec::with_capacity(shared.batch_size);
+    let mut results = Vec::with_capacity(shared.batch_size);
+    let mut failures = Vec::new();
+    let mut had_failure = false;
+    let mut handled = 0u64;
+    loop {
+        work.clear();
+        if shared.halted.load(Ordering::Relaxed) {
+            break;
+        }
+        // No select on the halt here: when the run halts, the scanner returns and drops its
+        // sender, which wakes a job waiting for ids. What a job takes after the halt is not
+        // started, so not marked done: the next run migrates it.
+        let taken = take_batch(&shared, &mut work).await;
+        if taken == 0 || shared.halted.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(rate) = &shared.rate {
+            tokio::select! {
+                biased;
+                () = shared.halt.cancelled() => break,
+                () = rate.acquire(taken) => {}
+            }
+        }
+        ids.clear();
+        ids.extend(work.iter().map(|w| w.id));
+        let now = Instant::now();
+        if last_text.is_none_or(|t| now.duration_since(t) >= event_interval) {
+            last_text = Some(now);
+            let text = match ids.as_slice() {
+                [one] => format!("Migrating customer {one}"),
+                [first, .., last] => format!("Migrating customers {first} to {last}"),
+                [] => unreachable!("recv_many took at least one"),
+            };
+            board.publish(Event::JobText { job, text });
+        }
+        shared.migrate_batch(&ids, &mut results).await;
+        let (mut migrated, mut previously) = (0, 0);
+        failures.clear();
+        for (&id, (outcome, attempts)) in ids.iter().zip(results.drain(..)) {
+            match outcome {
+                Outcome::Migrated => migrated += 1,
+                Outcome::PreviouslyMigrated => previously += 1,
+                Outcome::Failed(failure) => failures.push(FailureRecord {
+                    id,
+                    error: failure.message,
+                    attempts,
+                    at: chrono::Utc::now(),
+                }),
+            }
+        }
+        if !failures.is_empty()
+            && !shared.dry_run
+            && let Err(error) = shared.migrator.record_failures(&failures).await
+        {
+            // Unrecorded failures are not marked done: the next run tries them again.
+            shared.abort(format!("while recording failures: {error}"));
+            break;
+        }
+        let counts = &shared.counts;
+        counts.migrated.fetch_add(migrated, Ordering::Relaxed);
+        counts
+            .previously_migrated
+            .fetch_add(previously, Ordering::Relaxed);
+        if !failures.is_empty() {
+            let failed = failures.len() as u64;
+            let total_failed = counts.failed.fetch_add(failed, Ordering::Relaxed) + failed;
+            if !had_failure {
+                had_failure = true;
+                board.publish(Event::JobStatus {
+                    job,
+                    status: JobStatus::Warning,
+                });
+            }
+            let limit = shared.config.max_failures;
+            if limit > 0 && total_failed > limit {
+                shared.abort(format!(
+                    "more than {} records failed (customer-migration.max-failures)",
+                    thousands(limit)
+                ));
+            }
+        }
+        handled += taken as u64;
+        shared.tracker.complete(work.iter().map(|w| w.seq));
+    }
+    board.publish(Event::JobText {
+        job,
+        text: format!("Done, after {} customers", thousands(handled)),
+    });
+    board.publish(Event::JobStatus {
+        job,
+        status: if had_failure {
+            JobStatus::Warning
+        } else {
+            JobStatus::Success
+        },
+    });
+    board.publish(Event::JobFinished { job });
+}
