@@ -3,7 +3,7 @@
 //!
 //! Put it beside `#[derive(shaku::Component)]`:
 //!
-//! ```ignore
+//! ```text
 //! #[derive(Component, Dependencies)]
 //! #[shaku(interface = CustomerScanner)]
 //! struct PagingScanner {
