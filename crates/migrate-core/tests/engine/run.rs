@@ -114,6 +114,48 @@ impl PageSource for CountingScanner {
 
 impl Lifecycle for CountingScanner {}
 
+impl CountingScanner {
+    /// A scanner over `ids` that neither slows nor hangs, reporting to a new recording board.
+    fn new(ids: Vec<i64>, fetch_size: usize, block_size: usize, journal: &Arc<Journal>) -> Self {
+        CountingScanner {
+            board: Arc::new(SharedBoard(Arc::new(
+                migrate_core::RecordingBoard::default(),
+            ))),
+            ids,
+            fetch_size,
+            block_size,
+            read: AtomicUsize::new(0),
+            journal: Arc::clone(journal),
+            worst_lead: AtomicUsize::new(0),
+            page_delay: Duration::ZERO,
+            hang_after_pages: 0,
+            pages: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One run of the real overseer with `scanner` and `migrator` in place.
+async fn run_with_scanner(
+    config: &migrate_core::Config,
+    migrator: ScriptedMigrator,
+    scanner: &Arc<CountingScanner>,
+    shutdown: CancellationToken,
+) -> Summary {
+    let system = migration_builder(config, migrate_core::Backend::Simulated { customers: 0 })
+        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
+        .with_override::<dyn CustomerScanner>(Box::new(ArcScanner(Arc::clone(scanner))), "Counting")
+        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(Arc::default())), "Recording")
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let summary = overseer(&system)
+        .run(RunOptions::default(), shutdown)
+        .await
+        .unwrap();
+    system.stop().await.unwrap();
+    summary
+}
+
 #[async_trait]
 impl CustomerScanner for CountingScanner {
     async fn scan(&self, scan: Scan) -> Result<ScanReport, BoxError> {
@@ -142,34 +184,13 @@ async fn the_scanner_never_runs_more_than_a_block_and_a_page_ahead_of_slow_jobs(
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.pace = Duration::from_millis(10);
     let (block_size, fetch_size) = (10, 50);
-    let board = Arc::new(migrate_core::RecordingBoard::default());
-    let scanner = Arc::new(CountingScanner {
-        board: Arc::new(SharedBoard(Arc::clone(&board))),
-        ids: (1..=20_000).collect(),
+    let scanner = Arc::new(CountingScanner::new(
+        (1..=20_000).collect(),
         fetch_size,
         block_size,
-        read: AtomicUsize::new(0),
-        journal: Arc::clone(&journal),
-        worst_lead: AtomicUsize::new(0),
-        page_delay: Duration::ZERO,
-        hang_after_pages: 0,
-        pages: AtomicUsize::new(0),
-    });
-    let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
-        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
-        .with_override::<dyn CustomerScanner>(
-            Box::new(ArcScanner(Arc::clone(&scanner))),
-            "Counting",
-        )
-        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(board)), "Recording")
-        .build()
-        .unwrap();
-    system.start().await.unwrap();
-    let summary = overseer(&system)
-        .run(RunOptions::default(), CancellationToken::new())
-        .await
-        .unwrap();
-    system.stop().await.unwrap();
+        &journal,
+    ));
+    let summary = run_with_scanner(&config, migrator, &scanner, CancellationToken::new()).await;
     assert_eq!(summary.migrated, 20_000);
     let worst = scanner.worst_lead.load(Ordering::SeqCst);
     assert!(
@@ -612,32 +633,16 @@ async fn jobs_sharing_the_channel_fill_their_batches() {
     let journal = Arc::new(Journal::default());
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.batch_size = 50;
-    let board = Arc::new(migrate_core::RecordingBoard::default());
     // Pages of 10 ids that take a millisecond each: the channel never holds a whole batch.
-    let scanner = Arc::new(CountingScanner {
-        board: Arc::new(SharedBoard(Arc::clone(&board))),
-        ids: (1..=5000).collect(),
-        fetch_size: 10,
-        block_size: 100,
-        read: AtomicUsize::new(0),
-        journal: Arc::clone(&journal),
-        worst_lead: AtomicUsize::new(0),
-        page_delay: Duration::from_millis(1),
-        hang_after_pages: 0,
-        pages: AtomicUsize::new(0),
-    });
-    let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
-        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
-        .with_override::<dyn CustomerScanner>(Box::new(ArcScanner(scanner)), "Counting")
-        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(board)), "Recording")
-        .build()
-        .unwrap();
-    system.start().await.unwrap();
-    let summary = overseer(&system)
-        .run(RunOptions::default(), CancellationToken::new())
-        .await
-        .unwrap();
-    system.stop().await.unwrap();
+    let mut scanner = CountingScanner::new((1..=5000).collect(), 10, 100, &journal);
+    scanner.page_delay = Duration::from_millis(1);
+    let summary = run_with_scanner(
+        &config,
+        migrator,
+        &Arc::new(scanner),
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(summary.migrated, 5000);
     let batches = journal.batches.lock().unwrap().clone();
     let full = batches.iter().filter(|b| b.len() == 50).count();
@@ -660,33 +665,11 @@ async fn a_stop_while_the_scanner_hangs_in_a_query_ends_within_the_grace_period(
     let shutdown = CancellationToken::new();
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.stop = Some((30, shutdown.clone()));
-    let board = Arc::new(migrate_core::RecordingBoard::default());
     // Three pages of ten arrive, then the next query never returns.
-    let scanner = Arc::new(CountingScanner {
-        board: Arc::new(SharedBoard(Arc::clone(&board))),
-        ids: (1..=1000).collect(),
-        fetch_size: 10,
-        block_size: 5,
-        read: AtomicUsize::new(0),
-        journal: Arc::clone(&journal),
-        worst_lead: AtomicUsize::new(0),
-        page_delay: Duration::ZERO,
-        hang_after_pages: 3,
-        pages: AtomicUsize::new(0),
-    });
-    let system = migration_builder(&config, migrate_core::Backend::Simulated { customers: 0 })
-        .with_override::<dyn migrate_core::CustomerMigrator>(Box::new(migrator), "Scripted")
-        .with_override::<dyn CustomerScanner>(Box::new(ArcScanner(scanner)), "Hanging")
-        .with_override::<dyn StatusBoard>(Box::new(SharedBoard(board)), "Recording")
-        .build()
-        .unwrap();
-    system.start().await.unwrap();
+    let mut scanner = CountingScanner::new((1..=1000).collect(), 10, 5, &journal);
+    scanner.hang_after_pages = 3;
     let started = tokio::time::Instant::now();
-    let summary = overseer(&system)
-        .run(RunOptions::default(), shutdown)
-        .await
-        .unwrap();
-    system.stop().await.unwrap();
+    let summary = run_with_scanner(&config, migrator, &Arc::new(scanner), shutdown).await;
     assert_eq!(summary.ending, Ending::Interrupted);
     assert_eq!(summary.migrated, 30);
     assert!(
