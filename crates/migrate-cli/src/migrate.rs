@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use migrate_core::{Config, RunOptions, StatusBoard, Summary, build_migration_system};
+use migrate_core::{
+    BuildError, Config, ConnectionError, RunOptions, StatusBoard, Summary, build_migration_system,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::board::{self, Output};
@@ -39,7 +41,13 @@ async fn run_system(
 ) -> Result<Summary, CliError> {
     let system = build_migration_system(config, Some((board, board::IMPLEMENTATION)))
         .await
-        .map_err(|e| CliError::fatal(&e))?;
+        .map_err(|e| match e {
+            // Nothing ran: the configuration names a database that is not there.
+            BuildError::Connection(missing @ ConnectionError::MissingDatabase { .. }) => {
+                CliError::Usage(missing.to_string())
+            }
+            other => CliError::fatal(&other),
+        })?;
     system.start().await.map_err(|e| CliError::fatal(&e))?;
     let shutdown = CancellationToken::new();
     let signals = crate::signals::listen(

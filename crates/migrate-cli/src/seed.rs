@@ -38,7 +38,13 @@ pub async fn run(config: &Config, customers: u64, force: bool) -> Result<u8, Cli
     let backend = open(config).await?;
     let report = seed_customers(&backend, customers, force)
         .await
-        .map_err(|e| CliError::fatal(&e));
+        .map_err(|e| match e {
+            // Nothing was written: the user asks for --force.
+            migrate_core::SeedError::NotEmpty { .. } | migrate_core::SeedError::Simulated => {
+                CliError::Usage(e.to_string())
+            }
+            other => CliError::fatal(&other),
+        });
     backend.close().await;
     let report = report?;
     #[allow(clippy::print_stderr)]

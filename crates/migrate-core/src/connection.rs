@@ -21,6 +21,17 @@ pub enum ConnectionError {
         /// The URL, credentials masked.
         url: String,
     },
+    /// The SQLite database file does not exist (and was not to be created).
+    #[error(
+        "connection.url {url}: there is no database file {path} (create one with `db-migrate seed`, \
+         or run `db-migrate demo`)"
+    )]
+    MissingDatabase {
+        /// The URL.
+        url: String,
+        /// The file it names.
+        path: String,
+    },
     /// The database could not be opened.
     #[error("while connecting to {url}: {source}")]
     Open {
@@ -62,6 +73,15 @@ impl Backend {
                 customers: config.simulated_customers,
             })
         } else if url.starts_with("sqlite:") {
+            if !create
+                && let Some(path) = sqlite_file(url)
+                && !std::path::Path::new(path).exists()
+            {
+                return Err(ConnectionError::MissingDatabase {
+                    url: masked,
+                    path: path.to_owned(),
+                });
+            }
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(open_error)?
                 .create_if_missing(create)
@@ -119,6 +139,15 @@ impl Backend {
             Backend::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// The file an `sqlite:` URL names, unless it is an in-memory database.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 /// `postgres://user:secret@host/db` as `postgres://user:***@host/db`, so that a password is never

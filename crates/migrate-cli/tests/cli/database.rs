@@ -400,3 +400,34 @@ fn the_demo_creates_its_database_migrates_it_exits_0_and_fresh_starts_over() {
     assert_eq!(fresh.status.code(), Some(0), "{}", stderr(&fresh));
     assert_eq!(json_summary(&fresh)["migrated"], summary["migrated"]);
 }
+
+#[test]
+fn a_missing_database_file_or_a_second_seed_is_a_usage_error_that_says_what_to_do() {
+    let scratch = Scratch::new();
+    let output = scratch.run(&[
+        "connection.url=sqlite://missing.db",
+        "status-board.mode=off",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("there is no database file missing.db (create one with `db-migrate seed`"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !scratch.path().join("missing.db").exists(),
+        "nothing created"
+    );
+
+    let seed = [
+        "seed",
+        "--customers",
+        "20",
+        "connection.url=sqlite://twice.db",
+    ];
+    assert_eq!(scratch.run(&seed).status.code(), Some(0));
+    let again = scratch.run(&seed);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already holds 20 rows: use --force to refill it"));
+}
