@@ -320,3 +320,10 @@ fn a_second_ctrl_c_exits_at_once() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn the_help_text_lists_the_commands_and_options() {
+    let output = Scratch::new().run(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    insta::assert_snapshot!("help", stdout(&output));
+}
