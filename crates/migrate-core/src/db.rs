@@ -421,8 +421,11 @@ const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' ') <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), ' ') <> ''
   RETURNING id";
-/// The batch's rows as one JSON array of `[id, schema_version, full_name]`.
-const READ_BATCH_SQLITE: &str = "SELECT json_group_array(json_array(id, schema_version, full_name))
+/// The batch's rows in two JSON arrays: the ids of rows already migrated, and `[id, full_name]`
+/// of legacy rows (only those need their name looked at).
+const READ_BATCH_SQLITE: &str = "SELECT
+    coalesce(json_group_array(id) FILTER (WHERE schema_version <> 1), '[]'),
+    coalesce(json_group_array(json_array(id, full_name)) FILTER (WHERE schema_version = 1), '[]')
   FROM customers WHERE id IN (SELECT value FROM json_each(?))";
 // `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
 const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
@@ -446,17 +449,24 @@ pub(crate) async fn migrate(
                 pool.begin_with("BEGIN IMMEDIATE").await
             }
             .map_err(context("starting a batch"))?;
-            let rows_json: String = sqlx::query_scalar(READ_BATCH_SQLITE)
+            let (done_json, legacy_json): (String, String) = sqlx::query_as(READ_BATCH_SQLITE)
                 .bind(&ids_json)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(context("reading a batch of customers"))?;
-            let rows: Vec<(i64, i64, String)> = serde_json::from_str(&rows_json)
-                .map_err(|e| protocol("reading a batch of customers", e))?;
-            let migratable: Vec<i64> = rows
+            let decode = |e| protocol("reading a batch of customers", e);
+            let done: Vec<i64> = serde_json::from_str(&done_json).map_err(decode)?;
+            let legacy: Vec<(i64, String)> = serde_json::from_str(&legacy_json).map_err(decode)?;
+            let migratable: Vec<i64> = legacy
                 .iter()
-                .filter(|(_, version, name)| *version == 1 && split_full_name(name).is_ok())
-                .map(|(id, _, _)| *id)
+                .filter(|(_, name)| split_full_name(name).is_ok())
+                .map(|(id, _)| *id)
+                .collect();
+            // Rows already migrated need no name: classify only looks at legacy names.
+            let rows: Vec<(i64, i64, String)> = done
+                .into_iter()
+                .map(|id| (id, 2, String::new()))
+                .chain(legacy.into_iter().map(|(id, name)| (id, 1, name)))
                 .collect();
             if !dry_run && !migratable.is_empty() {
                 let updated = sqlx::query(MIGRATE_SQLITE)
