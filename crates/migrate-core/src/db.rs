@@ -434,15 +434,23 @@ const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full
 /// Migrates a batch in one transaction; see [`MIGRATE_SQLITE`] for the guard. Each record that
 /// was not migrated is classified on its own: already migrated, malformed (a permanent failure
 /// for that record only), gone, or changed under us (retried).
+///
+/// `writer`, when given, is held from the start of the transaction to its commit (SQLite's single
+/// writer, see `BackendMigrator`); what can be done outside it is.
 pub(crate) async fn migrate(
     backend: &Backend,
     ids: &[i64],
     dry_run: bool,
+    writer: Option<&tokio::sync::Mutex<()>>,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (migrated, rows): (Vec<i64>, Vec<(i64, i64, String)>) = match backend {
         Backend::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
+            let _writer = match writer {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
             let mut tx: Transaction<'_, Sqlite> = if dry_run {
                 pool.begin().await
             } else {

@@ -223,15 +223,10 @@ impl CustomerMigrator for BackendMigrator {
         match self.connection.backend() {
             Backend::Simulated { .. } => Ok(self.migrate_simulated(ids, dry_run).await),
             backend => {
-                let (outcomes, millis) = {
-                    let _writer = match backend {
-                        Backend::Sqlite(_) if !dry_run => Some(self.sqlite_writer.lock().await),
-                        _ => None,
-                    };
-                    let started = Instant::now();
-                    let outcomes = db::migrate(backend, ids, dry_run).await?;
-                    (outcomes, started.elapsed().as_millis())
-                };
+                let writer = (!dry_run).then_some(&self.sqlite_writer);
+                let started = Instant::now();
+                let outcomes = db::migrate(backend, ids, dry_run, writer).await?;
+                let millis = started.elapsed().as_millis();
                 if !dry_run {
                     let log = audit_lines(
                         ids.iter()
