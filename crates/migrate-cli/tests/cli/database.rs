@@ -148,6 +148,9 @@ fn migrate_args(url: &str, log: &str) -> Vec<String> {
         format!("connection.url={url}"),
         "status-board.mode=off".to_owned(),
         format!("customer-migrator.log-file={log}"),
+        // Smaller batches than the default: more commits, so more places for a kill to land
+        // between and inside them, and a run long enough to be caught in the middle.
+        "customer-migrator.batch-size=100".to_owned(),
     ]
 }
 
