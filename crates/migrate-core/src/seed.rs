@@ -1,6 +1,6 @@
 //! The demo `customers` table: created and filled deterministically for a given size.
 
-use sqlx::{Postgres, QueryBuilder, Sqlite};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Sqlite};
 
 use crate::connection::Backend;
 
@@ -140,24 +140,21 @@ pub fn demo_customer(id: i64) -> DemoCustomer {
     }
 }
 
-/// The demo table. On SQLite `id INTEGER PRIMARY KEY` is the rowid itself (one B-tree, keyset
-/// pages and batch lookups go straight to the rows); PostgreSQL takes 64-bit `BIGINT`.
-const CREATE_CUSTOMERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS customers (
-    id INTEGER PRIMARY KEY,
+/// The demo table, with the id column's type left to the database: on SQLite
+/// `INTEGER PRIMARY KEY` is the rowid itself (one B-tree, keyset pages and batch lookups go
+/// straight to the rows); PostgreSQL takes 64-bit `BIGINT PRIMARY KEY`.
+fn create_customers(id_column: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS customers (
+    id {id_column},
     full_name TEXT NOT NULL,
     email TEXT NOT NULL,
     schema_version INTEGER NOT NULL,
     first_name TEXT,
     last_name TEXT,
-    migrated_at TEXT)";
-const CREATE_CUSTOMERS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS customers (
-    id BIGINT PRIMARY KEY,
-    full_name TEXT NOT NULL,
-    email TEXT NOT NULL,
-    schema_version INTEGER NOT NULL,
-    first_name TEXT,
-    last_name TEXT,
-    migrated_at TEXT)";
+    migrated_at TEXT)"
+    ))
+}
 
 /// Rows per INSERT statement (7 parameters each: well under both databases' limits).
 const ROWS_PER_INSERT: usize = 1000;
@@ -230,8 +227,8 @@ pub async fn seed_customers(
     }
     match backend {
         Backend::Simulated { .. } => return Err(SeedError::Simulated),
-        Backend::Sqlite(pool) => seed!(pool, Sqlite, CREATE_CUSTOMERS_SQLITE),
-        Backend::Postgres(pool) => seed!(pool, Postgres, CREATE_CUSTOMERS_POSTGRES),
+        Backend::Sqlite(pool) => seed!(pool, Sqlite, create_customers("INTEGER PRIMARY KEY")),
+        Backend::Postgres(pool) => seed!(pool, Postgres, create_customers("BIGINT PRIMARY KEY")),
     }
     Ok(report)
 }

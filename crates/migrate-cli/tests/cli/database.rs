@@ -12,34 +12,15 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::util::{Scratch, stderr, stdout};
 
-/// The variable naming the PostgreSQL server the tests may use (see `.ci/postgres.sh`).
-const POSTGRES_URL_VAR: &str = "DB_MIGRATE_TEST_POSTGRES_URL";
+#[path = "../../../migrate-core/tests/common/postgres_server.rs"]
+mod postgres_server;
+use postgres_server::postgres_server;
 /// When the demo rows were migrated, in the seeded data.
 const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
 /// Customers in the seeded test databases.
 const CUSTOMERS: u64 = 20_000;
 /// How long a child process may take before the test gives up on it.
 const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The PostgreSQL server to test against; `None` (with the reason printed) when none is set,
-/// and a failure in CI, where these tests must run.
-#[allow(clippy::print_stderr, reason = "a skipped test says why")]
-fn postgres_server() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => panic!(
-            "{POSTGRES_URL_VAR} is not set, and CI is: PostgreSQL tests must run in CI \
-             (start a server with `.ci/postgres.sh` and export its URL)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {POSTGRES_URL_VAR} is not set (start a server with .ci/postgres.sh and \
-                 export the URL it prints to run the PostgreSQL tests)"
-            );
-            None
-        }
-    }
-}
 
 /// One customer row as compared between runs; `migrated_at` only when it is the seeded one.
 type Row = (

@@ -11,8 +11,9 @@ use migrate_core::{
 use sqlx::{PgPool, SqlitePool};
 use tokio_util::sync::CancellationToken;
 
-/// The variable naming the PostgreSQL server the tests may use.
-pub const POSTGRES_URL_VAR: &str = "DB_MIGRATE_TEST_POSTGRES_URL";
+#[path = "../../common/postgres_server.rs"]
+mod postgres_server;
+pub use postgres_server::{POSTGRES_URL_VAR, postgres_server};
 
 /// Runs `$body` (an async fn taking a [`TestDb`]) once against SQLite and once against
 /// PostgreSQL, as two tests `sqlite` and `postgres` in a module named after the body.
@@ -39,26 +40,6 @@ macro_rules! on_both_backends {
     )*};
 }
 pub(crate) use on_both_backends;
-
-/// The PostgreSQL server to test against: `None` (with the reason printed) when none is
-/// configured, and a failure in CI, where the PostgreSQL tests must never be skipped.
-#[allow(clippy::print_stderr, reason = "a skipped test says why")]
-pub fn postgres_server() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") => panic!(
-            "{POSTGRES_URL_VAR} is not set, and CI is: PostgreSQL tests must run in CI \
-             (start a server with `.ci/postgres.sh` and export its URL)"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: {POSTGRES_URL_VAR} is not set (start a server with .ci/postgres.sh and \
-                 export the URL it prints to run the PostgreSQL tests)"
-            );
-            None
-        }
-    }
-}
 
 /// `url` with its database name replaced by `database`.
 pub fn with_database(url: &str, database: &str) -> String {
