@@ -49,13 +49,54 @@ impl fmt::Display for KeyRange {
     }
 }
 
-/// Names one checkpoint: which migration, which key range.
+/// Names one checkpoint: which migration, which key range, which input.
+///
+/// A run over given ids (`--file`) and a full scan of the same migration progress through
+/// different sequences of ids, so each keeps its own checkpoint: resuming one from the other's
+/// low-water mark would skip records, and finishing one must not clear the other's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointKey {
     /// The migration's name (`customer-migration`).
     pub migration: String,
     /// The key range the checkpoint covers.
     pub range: KeyRange,
+    /// For a run over given ids: a digest of the ids ([`CheckpointKey::input_digest`]); `None`
+    /// for a scan of the table.
+    pub input: Option<String>,
+}
+
+impl CheckpointKey {
+    /// The key of a scan of `range` of `migration`, or of a run over `input` when given.
+    pub fn new(migration: &str, range: KeyRange, input: Option<&[i64]>) -> CheckpointKey {
+        CheckpointKey {
+            migration: migration.to_owned(),
+            range,
+            input: input.map(Self::input_digest),
+        }
+    }
+
+    /// `ids:` and a 64-bit FNV-1a digest of the ids in order, in hex: stable across builds
+    /// and platforms (unlike `std`'s hasher), so that a rerun with the same file finds its
+    /// checkpoint.
+    pub fn input_digest(ids: &[i64]) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for id in ids {
+            for byte in id.to_le_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        format!("ids:{hash:016x}")
+    }
+
+    /// What the checkpoint covers within its migration, as stored: `all`, `[10, 20)`, or
+    /// `ids:0123456789abcdef all` for a run over given ids.
+    pub fn scope(&self) -> String {
+        match &self.input {
+            Some(input) => format!("{input} {}", self.range),
+            None => self.range.to_string(),
+        }
+    }
 }
 
 /// Saved progress of an unfinished run.
@@ -274,6 +315,23 @@ mod tests {
                 done_above: vec![]
             }
         );
+    }
+
+    #[test]
+    fn given_ids_have_a_checkpoint_of_their_own() {
+        let scan = CheckpointKey::new("m", KeyRange::ALL, None);
+        let file = CheckpointKey::new("m", KeyRange::ALL, Some(&[1, 2, 3]));
+        let other = CheckpointKey::new("m", KeyRange::ALL, Some(&[1, 2, 4]));
+        assert_eq!(scan.scope(), "all");
+        assert_ne!(file.scope(), scan.scope());
+        assert_ne!(file.scope(), other.scope());
+        assert_eq!(
+            file,
+            CheckpointKey::new("m", KeyRange::ALL, Some(&[1, 2, 3])),
+            "the same ids give the same key"
+        );
+        // Pinned: a rerun after an upgrade must find the checkpoint of the same file.
+        assert_eq!(CheckpointKey::input_digest(&[]), "ids:cbf29ce484222325");
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub(crate) async fn remaining(
 }
 
 fn range_key(key: &CheckpointKey) -> String {
-    key.range.to_string()
+    key.scope()
 }
 
 /// The checkpoint of `key` in `migration_checkpoints`.

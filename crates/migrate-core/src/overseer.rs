@@ -146,10 +146,7 @@ impl MigrationOverseer for Overseer {
         shutdown: CancellationToken,
     ) -> Result<Summary, RunError> {
         let started = Instant::now();
-        let key = CheckpointKey {
-            migration: options.migration.clone(),
-            range: options.range,
-        };
+        let key = CheckpointKey::new(&options.migration, options.range, options.input.as_deref());
         let checkpoint_error = |source| RunError::Checkpoint {
             migration: key.migration.clone(),
             range: key.range,

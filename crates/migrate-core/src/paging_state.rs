@@ -13,7 +13,7 @@ use crate::checkpoint::{Checkpoint, CheckpointKey};
 use crate::component::BoxError;
 
 fn entry(key: &CheckpointKey) -> String {
-    format!("{}/{}", key.migration, key.range)
+    format!("{}/{}", key.migration, key.scope())
 }
 
 fn read_all(path: &Path) -> Result<BTreeMap<String, Checkpoint>, BoxError> {
@@ -83,17 +83,15 @@ mod tests {
     fn saves_loads_and_clears_by_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/paging-state.json");
-        let key = CheckpointKey {
-            migration: "customer-migration".into(),
-            range: KeyRange::ALL,
-        };
-        let other = CheckpointKey {
-            migration: "customer-migration".into(),
-            range: KeyRange {
+        let key = CheckpointKey::new("customer-migration", KeyRange::ALL, None);
+        let other = CheckpointKey::new(
+            "customer-migration",
+            KeyRange {
                 start: Some(100),
                 end: None,
             },
-        };
+            None,
+        );
         assert_eq!(load(&path, &key).unwrap(), None);
         let cp = Checkpoint {
             low_water: Some(42),
@@ -115,10 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         fs::write(&path, "not json").unwrap();
-        let key = CheckpointKey {
-            migration: "m".into(),
-            range: KeyRange::ALL,
-        };
+        let key = CheckpointKey::new("m", KeyRange::ALL, None);
         let error = load(&path, &key).unwrap_err().to_string();
         assert!(
             error.contains("state.json") && error.contains("--reset"),

@@ -678,3 +678,72 @@ async fn a_stop_while_the_scanner_hangs_in_a_query_ends_within_the_grace_period(
         started.elapsed()
     );
 }
+
+/// A run over given ids (`-f`) keeps its own checkpoint: a full scan after it interrupted
+/// must not resume from the file's low-water mark.
+#[tokio::test(start_paused = true)]
+async fn a_full_scan_after_an_interrupted_file_run_migrates_every_record() {
+    let customers = 600;
+    let all = first_ids(customers, customers as usize).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), customers);
+    let journal = Arc::new(Journal::default());
+    let shutdown = CancellationToken::new();
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.stop = Some((20, shutdown.clone()));
+    let file_ids: Vec<i64> = all[400..500].to_vec();
+    let options = RunOptions {
+        input: Some(Arc::from(file_ids)),
+        ..Default::default()
+    };
+    let (summary, _) = run_once(&config, migrator, options, shutdown).await;
+    assert_eq!(summary.ending, Ending::Interrupted);
+
+    let summary = run_plain(&config, ScriptedMigrator::new(Arc::clone(&journal))).await;
+    assert_eq!(summary.ending, Ending::Completed);
+    let migrated = journal.migrated_ids();
+    let missing: Vec<i64> = all
+        .iter()
+        .copied()
+        .filter(|id| !migrated.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} records never migrated",
+        missing.len()
+    );
+}
+
+/// The reverse: a file run that completes leaves an interrupted full scan's checkpoint alone.
+#[tokio::test(start_paused = true)]
+async fn a_file_run_leaves_the_checkpoint_of_an_interrupted_full_scan() {
+    let customers = 600;
+    let all = first_ids(customers, customers as usize).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), customers);
+    let journal = Arc::new(Journal::default());
+    let shutdown = CancellationToken::new();
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.stop = Some((200, shutdown.clone()));
+    let (summary, _) = run_once(&config, migrator, RunOptions::default(), shutdown).await;
+    assert_eq!(summary.ending, Ending::Interrupted);
+    let first_run = summary.migrated;
+
+    let options = RunOptions {
+        input: Some(Arc::from(all[10..20].to_vec())),
+        ..Default::default()
+    };
+    let (summary, _) = run_once(
+        &config,
+        ScriptedMigrator::new(Arc::clone(&journal)),
+        options,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(summary.ending, Ending::Completed);
+
+    // The full scan resumes where it stopped: it does not start over.
+    let summary = run_plain(&config, ScriptedMigrator::new(Arc::clone(&journal))).await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(summary.migrated, customers - first_run);
+}
