@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BoxError, Config, CustomerMigrator, Event, EventBoard, FailureRecord, Lifecycle,
+    Backend, BatchError, BoxError, Config, CustomerMigrator, Event, EventBoard, FailureRecord, Lifecycle,
     Outcome, RecordFailure, RunOptions, StatusBoard, migration_builder, overseer,
 };
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ impl Lifecycle for EmailStore {}
 impl CustomerMigrator for EmailStore {
     /// Lower-cases and trims each address; an address without `@` cannot be migrated. The whole
     /// batch is applied under one lock, so it takes effect all at once or not at all.
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError> {
+    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
         let mut emails = self.emails.lock().expect("store lock");
         let mut outcomes = Vec::with_capacity(ids.len());
         for id in ids {

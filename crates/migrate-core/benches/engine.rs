@@ -99,7 +99,7 @@ async fn baseline(records: u64) -> f64 {
                 for outcome in migrator.migrate(&ids, false).await.unwrap() {
                     let slot = match outcome {
                         Outcome::Migrated => 0,
-                        Outcome::PreviouslyMigrated => 1,
+                        Outcome::PreviouslyMigrated | Outcome::Gone => 1,
                         Outcome::Failed(_) => 2,
                     };
                     counts[slot].fetch_add(1, Ordering::Relaxed);

@@ -7,8 +7,9 @@
 use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
 
 use crate::checkpoint::{Checkpoint, CheckpointKey};
+use crate::component::BoxError;
 use crate::connection::Backend;
-use crate::migrator::{FailureRecord, Outcome, RecordFailure};
+use crate::migrator::{BatchError, FailureRecord, Outcome, PreflightError, RecordFailure};
 
 /// A database error with the statement's purpose in front.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,108 @@ pub struct DbError {
     doing: &'static str,
     #[source]
     source: sqlx::Error,
+}
+
+/// What a database error means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// Another attempt may succeed: a lost connection, a busy or locked database, a deadlock,
+    /// a serialization failure, a lock or statement timeout.
+    Transient,
+    /// The database refused a value of the batch: a constraint, a value out of range. Only
+    /// the records at fault should fail.
+    Rejected,
+    /// No attempt can succeed until someone changes the database or the configuration: a
+    /// missing table or column, a type mismatch, a permission, a read-only or full database.
+    Fatal,
+}
+
+impl DbError {
+    /// What this error means for the run.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        error_kind(&self.source)
+    }
+}
+
+impl From<DbError> for BatchError {
+    fn from(error: DbError) -> BatchError {
+        match error.kind() {
+            ErrorKind::Transient => BatchError::Transient(error.into()),
+            ErrorKind::Rejected => BatchError::Rejected(error.into()),
+            ErrorKind::Fatal => BatchError::Fatal {
+                error: error.into(),
+                committed: None,
+            },
+        }
+    }
+}
+
+/// Classifies a driver error. PostgreSQL errors by their SQLSTATE, SQLite errors by their
+/// primary result code; anything unknown is transient, so that it is retried rather than
+/// given up.
+fn error_kind(error: &sqlx::Error) -> ErrorKind {
+    use sqlx::postgres::PgDatabaseError;
+    use sqlx::sqlite::SqliteError;
+    match error {
+        sqlx::Error::Database(e) => {
+            if let Some(pg) = e.try_downcast_ref::<PgDatabaseError>() {
+                postgres_error_kind(pg.code())
+            } else if e.try_downcast_ref::<SqliteError>().is_some() {
+                let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                sqlite_error_kind(code)
+            } else {
+                ErrorKind::Transient
+            }
+        }
+        // The rows do not have the shape the statement expects: a schema problem.
+        sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::Configuration(_) => ErrorKind::Fatal,
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// See [`error_kind`]: SQLSTATE classes 08 (connection), 53 (resources), 57P (server shutting
+/// down) and the codes 40001, 40P01, 55P03, 57014 are transient; 22 (data) and 23 (integrity)
+/// reject a value; 42 (undefined table or column, type mismatch, privilege) and 25006 (read
+/// only transaction) are fatal.
+fn postgres_error_kind(sqlstate: &str) -> ErrorKind {
+    match sqlstate {
+        "40001" | "40P01" | "55P03" | "57014" => ErrorKind::Transient,
+        "25006" => ErrorKind::Fatal,
+        s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
+            ErrorKind::Transient
+        }
+        s if s.starts_with("22") || s.starts_with("23") => ErrorKind::Rejected,
+        s if s.starts_with("42") => ErrorKind::Fatal,
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// See [`error_kind`]: SQLite's primary result code is the low byte of the extended one.
+fn sqlite_error_kind(extended_code: i32) -> ErrorKind {
+    const ERROR: i32 = 1; // an SQL error: no such table or column
+    const PERM: i32 = 3;
+    const READONLY: i32 = 8;
+    const IOERR: i32 = 10;
+    const CORRUPT: i32 = 11;
+    const FULL: i32 = 13;
+    const CANTOPEN: i32 = 14;
+    const TOOBIG: i32 = 18;
+    const CONSTRAINT: i32 = 19;
+    const MISMATCH: i32 = 20;
+    const AUTH: i32 = 23;
+    const RANGE: i32 = 25;
+    const NOTADB: i32 = 26;
+    match extended_code & 0xff {
+        ERROR | PERM | READONLY | IOERR | CORRUPT | FULL | CANTOPEN | AUTH | NOTADB => {
+            ErrorKind::Fatal
+        }
+        TOOBIG | CONSTRAINT | MISMATCH | RANGE => ErrorKind::Rejected,
+        // BUSY, LOCKED, NOMEM, PROTOCOL and anything else: try again.
+        _ => ErrorKind::Transient,
+    }
 }
 
 fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
@@ -67,7 +170,10 @@ const CREATE_FAILURES: &str = "CREATE TABLE IF NOT EXISTS migration_failures (
     id BIGINT PRIMARY KEY,
     error TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    failed_at TEXT NOT NULL)";
+    failed_at TEXT NOT NULL,
+    resolved_at TEXT)";
+/// `resolved_at`, for a `migration_failures` table made before it existed.
+const ADD_RESOLVED_AT: &str = "ALTER TABLE migration_failures ADD COLUMN resolved_at TEXT";
 
 async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> Result<(), DbError> {
     match backend {
@@ -99,18 +205,87 @@ async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, Db
     .map_err(context(doing))
 }
 
-/// Checks that `customers` exists. The bookkeeping tables are created on first write
-/// ([`create_checkpoints`], [`create_failures`]), so that a dry run creates nothing.
-pub(crate) async fn prepare(backend: &Backend) -> Result<(), DbError> {
-    if matches!(backend, Backend::Simulated { .. }) || table_exists(backend, "customers").await? {
+/// The columns of `customers` the migration reads or writes.
+const CUSTOMER_COLUMNS: [&str; 7] = [
+    "id",
+    "full_name",
+    "email",
+    "schema_version",
+    "first_name",
+    "last_name",
+    "migrated_at",
+];
+
+/// The columns of `table`, lowercase; empty when there is no such table.
+async fn columns(backend: &Backend, table: &'static str) -> Result<Vec<String>, DbError> {
+    let doing = "reading the columns of a table";
+    match backend {
+        Backend::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT lower(name) FROM pragma_table_info(?)")
+                .bind(table)
+                .fetch_all(pool)
+                .await
+        }
+        Backend::Postgres(pool) => {
+            sqlx::query_scalar(
+                "SELECT lower(attname::text) FROM pg_attribute
+                  WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            )
+            .bind(table)
+            .fetch_all(pool)
+            .await
+        }
+        Backend::Simulated { .. } => Ok(Vec::new()),
+    }
+    .map_err(context(doing))
+}
+
+/// Checks, before anything runs, that `customers` exists with every column the migration
+/// uses, and on PostgreSQL that `migrated_at` takes the text the migration writes. A table
+/// that is not as expected is a [`PreflightError`] naming the table and the column: no batch
+/// could succeed, and retrying each record would only take minutes to say so. The
+/// bookkeeping tables are created on first write ([`create_checkpoints`],
+/// [`create_failures`]), so that a dry run creates nothing.
+pub(crate) async fn prepare(backend: &Backend) -> Result<(), BoxError> {
+    if matches!(backend, Backend::Simulated { .. }) {
         return Ok(());
     }
-    Err(DbError {
-        doing: "looking for the customers table",
-        source: sqlx::Error::Protocol(
-            "there is no customers table: create and fill one with `db-migrate seed`".into(),
-        ),
-    })
+    let found = columns(backend, "customers").await?;
+    if found.is_empty() {
+        return Err(PreflightError::new(
+            "there is no customers table: create and fill one with `db-migrate seed`",
+        )
+        .into());
+    }
+    let missing: Vec<&str> = CUSTOMER_COLUMNS
+        .into_iter()
+        .filter(|column| !found.iter().any(|f| f == column))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PreflightError::new(format!(
+            "table customers has no column {} (the customer migration reads and writes {})",
+            missing.join(", "),
+            CUSTOMER_COLUMNS.join(", ")
+        ))
+        .into());
+    }
+    if let Backend::Postgres(pool) = backend {
+        let kind: String = sqlx::query_scalar(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = to_regclass('customers') AND attname = 'migrated_at'",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(context("reading the type of customers.migrated_at"))?;
+        if !(kind == "text" || kind.starts_with("character varying")) {
+            return Err(PreflightError::new(format!(
+                "column customers.migrated_at is {kind}: the customer migration writes an RFC 3339 \
+                 timestamp as text, so it must be text or varchar"
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Creates `migration_checkpoints` when it is missing.
@@ -123,9 +298,48 @@ pub(crate) async fn create_checkpoints(backend: &Backend) -> Result<(), DbError>
     .await
 }
 
-/// Creates `migration_failures` when it is missing.
+/// Creates `migration_failures` when it is missing, and adds `resolved_at` to a table made by
+/// an earlier version.
 pub(crate) async fn create_failures(backend: &Backend) -> Result<(), DbError> {
-    execute(backend, CREATE_FAILURES, "creating migration_failures").await
+    execute(backend, CREATE_FAILURES, "creating migration_failures").await?;
+    if !columns(backend, "migration_failures")
+        .await?
+        .iter()
+        .any(|c| c == "resolved_at")
+    {
+        execute(
+            backend,
+            ADD_RESOLVED_AT,
+            "adding resolved_at to migration_failures",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether `migration_failures` exists (with `resolved_at` added when it lacked it): then a
+/// batch marks the failures of the records it migrates resolved.
+pub(crate) async fn failures_table_ready(backend: &Backend) -> Result<bool, DbError> {
+    if !table_exists(backend, "migration_failures").await? {
+        return Ok(false);
+    }
+    create_failures(backend).await?;
+    Ok(true)
+}
+
+/// Failures no run has resolved since they were recorded.
+pub(crate) async fn open_failures(backend: &Backend) -> Result<u64, DbError> {
+    if !failures_table_ready(backend).await? {
+        return Ok(0);
+    }
+    let sql = "SELECT count(*) FROM migration_failures WHERE resolved_at IS NULL";
+    let count: i64 = match backend {
+        Backend::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Backend::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Backend::Simulated { .. } => Ok(0),
+    }
+    .map_err(context("counting open failures in migration_failures"))?;
+    Ok(count.max(0) as u64)
 }
 
 /// Up to `limit` customer ids above `after` and below `end`, ascending (keyset pagination).
@@ -256,13 +470,13 @@ pub(crate) async fn load_checkpoint(
         }
         Backend::Simulated { .. } => Ok(None),
     }
-    .map_err(context("reading the checkpoint"))?;
+    .map_err(context("reading migration_checkpoints"))?;
     let Some((low_water, done_above)) = row else {
         return Ok(None);
     };
     // A damaged list must not read as "nothing done above the mark": say so instead.
     let done_above = serde_json::from_str(&done_above).map_err(|e| DbError {
-        doing: "reading the checkpoint (migration_checkpoints.done_above is damaged; --reset starts over)",
+        doing: "reading migration_checkpoints (done_above is damaged; --reset starts over)",
         source: sqlx::Error::Decode(Box::new(e)),
     })?;
     Ok(Some(Checkpoint {
@@ -305,7 +519,7 @@ pub(crate) async fn save_checkpoint(
         Backend::Postgres(pool) => run!(pool),
         Backend::Simulated { .. } => Ok(()),
     }
-    .map_err(context("saving the checkpoint"))
+    .map_err(context("writing migration_checkpoints"))
 }
 
 /// Forgets the checkpoint of `key`.
@@ -335,7 +549,7 @@ pub(crate) async fn clear_checkpoint(
         Backend::Postgres(pool) => run!(pool),
         Backend::Simulated { .. } => Ok(()),
     }
-    .map_err(context("clearing the checkpoint"))
+    .map_err(context("deleting from migration_checkpoints"))
 }
 
 /// Records failures; a record failing again adds its attempts and keeps the latest error.
@@ -348,7 +562,7 @@ pub(crate) async fn record_failures(
         "INSERT INTO migration_failures (id, error, attempts, failed_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET error = excluded.error,
            attempts = migration_failures.attempts + excluded.attempts,
-           failed_at = excluded.failed_at",
+           failed_at = excluded.failed_at, resolved_at = NULL",
     );
     macro_rules! run {
         ($pool:expr) => {{
@@ -442,6 +656,7 @@ pub(crate) async fn migrate(
     ids: &[i64],
     dry_run: bool,
     writer: Option<&tokio::sync::Mutex<()>>,
+    lock_timeout: std::time::Duration,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (migrated, rows): (Vec<i64>, Vec<(i64, i64, String)>) = match backend {
@@ -503,6 +718,13 @@ pub(crate) async fn migrate(
         Backend::Postgres(pool) => {
             let mut tx: Transaction<'_, Postgres> =
                 pool.begin().await.map_err(context("starting a batch"))?;
+            // For this transaction only: a row locked by another session fails the batch
+            // (55P03, retried) instead of blocking it, and a stop, for longer than this.
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
+                .execute(&mut *tx)
+                .await
+                .map_err(context("setting the batch's lock timeout"))?;
             let migrated: Vec<i64> = if dry_run {
                 Vec::new()
             } else {
@@ -559,9 +781,8 @@ fn classify(
                 return Outcome::Migrated;
             }
             match rows.get(id) {
-                None => Outcome::Failed(RecordFailure::permanent(format!(
-                    "customer {id} no longer exists"
-                ))),
+                // Deleted since the scan read it: nothing to migrate.
+                None => Outcome::Gone,
                 Some((version, _)) if *version >= 2 => Outcome::PreviouslyMigrated,
                 Some((_, name)) => match split_full_name(name) {
                     Err(reason) => {
@@ -608,9 +829,7 @@ mod tests {
         );
         // Well-formed and legacy but not updated: it changed meanwhile, so it is retried.
         assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.retryable));
-        assert!(
-            matches!(&outcomes[4], Outcome::Failed(f) if !f.retryable && f.message.contains("no longer exists"))
-        );
+        assert_eq!(outcomes[4], Outcome::Gone, "a vanished row is not a failure");
         // A dry run reports the migratable ones as needing migration.
         let dry = classify(&[1, 4], Vec::new(), rows, true);
         assert_eq!(dry, [Outcome::Migrated, Outcome::Migrated]);

@@ -16,7 +16,8 @@ use crate::board::StatusBoard;
 use crate::checkpoint::Tracker;
 use crate::config::MigrationConfig;
 use crate::events::{Event, JobId, JobStatus};
-use crate::migrator::{CustomerMigrator, FailureRecord, Outcome, RecordFailure};
+use crate::component::BoxError;
+use crate::migrator::{BatchError, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
 use crate::retry::{RateLimit, backoff};
 use crate::scanner::Work;
 use crate::summary::thousands;
@@ -26,6 +27,7 @@ use crate::summary::thousands;
 pub(crate) struct Counts {
     pub(crate) migrated: AtomicU64,
     pub(crate) previously_migrated: AtomicU64,
+    pub(crate) gone: AtomicU64,
     pub(crate) failed: AtomicU64,
 }
 
@@ -33,6 +35,7 @@ impl Counts {
     pub(crate) fn handled(&self) -> u64 {
         self.migrated.load(Ordering::Relaxed)
             + self.previously_migrated.load(Ordering::Relaxed)
+            + self.gone.load(Ordering::Relaxed)
             + self.failed.load(Ordering::Relaxed)
     }
 }
@@ -71,80 +74,159 @@ impl Shared {
         self.abort.lock().expect("abort lock").clone()
     }
 
-    /// One call to the migrator, with a panic turned into an error.
-    async fn try_migrate(&self, ids: &[i64]) -> Result<Vec<Outcome>, String> {
+    /// One call to the migrator, with a panic turned into a transient error.
+    async fn try_migrate(&self, ids: &[i64]) -> Result<Vec<Outcome>, BatchError> {
         match AssertUnwindSafe(self.migrator.migrate(ids, self.dry_run))
             .catch_unwind()
             .await
         {
             Ok(Ok(outcomes)) if outcomes.len() == ids.len() => Ok(outcomes),
-            Ok(Ok(outcomes)) => Err(format!(
-                "the migrator returned {} outcomes for {} records",
-                outcomes.len(),
-                ids.len()
+            Ok(Ok(outcomes)) => Err(BatchError::Transient(
+                format!(
+                    "the migrator returned {} outcomes for {} records",
+                    outcomes.len(),
+                    ids.len()
+                )
+                .into(),
             )),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(panic) => Err(format!("the migrator panicked: {}", panic_message(&*panic))),
+            Ok(Err(error)) => Err(error),
+            Err(panic) => Err(BatchError::Transient(
+                format!("the migrator panicked: {}", panic_message(&*panic)).into(),
+            )),
         }
     }
 
     /// Migrates `ids` as one batch; records that fail in a way that may pass are retried alone
     /// with backoff. Fills `results` with each record's final outcome and its number of
-    /// attempts (a buffer the job reuses: this runs once per batch).
+    /// attempts (a buffer the job reuses: this runs once per batch), in the order of `ids`.
+    ///
+    /// When the run halts (a fatal error here or elsewhere, a stop) before every record has an
+    /// outcome, `results` holds only the first ones: the rest are not done, and the next run
+    /// migrates them.
     async fn migrate_batch(&self, ids: &[i64], results: &mut Vec<(Outcome, u32)>) {
         results.clear();
-        match self.try_migrate(ids).await {
-            Ok(outcomes) => {
-                for (&id, outcome) in ids.iter().zip(outcomes) {
-                    results.push(match outcome {
-                        Outcome::Failed(failure) if failure.retryable => {
-                            self.migrate_alone(id, 1, failure).await
-                        }
-                        other => (other, 1),
-                    });
-                }
+        let outcomes = match self.try_migrate(ids).await {
+            Ok(outcomes) => outcomes,
+            Err(BatchError::Fatal { error, committed }) => {
+                self.abort(error.to_string());
+                results.extend(committed.into_iter().flatten().map(|outcome| (outcome, 1)));
+                return;
             }
             // A batch that failed as a whole: find the culprit by trying each record alone.
-            Err(message) => {
+            Err(error) => {
                 let attempts_made = u32::from(ids.len() == 1);
+                let last = match error {
+                    BatchError::Rejected(e) if ids.len() == 1 => {
+                        results.push((Outcome::Failed(RecordFailure::permanent(e.to_string())), 1));
+                        return;
+                    }
+                    BatchError::Rejected(e) => Failure::Rejected(e.to_string()),
+                    other => Failure::Transient(RecordFailure::transient(other.to_string())),
+                };
                 for &id in ids {
-                    results.push(
-                        self.migrate_alone(
-                            id,
-                            attempts_made,
-                            RecordFailure::transient(message.clone()),
-                        )
-                        .await,
-                    );
+                    match self.migrate_alone(id, attempts_made, last.clone()).await {
+                        Some(result) => results.push(result),
+                        None => return,
+                    }
                 }
+                return;
+            }
+        };
+        for (&id, outcome) in ids.iter().zip(outcomes) {
+            let result = match outcome {
+                Outcome::Failed(failure) if failure.retryable => {
+                    self.migrate_alone(id, 1, Failure::Transient(failure)).await
+                }
+                other => Some((other, 1)),
+            };
+            match result {
+                Some(result) => results.push(result),
+                None => return,
             }
         }
     }
 
-    /// Retries one record until it succeeds, fails for good, or runs out of attempts.
+    /// Tries one record alone until it succeeds, fails for good, or runs out of attempts.
+    /// `None` when the run halted first (the record is left for the next run).
     async fn migrate_alone(
         &self,
         id: i64,
         mut attempts: u32,
-        mut last: RecordFailure,
-    ) -> (Outcome, u32) {
+        last: Failure,
+    ) -> Option<(Outcome, u32)> {
         let initial = Duration::from_millis(self.config.retry_initial_delay_millis);
         let max = Duration::from_millis(self.config.retry_max_delay_millis);
+        let mut last = match last {
+            // A rejected batch: one try alone tells whether this record is the one.
+            Failure::Rejected(message) => match self.try_migrate(&[id]).await {
+                Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
+                    Outcome::Failed(failure) if failure.retryable => {
+                        attempts = 1;
+                        failure
+                    }
+                    outcome => return Some((outcome, 1)),
+                },
+                Err(BatchError::Rejected(error)) => {
+                    return Some((
+                        Outcome::Failed(RecordFailure::permanent(error.to_string())),
+                        1,
+                    ));
+                }
+                Err(BatchError::Fatal { error, committed }) => {
+                    return self.fatal_alone(error, committed);
+                }
+                Err(other) => {
+                    attempts = 1;
+                    RecordFailure::transient(format!("{other} (after: {message})"))
+                }
+            },
+            Failure::Transient(failure) => failure,
+        };
         while attempts < self.config.retry_attempts {
             if attempts > 0 {
-                tokio::time::sleep(backoff(attempts, initial, max)).await;
+                // A stop or an abort does not wait for a long backoff to pass.
+                tokio::select! {
+                    biased;
+                    () = self.halt.cancelled() => return None,
+                    () = tokio::time::sleep(backoff(attempts, initial, max)) => {}
+                }
             }
             attempts += 1;
             match self.try_migrate(&[id]).await {
                 Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
                     Outcome::Failed(failure) if failure.retryable => last = failure,
-                    outcome => return (outcome, attempts),
+                    outcome => return Some((outcome, attempts)),
                 },
-                Err(message) => last = RecordFailure::transient(message),
+                Err(BatchError::Rejected(error)) => {
+                    return Some((
+                        Outcome::Failed(RecordFailure::permanent(error.to_string())),
+                        attempts,
+                    ));
+                }
+                Err(BatchError::Fatal { error, committed }) => {
+                    return self.fatal_alone(error, committed);
+                }
+                Err(error) => last = RecordFailure::transient(error.to_string()),
             }
         }
-        (Outcome::Failed(last), attempts.max(1))
+        Some((Outcome::Failed(last), attempts.max(1)))
     }
+
+    /// A fatal error while trying one record alone: the run aborts; the record counts when its
+    /// migration was committed before the error.
+    fn fatal_alone(&self, error: BoxError, committed: Option<Vec<Outcome>>) -> Option<(Outcome, u32)> {
+        self.abort(error.to_string());
+        committed.and_then(|mut outcomes| outcomes.pop()).map(|outcome| (outcome, 1))
+    }
+}
+
+/// The failure that sends a record to be tried alone.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// It, or its batch, failed in a way that may pass: retry with backoff.
+    Transient(RecordFailure),
+    /// Its batch was refused by the database (this message): try it once alone.
+    Rejected(String),
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -188,6 +270,8 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let mut ids = Vec::with_capacity(shared.batch_size);
     let mut results = Vec::with_capacity(shared.batch_size);
     let mut failures = Vec::new();
+    let mut failed_seqs = Vec::new();
+    let mut done = Vec::with_capacity(shared.batch_size);
     let mut had_failure = false;
     let mut handled = 0u64;
     loop {
@@ -222,53 +306,69 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             board.publish(Event::JobText { job, text });
         }
         shared.migrate_batch(&ids, &mut results).await;
-        let (mut migrated, mut previously) = (0, 0);
+        // Records without a result (the run halted first) are not done: the next run does them.
+        let finished = results.len();
+        let (mut migrated, mut previously, mut gone) = (0, 0, 0);
+        done.clear();
         failures.clear();
-        for (&id, (outcome, attempts)) in ids.iter().zip(results.drain(..)) {
+        failed_seqs.clear();
+        for ((&id, item), (outcome, attempts)) in ids.iter().zip(&work).zip(results.drain(..)) {
             match outcome {
                 Outcome::Migrated => migrated += 1,
                 Outcome::PreviouslyMigrated => previously += 1,
-                Outcome::Failed(failure) => failures.push(FailureRecord {
-                    id,
-                    error: failure.message,
-                    attempts,
-                    at: chrono::Utc::now(),
-                }),
+                Outcome::Gone => gone += 1,
+                Outcome::Failed(failure) => {
+                    failures.push(FailureRecord {
+                        id,
+                        error: failure.message,
+                        attempts,
+                        at: chrono::Utc::now(),
+                    });
+                    failed_seqs.push(item.seq);
+                    continue;
+                }
             }
+            done.push(item.seq);
         }
-        if !failures.is_empty()
-            && !shared.dry_run
-            && let Err(error) = shared.migrator.record_failures(&failures).await
-        {
-            // Unrecorded failures are not marked done: the next run tries them again.
-            shared.abort(format!("while recording failures: {error}"));
-            break;
-        }
+        // What the batch committed counts, whatever happens to its failures next.
         let counts = &shared.counts;
         counts.migrated.fetch_add(migrated, Ordering::Relaxed);
         counts
             .previously_migrated
             .fetch_add(previously, Ordering::Relaxed);
+        counts.gone.fetch_add(gone, Ordering::Relaxed);
         if !failures.is_empty() {
-            let failed = failures.len() as u64;
-            let total_failed = counts.failed.fetch_add(failed, Ordering::Relaxed) + failed;
-            if !had_failure {
-                had_failure = true;
-                board.publish(Event::JobStatus {
-                    job,
-                    status: JobStatus::Warning,
-                });
-            }
-            let limit = shared.config.max_failures;
-            if limit > 0 && total_failed > limit {
-                shared.abort(format!(
-                    "more than {} records failed (customer-migration.max-failures)",
-                    thousands(limit)
-                ));
+            if !shared.dry_run
+                && let Err(error) = shared.migrator.record_failures(&failures).await
+            {
+                // Unrecorded failures are neither counted nor marked done: the next run tries
+                // them again.
+                shared.abort(format!("while recording failures: {error}"));
+            } else {
+                done.extend_from_slice(&failed_seqs);
+                let failed = failures.len() as u64;
+                let total_failed = counts.failed.fetch_add(failed, Ordering::Relaxed) + failed;
+                if !had_failure {
+                    had_failure = true;
+                    board.publish(Event::JobStatus {
+                        job,
+                        status: JobStatus::Warning,
+                    });
+                }
+                let limit = shared.config.max_failures;
+                if limit > 0 && total_failed > limit {
+                    shared.abort(format!(
+                        "more than {} records failed (customer-migration.max-failures)",
+                        thousands(limit)
+                    ));
+                }
             }
         }
-        handled += taken as u64;
-        shared.tracker.complete(work.iter().map(|w| w.seq));
+        handled += (done.len()) as u64;
+        shared.tracker.complete(done.iter().copied());
+        if finished < taken {
+            break;
+        }
     }
     board.publish(Event::JobText {
         job,

@@ -71,7 +71,10 @@ pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
 pub use lifecycle::LifecycleError;
 pub use migrate_derive::Dependencies;
-pub use migrator::{BackendMigrator, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
+pub use migrator::{
+    BackendMigrator, BatchError, CustomerMigrator, FailureRecord, Outcome, PreflightError,
+    RecordFailure,
+};
 pub use module::{
     BuildError, MigrationModule, build_migration_system, migration_builder, overseer,
 };

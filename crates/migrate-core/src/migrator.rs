@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,8 +22,56 @@ pub enum Outcome {
     Migrated,
     /// Already migrated before this run.
     PreviouslyMigrated,
+    /// The record no longer exists (deleted since it was scanned): nothing to migrate.
+    Gone,
     /// Could not be migrated.
     Failed(RecordFailure),
+}
+
+/// A check before the run found that it cannot work (a missing table or column, an audit log
+/// that cannot be created): nothing ran. Components return it from `start`; the command line
+/// reports it as a usage error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PreflightError(String);
+
+impl PreflightError {
+    /// A check that failed, said as what is wrong and what to do.
+    pub fn new(message: impl Into<String>) -> PreflightError {
+        PreflightError(message.into())
+    }
+}
+
+/// Why a whole batch failed: what the engine should do next depends on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Nothing took effect, and another attempt may succeed: a lost connection, a deadlock, a
+    /// lock or statement timeout. The engine retries each record alone, with backoff. Any
+    /// other error converts to this one, so `?` keeps the engine's safe default.
+    #[error("{0}")]
+    Transient(BoxError),
+    /// Nothing took effect, and the same records would fail the same way: the database refused
+    /// a value of one of them. The engine tries each record alone once, to find which.
+    #[error("{0}")]
+    Rejected(BoxError),
+    /// The run cannot go on: a missing table or column, a type mismatch, a missing permission,
+    /// a read-only database, an audit trail that cannot be written. The engine stops the run at
+    /// once. `committed` holds one outcome per record when the batch took effect before the
+    /// error (a commit followed by a failed audit write), so that it is counted.
+    #[error("{error}")]
+    Fatal {
+        /// What went wrong.
+        error: BoxError,
+        /// The batch's outcomes, when it was committed.
+        committed: Option<Vec<Outcome>>,
+    },
+}
+
+impl From<BoxError> for BatchError {
+    fn from(error: BoxError) -> BatchError {
+        BatchError::Transient(error)
+    }
 }
 
 /// Why a record could not be migrated.
@@ -71,14 +119,21 @@ pub struct FailureRecord {
 #[async_trait]
 pub trait CustomerMigrator: shaku::Interface + Lifecycle {
     /// Migrates (or, on a dry run, only checks) the records `ids`, returning one outcome per id
-    /// in the same order. An `Err` (or a panic) means the whole batch failed and none of it took
-    /// effect, as when a transaction rolls back: the engine then retries each record alone. A
-    /// failure of one record is an `Outcome::Failed` for that record only.
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError>;
+    /// in the same order. A failure of one record is an `Outcome::Failed` for that record only.
+    /// An `Err` says the whole batch failed, and how (see [`BatchError`]): a transient or
+    /// rejected batch took no effect, as when a transaction rolls back, and the engine tries
+    /// each record alone; a fatal error stops the run. A panic counts as transient.
+    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError>;
 
     /// Records failed records durably. A failure to record aborts the run: a failure must never
     /// be lost.
     async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError>;
+
+    /// How many recorded failures no later run has resolved (by migrating the record), when
+    /// the store can tell; `None` otherwise.
+    async fn open_failures(&self) -> Result<Option<u64>, BoxError> {
+        Ok(None)
+    }
 
     /// Where failures are recorded, for the summary (`migration_failures table`, a file path).
     fn failures_location(&self) -> String;
@@ -112,6 +167,11 @@ pub struct BackendMigrator {
     /// sleeps for growing intervals (1, 2, 5, 10... ms) and leaves the database idle.
     #[shaku(default)]
     sqlite_writer: tokio::sync::Mutex<()>,
+    /// Longest wait for a row lock on PostgreSQL (`lock_timeout` of each batch): the run's
+    /// grace period, so that a batch blocked by another session never holds up a stop for
+    /// longer than the grace period allows. A batch that times out is retried.
+    #[shaku(default)]
+    lock_timeout: Duration,
 }
 
 impl std::fmt::Debug for BackendMigrator {
@@ -123,14 +183,16 @@ impl std::fmt::Debug for BackendMigrator {
 }
 
 impl BackendMigrator {
-    /// Shaku parameters for this configuration.
-    pub fn parameters(config: MigratorConfig) -> BackendMigratorParameters {
+    /// Shaku parameters for this configuration; `lock_timeout` bounds each batch's wait for
+    /// a row lock on PostgreSQL (the run's grace period).
+    pub fn parameters(config: MigratorConfig, lock_timeout: Duration) -> BackendMigratorParameters {
         BackendMigratorParameters {
             config,
             audit: AppendFile::default(),
             failures: AppendFile::default(),
             failures_table: tokio::sync::OnceCell::new(),
             sqlite_writer: tokio::sync::Mutex::new(()),
+            lock_timeout,
         }
     }
 
@@ -144,12 +206,11 @@ impl BackendMigrator {
         log_file.with_file_name(name)
     }
 
+    /// The seed's sleeps stand in for the database work (the audit log is real).
     async fn migrate_simulated(&self, ids: &[i64], dry_run: bool) -> Vec<Outcome> {
         let scale = self.config.sleep_scale;
         let mut outcomes = Vec::with_capacity(ids.len());
-        let mut migrated = Vec::new();
         for &id in ids {
-            let started = Instant::now();
             pause(simulated::check_time(id, scale)).await;
             if simulated::previously_migrated(id) {
                 outcomes.push(Outcome::PreviouslyMigrated);
@@ -166,18 +227,7 @@ impl BackendMigrator {
                 ))));
                 continue;
             }
-            migrated.push((id, started.elapsed().as_millis()));
             outcomes.push(Outcome::Migrated);
-        }
-        if !migrated.is_empty() {
-            let log = audit_lines(migrated);
-            // The sleeps stand in for the database work; the audit log is real.
-            if let Err(error) = self.audit.append(&self.config.log_file, log.as_bytes()) {
-                return ids
-                    .iter()
-                    .map(|_| Outcome::Failed(RecordFailure::transient(error.to_string())))
-                    .collect();
-            }
         }
         outcomes
     }
@@ -205,9 +255,11 @@ fn audit_lines(migrated: impl IntoIterator<Item = (i64, u128)>) -> String {
 
 #[async_trait]
 impl Lifecycle for BackendMigrator {
-    /// On a database: checks that `customers` exists.
+    /// Checks what can be checked before the run: the audit log can be created, and on a
+    /// database, `customers` has the columns the migration uses.
     async fn start(&self) -> Result<(), BoxError> {
-        Ok(db::prepare(self.connection.backend()).await?)
+        check_log_file(&self.config.log_file)?;
+        db::prepare(self.connection.backend()).await
     }
 
     async fn stop(&self) -> Result<(), BoxError> {
@@ -217,29 +269,101 @@ impl Lifecycle for BackendMigrator {
     }
 }
 
+/// Whether `path` can be an append-only log, without creating anything (a dry run creates no
+/// file): it is not a directory, and its nearest existing ancestor is a directory that is not
+/// read-only. A disk that fills up later is found by the write itself.
+fn check_log_file(path: &Path) -> Result<(), PreflightError> {
+    let refuse = |why: String| {
+        PreflightError::new(format!(
+            "customer-migrator.log-file {}: {why}",
+            path.display()
+        ))
+    };
+    if path.is_dir() {
+        return Err(refuse("is a directory".to_owned()));
+    }
+    let mut ancestor = path.parent();
+    while let Some(dir) = ancestor {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(refuse(format!(
+                    "cannot be created: {} is not a directory",
+                    dir.display()
+                )));
+            }
+            Ok(meta) if meta.permissions().readonly() => {
+                return Err(refuse(format!(
+                    "cannot be created: {} is read-only",
+                    dir.display()
+                )));
+            }
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ancestor = dir.parent(),
+            Err(e) => return Err(refuse(format!("cannot be created: {}: {e}", dir.display()))),
+        }
+    }
+    Ok(())
+}
+
+/// A failed audit write after the batch committed: the run must stop (an audit trail with
+/// holes is worse than none), and what the batch did must still be counted.
+fn audit_failed(path: &Path, error: std::io::Error, outcomes: Vec<Outcome>) -> BatchError {
+    let unaudited = outcomes.iter().filter(|o| **o == Outcome::Migrated).count();
+    BatchError::Fatal {
+        error: format!(
+            "while writing the audit log {}: {error} ({unaudited} records of the last batch were \
+             migrated and committed without an audit line)",
+            path.display()
+        )
+        .into(),
+        committed: Some(outcomes),
+    }
+}
+
 #[async_trait]
 impl CustomerMigrator for BackendMigrator {
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError> {
+    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
+        let outcomes;
+        let millis;
         match self.connection.backend() {
-            Backend::Simulated { .. } => Ok(self.migrate_simulated(ids, dry_run).await),
+            Backend::Simulated { .. } => {
+                let started = Instant::now();
+                outcomes = self.migrate_simulated(ids, dry_run).await;
+                millis = started.elapsed().as_millis();
+            }
             backend => {
                 let writer = (!dry_run).then_some(&self.sqlite_writer);
                 let started = Instant::now();
-                let outcomes = db::migrate(backend, ids, dry_run, writer).await?;
-                let millis = started.elapsed().as_millis();
-                if !dry_run {
-                    let log = audit_lines(
-                        ids.iter()
-                            .zip(&outcomes)
-                            .filter(|(_, outcome)| **outcome == Outcome::Migrated)
-                            .map(|(id, _)| (*id, millis)),
-                    );
-                    if !log.is_empty() {
-                        self.audit.append(&self.config.log_file, log.as_bytes())?;
-                    }
-                }
-                Ok(outcomes)
+                outcomes = db::migrate(backend, ids, dry_run, writer, self.lock_timeout).await?;
+                millis = started.elapsed().as_millis();
             }
+        }
+        if !dry_run {
+            let log = audit_lines(
+                ids.iter()
+                    .zip(&outcomes)
+                    .filter(|(_, outcome)| **outcome == Outcome::Migrated)
+                    .map(|(id, _)| (*id, millis)),
+            );
+            if !log.is_empty()
+                && let Err(error) = self.audit.append(&self.config.log_file, log.as_bytes())
+            {
+                return Err(audit_failed(&self.config.log_file, error, outcomes));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn open_failures(&self) -> Result<Option<u64>, BoxError> {
+        match self.connection.backend() {
+            // The failures file keeps no resolution: it cannot tell.
+            Backend::Simulated { .. } => Ok(None),
+            backend => Ok(Some(db::open_failures(backend).await?)),
         }
     }
 

@@ -58,6 +58,7 @@ pub fn migration_builder(config: &Config, backend: Backend) -> SystemBuilder<Mig
         })
         .with_parameters::<BackendMigrator>(BackendMigrator::parameters(
             config.customer_migrator.clone(),
+            config.customer_migration.grace_period(),
         ))
         .with_parameters::<Overseer>(Overseer::parameters(config.customer_migration.clone()))
 }

@@ -124,8 +124,12 @@ impl Overseer {
     fn progress_text(shared: &Shared) -> String {
         let counts = &shared.counts;
         let migrated = counts.migrated.load(Ordering::Relaxed);
+        let gone = match counts.gone.load(Ordering::Relaxed) {
+            0 => String::new(),
+            gone => format!("{} gone, ", thousands(gone)),
+        };
         format!(
-            "{} {} customers ({} previously migrated, {} failures)",
+            "{} {} customers ({} previously migrated, {gone}{} failures)",
             if shared.dry_run {
                 "Migration needed for"
             } else {
@@ -341,16 +345,27 @@ impl MigrationOverseer for Overseer {
         };
         let counts = &shared.counts;
         let failed = counts.failed.load(Ordering::Relaxed);
+        // Failures an earlier run recorded and no run resolved: the migration is not finished
+        // while they stand, even when this run had none. An error here hides nothing that the
+        // run did, so it does not change the ending.
+        let open_failures = if options.dry_run {
+            None
+        } else {
+            self.migrator.open_failures().await.ok().flatten()
+        };
         let summary = Summary {
             migrated: counts.migrated.load(Ordering::Relaxed),
             previously_migrated: counts.previously_migrated.load(Ordering::Relaxed),
+            gone: counts.gone.load(Ordering::Relaxed),
             failed,
+            open_failures,
             scanned: sent.load(Ordering::Relaxed),
             elapsed: started.elapsed(),
             dry_run: options.dry_run,
             ending,
             abort_reason,
-            failures_recorded_in: (failed > 0 && !options.dry_run)
+            failures_recorded_in: ((failed > 0 || open_failures.is_some_and(|n| n > 0))
+                && !options.dry_run)
                 .then(|| self.migrator.failures_location()),
         };
         board.publish(Event::JobText {

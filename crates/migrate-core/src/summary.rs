@@ -24,8 +24,17 @@ pub struct Summary {
     pub migrated: u64,
     /// Records found already migrated.
     pub previously_migrated: u64,
+    /// Records that no longer existed when their turn came (deleted since the scan read them):
+    /// nothing to migrate, and not a failure.
+    #[serde(default)]
+    pub gone: u64,
     /// Records that failed and were recorded.
     pub failed: u64,
+    /// Failures recorded for this migration, by this run or an earlier one, that no run has
+    /// resolved since; `None` when the store cannot tell (or on a dry run). A run that
+    /// completes with open failures has not finished the migration.
+    #[serde(default)]
+    pub open_failures: Option<u64>,
     /// Records the scanner handed to the jobs.
     pub scanned: u64,
     /// Wall-clock time of the run.
@@ -42,6 +51,13 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Failures recorded by earlier runs that are still open: the run completed without a
+    /// failure of its own, but the migration still has records that failed.
+    pub fn earlier_open_failures(&self) -> u64 {
+        self.open_failures
+            .map_or(0, |open| open.saturating_sub(self.failed))
+    }
+
     /// Whether the run was interrupted on request.
     pub fn interrupted(&self) -> bool {
         self.ending == Ending::Interrupted
@@ -51,6 +67,7 @@ impl Summary {
     pub fn merge(&mut self, other: &Summary) {
         self.migrated += other.migrated;
         self.previously_migrated += other.previously_migrated;
+        self.gone += other.gone;
         self.failed += other.failed;
         self.scanned += other.scanned;
         self.elapsed = self.elapsed.max(other.elapsed);
@@ -67,16 +84,31 @@ impl fmt::Display for Summary {
         };
         write!(
             f,
-            "{verb} {} {} ({} previously migrated, {} {}) in {}",
+            "{verb} {} {} ({} previously migrated, ",
             thousands(self.migrated),
             plural(self.migrated, "customer", "customers"),
             thousands(self.previously_migrated),
+        )?;
+        if self.gone > 0 {
+            write!(f, "{} gone, ", thousands(self.gone))?;
+        }
+        write!(
+            f,
+            "{} {}) in {}",
             thousands(self.failed),
             plural(self.failed, "failure", "failures"),
             spell_duration(self.elapsed),
         )?;
         match self.ending {
-            Ending::Completed => Ok(()),
+            Ending::Completed => match self.earlier_open_failures() {
+                0 => Ok(()),
+                open => write!(
+                    f,
+                    "; {} {} recorded by earlier runs still open",
+                    thousands(open),
+                    plural(open, "failure", "failures")
+                ),
+            },
             Ending::Interrupted => f.write_str("; interrupted, progress saved"),
             Ending::Aborted => write!(
                 f,
@@ -142,7 +174,9 @@ mod tests {
         Summary {
             migrated,
             previously_migrated: previously,
+            gone: 0,
             failed,
+            open_failures: None,
             scanned: migrated + previously + failed,
             elapsed: Duration::from_secs(secs),
             dry_run: false,
@@ -166,6 +200,21 @@ mod tests {
             summary(1, 0, 1, 0).to_string(),
             "Migrated 1 customer (0 previously migrated, 1 failure) in less than a second"
         );
+    }
+
+    #[test]
+    fn gone_records_and_open_failures_of_earlier_runs_are_said_when_there_are_some() {
+        let mut s = summary(10, 2, 1, 1);
+        s.gone = 3;
+        s.open_failures = Some(5);
+        assert_eq!(
+            s.to_string(),
+            "Migrated 10 customers (2 previously migrated, 3 gone, 1 failure) in 1 second; \
+             4 failures recorded by earlier runs still open"
+        );
+        s.open_failures = Some(1);
+        assert_eq!(s.earlier_open_failures(), 0);
+        assert!(!s.to_string().contains("open"), "{s}");
     }
 
     #[test]

@@ -340,6 +340,8 @@ mod tests {
                 ending: migrate_core::Ending::Interrupted,
                 abort_reason: None,
                 failures_recorded_in: None,
+                gone: 0,
+                open_failures: None,
             }),
             start,
         );

@@ -180,6 +180,8 @@ fn summary() -> Summary {
         ending: Ending::Completed,
         abort_reason: None,
         failures_recorded_in: None,
+        gone: 0,
+        open_failures: None,
     }
 }
 

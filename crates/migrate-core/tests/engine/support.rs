@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BoxError, Config, CustomerMigrator, FailureRecord, Lifecycle, MigrationModule,
+    Backend, BatchError, BoxError, Config, CustomerMigrator, FailureRecord, Lifecycle, MigrationModule,
     Outcome, RecordFailure, RecordingBoard, StatusBoard, System, migration_builder,
 };
 use tokio_util::sync::CancellationToken;
@@ -93,7 +93,7 @@ impl Lifecycle for ScriptedMigrator {}
 
 #[async_trait]
 impl CustomerMigrator for ScriptedMigrator {
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BoxError> {
+    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
         self.journal.batches.lock().unwrap().push(ids.to_vec());
         self.journal.received.lock().unwrap().extend_from_slice(ids);
         if dry_run {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use migrate_core::shaku;
 use migrate_core::{
-    Backend, BoxError, ComponentInfo, Config, Connection, CustomerMigrator, CustomerScanner,
+    Backend, BatchError, BoxError, ComponentInfo, Config, Connection, CustomerMigrator, CustomerScanner,
     Dependencies, FailureRecord, Lifecycle, LifecycleError, MigrationModule, Outcome, StatusBoard,
     SystemBuilder, migration_builder, system_module,
 };
@@ -43,7 +43,7 @@ impl StatusBoard for Recorder {
 
 #[async_trait]
 impl CustomerMigrator for Recorder {
-    async fn migrate(&self, ids: &[i64], _: bool) -> Result<Vec<Outcome>, BoxError> {
+    async fn migrate(&self, ids: &[i64], _: bool) -> Result<Vec<Outcome>, BatchError> {
         Ok(ids.iter().map(|_| Outcome::Migrated).collect())
     }
     async fn record_failures(&self, _: &[FailureRecord]) -> Result<(), BoxError> {
