@@ -15,8 +15,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BatchError, BoxError, Config, CustomerMigrator, Event, EventBoard, FailureRecord, Lifecycle,
-    Outcome, RecordFailure, RunOptions, StatusBoard, migration_builder, overseer,
+    Backend, BatchError, BoxError, Config, CustomerMigrator, Event, EventBoard, FailureRecord,
+    Lifecycle, Outcome, RecordFailure, RunOptions, StatusBoard, migration_builder, overseer,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | the run completed and no record failed |
-//! | 1 | the run completed and some records failed (each one recorded) |
+//! | 1 | the run completed and some records failed (each one recorded), or failures recorded by an earlier run are still open |
 //! | 2 | usage or configuration error: nothing ran |
 //! | 3 | the run was aborted: failure limit exceeded, or a fatal error |
 //! | 130 | interrupted (Ctrl-C, SIGTERM); progress was saved |
@@ -24,7 +24,7 @@ pub const INTERRUPTED: u8 = 130;
 /// The exit code for a run's summary.
 pub fn for_summary(summary: &Summary) -> u8 {
     match summary.ending {
-        Ending::Completed if summary.failed == 0 => SUCCESS,
+        Ending::Completed if summary.failed == 0 && summary.earlier_open_failures() == 0 => SUCCESS,
         Ending::Completed => FAILURES,
         Ending::Interrupted => INTERRUPTED,
         Ending::Aborted => ABORTED,

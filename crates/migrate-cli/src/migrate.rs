@@ -1,9 +1,11 @@
 //! The migration run: build and start the system, run the overseer, stop, report.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use migrate_core::{
-    BuildError, Config, ConnectionError, RunOptions, StatusBoard, Summary, build_migration_system,
+    Backend, Config, ConnectionError, Ending, MigrationModule, PreflightError, RunOptions,
+    StatusBoard, Summary, System, migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +13,9 @@ use crate::board::{self, Output};
 use crate::cli::{OutputArgs, RunArgs};
 use crate::exit::{self, CliError};
 use crate::ids_file;
+
+/// Shortest time the components get to stop after the run, whatever the grace period.
+const MIN_STOP_TIME: Duration = Duration::from_secs(1);
 
 /// Runs one migration with `config`; returns the exit code for its summary.
 pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result<u8, CliError> {
@@ -29,43 +34,95 @@ pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
     let result = run_system(config, options, board).await;
     board_task.finish().await;
-    let summary = result?;
-    report(&summary, board_output, output.json);
+    let (summary, stop_warning) = result?;
+    report(&summary, board_output, output.json, stop_warning.as_deref());
     Ok(exit::for_summary(&summary))
 }
 
+/// Builds, starts, runs and stops the system. Returns the summary (with a failed stop folded
+/// into it: a stop that fails may have lost audit lines) and a warning when the stop had to be
+/// cut short.
 async fn run_system(
     config: &Config,
     options: RunOptions,
     board: Box<dyn StatusBoard>,
-) -> Result<Summary, CliError> {
-    let system = build_migration_system(config, Some((board, board::IMPLEMENTATION)))
-        .await
-        .map_err(|e| match e {
-            // Nothing ran: the configuration names a database that is not there.
-            BuildError::Connection(missing @ ConnectionError::MissingDatabase { .. }) => {
-                CliError::Usage(missing.to_string())
-            }
-            other => CliError::fatal(&other),
-        })?;
-    system.start().await.map_err(|e| CliError::fatal(&e))?;
+) -> Result<(Summary, Option<String>), CliError> {
+    let system = build(config, options.dry_run, board).await?;
+    system.start().await.map_err(|e| start_error(&e))?;
     let shutdown = CancellationToken::new();
-    let signals = crate::signals::listen(
+    let grace_period = config.customer_migration.grace_period();
+    // Not aborted when the run ends: a second Ctrl-C or SIGTERM must exit at once at any
+    // moment until the process exits, the stop below included.
+    let _signals = crate::signals::listen(
         shutdown.clone(),
         system.resolve::<dyn StatusBoard>(),
-        config.customer_migration.grace_period(),
+        grace_period,
     )
     .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
     let result = migrate_core::overseer(&system).run(options, shutdown).await;
-    signals.abort();
-    let stopped = system.stop().await;
-    let summary = result.map_err(|e| CliError::fatal(&e))?;
-    stopped.map_err(|e| CliError::fatal(&e))?;
-    Ok(summary)
+    let stop_time = grace_period.max(MIN_STOP_TIME);
+    let (stopped, stop_warning) = match tokio::time::timeout(stop_time, system.stop()).await {
+        Ok(stopped) => (stopped, None),
+        // The progress is saved by now: what still runs is a database call of a job stopped
+        // after the grace period, which the database rolls back when the process exits.
+        Err(_) => (
+            Ok(()),
+            Some(format!(
+                "the components had not stopped {} s after the run (a database call still \
+                 waiting); exiting without them",
+                stop_time.as_secs()
+            )),
+        ),
+    };
+    let mut summary = result.map_err(|e| CliError::fatal(&e))?;
+    if let Err(error) = stopped {
+        summary.ending = Ending::Aborted;
+        let reason = format!("while stopping: {}", exit::chain(&error));
+        summary.abort_reason = Some(match summary.abort_reason.take() {
+            Some(earlier) => format!("{earlier}; {reason}"),
+            None => reason,
+        });
+    }
+    Ok((summary, stop_warning))
+}
+
+/// Opens the database (read-only for a dry run) and builds the system with the terminal board.
+async fn build(
+    config: &Config,
+    dry_run: bool,
+    board: Box<dyn StatusBoard>,
+) -> Result<System<MigrationModule>, CliError> {
+    let backend = if dry_run {
+        Backend::open_read_only(&config.connection).await
+    } else {
+        Backend::open(&config.connection, false).await
+    }
+    .map_err(|e| match e {
+        // Nothing ran: the configuration names a database that is not there.
+        missing @ ConnectionError::MissingDatabase { .. } => CliError::Usage(missing.to_string()),
+        other => CliError::fatal(&other),
+    })?;
+    migration_builder(config, backend)
+        .with_override::<dyn StatusBoard>(board, board::IMPLEMENTATION)
+        .build()
+        .map_err(|e| CliError::fatal(&e))
+}
+
+/// A failed start is a usage error when a check before the run refused the configuration or
+/// the database (nothing ran), fatal otherwise.
+fn start_error(error: &(dyn std::error::Error + 'static)) -> CliError {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<PreflightError>().is_some() {
+            return CliError::Usage(exit::chain(error));
+        }
+        cause = e.source();
+    }
+    CliError::fatal(error)
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-fn report(summary: &Summary, output: Output, json: bool) {
+fn report(summary: &Summary, output: Output, json: bool, stop_warning: Option<&str>) {
     if json {
         println!(
             "{}",
@@ -74,6 +131,15 @@ fn report(summary: &Summary, output: Output, json: bool) {
     }
     if output == Output::Off {
         eprintln!("{summary}");
+    } else if summary.ending == Ending::Aborted
+        && let Some(reason) = &summary.abort_reason
+        && reason.contains("while stopping: ")
+    {
+        // The board showed the summary before the stop failed.
+        eprintln!("db-migrate: error: {reason}");
+    }
+    if let Some(warning) = stop_warning {
+        eprintln!("db-migrate: warning: {warning}");
     }
     if let Some(place) = &summary.failures_recorded_in {
         eprintln!("Failures were recorded in {place}");

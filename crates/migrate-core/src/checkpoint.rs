@@ -118,9 +118,18 @@ pub enum Offer {
 }
 
 /// The ids between the scanner and the finished work, in scan order.
+///
+/// The window between the low-water mark and the scanner is bounded: one slow record (a long
+/// retry, a lock held by another session) holds the mark back while the scanner goes on, and
+/// without a bound the ids finished above it, in memory and in every checkpoint saved, would
+/// grow with the table. At the bound, the scanner waits for [`Tracker::room`].
 #[derive(Debug)]
 pub struct Tracker {
     window: Mutex<Window>,
+    /// Most ids in the window before the scanner waits.
+    limit: usize,
+    /// Woken when the window shrinks.
+    room: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -138,10 +147,18 @@ struct Window {
 }
 
 impl Tracker {
-    /// A tracker resuming from `checkpoint` (or from the start).
+    /// A tracker resuming from `checkpoint` (or from the start), with no bound on its window.
     pub fn new(checkpoint: Option<Checkpoint>) -> Tracker {
+        Self::bounded(checkpoint, usize::MAX)
+    }
+
+    /// A tracker whose window holds about `limit` ids at most (a page more when a page
+    /// arrives just under it).
+    pub fn bounded(checkpoint: Option<Checkpoint>, limit: usize) -> Tracker {
         let checkpoint = checkpoint.unwrap_or_default();
         Tracker {
+            limit: limit.max(1),
+            room: tokio::sync::Notify::new(),
             window: Mutex::new(Window {
                 first_seq: 0,
                 entries: VecDeque::new(),
@@ -176,11 +193,34 @@ impl Tracker {
     /// Marks the ids with these sequence numbers finished.
     pub fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
         let mut w = self.lock();
+        let before = w.entries.len();
         for seq in seqs {
             let index = (seq - w.first_seq) as usize;
             w.entries[index].1 = true;
         }
         w.fold();
+        let shrunk = w.entries.len() < before;
+        drop(w);
+        if shrunk {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Waits until the window is below its limit.
+    pub async fn room(&self) {
+        loop {
+            // Registered before the check, so that a shrink in between is not missed.
+            let shrunk = self.room.notified();
+            if self.lock().entries.len() < self.limit {
+                return;
+            }
+            shrunk.await;
+        }
+    }
+
+    /// Ids in the window: scanned and not yet folded into the low-water mark.
+    pub fn window_len(&self) -> usize {
+        self.lock().entries.len()
     }
 
     /// Ids handed out and not yet finished.
@@ -332,6 +372,28 @@ mod tests {
         );
         // Pinned: a rerun after an upgrade must find the checkpoint of the same file.
         assert_eq!(CheckpointKey::input_digest(&[]), "ids:cbf29ce484222325");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_waits_for_the_slowest_record() {
+        let t = std::sync::Arc::new(Tracker::bounded(None, 3));
+        let stuck = send(&t, 1);
+        let others: Vec<u64> = [2, 3].iter().map(|&id| send(&t, id)).collect();
+        t.complete(others);
+        assert_eq!(t.window_len(), 3, "the slow record holds the mark");
+        let waiting = tokio::spawn({
+            let t = std::sync::Arc::clone(&t);
+            async move { t.room().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(
+            !waiting.is_finished(),
+            "no room while the slow record is out"
+        );
+        t.complete([stuck]);
+        waiting.await.unwrap();
+        assert_eq!(t.window_len(), 0);
+        assert_eq!(t.snapshot().0.low_water, Some(3));
     }
 
     #[test]

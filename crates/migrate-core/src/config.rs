@@ -163,6 +163,12 @@ pub struct MigrationConfig {
     /// How long a job holding part of a batch waits for the rest before it migrates what it
     /// has, in milliseconds. Lets jobs fill their batches when many share one channel.
     pub batch_linger_millis: u64,
+    /// Most records the scanner may be ahead of the checkpoint's low-water mark. While one
+    /// record is slow (a long retry, a row locked by the application), the records finished
+    /// after it are kept in memory and in each checkpoint: this bounds both, and the scanner
+    /// waits at the bound. Twice what the jobs hold (`processes` times the batch size) plus
+    /// the channel and a page is always allowed.
+    pub max_pending: usize,
 }
 
 impl Default for MigrationConfig {
@@ -178,6 +184,7 @@ impl Default for MigrationConfig {
             checkpoint_interval_millis: 1000,
             event_interval_millis: 50,
             batch_linger_millis: 20,
+            max_pending: 100_000,
         }
     }
 }
@@ -228,6 +235,12 @@ impl Config {
             "customer-migration.retry-initial-delay-millis",
             m.retry_initial_delay_millis.to_string(),
             "must not exceed retry-max-delay-millis",
+        );
+        check(
+            (1..=100_000_000).contains(&m.max_pending),
+            "customer-migration.max-pending",
+            m.max_pending.to_string(),
+            "must be between 1 and 100000000",
         );
         check(
             m.checkpoint_interval_millis > 0,

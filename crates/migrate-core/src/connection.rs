@@ -62,6 +62,29 @@ impl Backend {
     /// Opens the backend named by `config.url`. For SQLite, `create` makes the file when it is
     /// missing (the `seed` command); a migration run wants an existing database.
     pub async fn open(config: &ConnectionConfig, create: bool) -> Result<Backend, ConnectionError> {
+        Self::open_with(
+            config,
+            if create {
+                Access::Create
+            } else {
+                Access::ReadWrite
+            },
+        )
+        .await
+    }
+
+    /// Opens the backend named by `config.url` for reading only, as a dry run needs: an SQLite
+    /// file is opened read-only and keeps its journal mode (the file stays byte for byte the
+    /// same); a PostgreSQL session makes its transactions read-only.
+    pub async fn open_read_only(config: &ConnectionConfig) -> Result<Backend, ConnectionError> {
+        Self::open_with(config, Access::ReadOnly).await
+    }
+
+    async fn open_with(
+        config: &ConnectionConfig,
+        access: Access,
+    ) -> Result<Backend, ConnectionError> {
+        let create = access == Access::Create;
         let url = config.url.as_str();
         let masked = mask_url(url);
         let open_error = |source| ConnectionError::Open {
@@ -84,8 +107,14 @@ impl Backend {
             }
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(open_error)?
-                .create_if_missing(create)
-                .journal_mode(SqliteJournalMode::Wal)
+                .create_if_missing(create);
+            // Setting the journal mode writes to the file: not on a dry run.
+            let options = if access == Access::ReadOnly {
+                options.read_only(true)
+            } else {
+                options.journal_mode(SqliteJournalMode::Wal)
+            };
+            let options = options
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_millis(config.busy_timeout_millis))
                 // Up to 64 MiB of page cache per connection (SQLite's default is 2 MiB): a batch
@@ -101,7 +130,10 @@ impl Backend {
                 .map_err(open_error)?;
             Ok(Backend::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+            let mut options = PgConnectOptions::from_str(url).map_err(open_error)?;
+            if access == Access::ReadOnly {
+                options = options.options([("default_transaction_read_only", "on")]);
+            }
             // One connection first: the pool retries a refused connection until its acquire
             // timeout, and a wrong URL should fail at once, with the server's own reason.
             PgConnection::connect_with(&options)
@@ -139,6 +171,17 @@ impl Backend {
             Backend::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// How a backend is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write; an SQLite file is created when missing.
+    Create,
+    /// Read and write an existing database.
+    ReadWrite,
+    /// Read only (a dry run).
+    ReadOnly,
 }
 
 /// The file an `sqlite:` URL names, unless it is an in-memory database.

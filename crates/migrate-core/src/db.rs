@@ -829,7 +829,11 @@ mod tests {
         );
         // Well-formed and legacy but not updated: it changed meanwhile, so it is retried.
         assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.retryable));
-        assert_eq!(outcomes[4], Outcome::Gone, "a vanished row is not a failure");
+        assert_eq!(
+            outcomes[4],
+            Outcome::Gone,
+            "a vanished row is not a failure"
+        );
         // A dry run reports the migratable ones as needing migration.
         let dry = classify(&[1, 4], Vec::new(), rows, true);
         assert_eq!(dry, [Outcome::Migrated, Outcome::Migrated]);

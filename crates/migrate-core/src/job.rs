@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::board::StatusBoard;
 use crate::checkpoint::Tracker;
+use crate::component::BoxError;
 use crate::config::MigrationConfig;
 use crate::events::{Event, JobId, JobStatus};
-use crate::component::BoxError;
 use crate::migrator::{BatchError, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
 use crate::retry::{RateLimit, backoff};
 use crate::scanner::Work;
@@ -214,9 +214,15 @@ impl Shared {
 
     /// A fatal error while trying one record alone: the run aborts; the record counts when its
     /// migration was committed before the error.
-    fn fatal_alone(&self, error: BoxError, committed: Option<Vec<Outcome>>) -> Option<(Outcome, u32)> {
+    fn fatal_alone(
+        &self,
+        error: BoxError,
+        committed: Option<Vec<Outcome>>,
+    ) -> Option<(Outcome, u32)> {
         self.abort(error.to_string());
-        committed.and_then(|mut outcomes| outcomes.pop()).map(|outcome| (outcome, 1))
+        committed
+            .and_then(|mut outcomes| outcomes.pop())
+            .map(|outcome| (outcome, 1))
     }
 }
 

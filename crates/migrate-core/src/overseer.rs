@@ -170,14 +170,25 @@ impl MigrationOverseer for Overseer {
                 .await
                 .map_err(checkpoint_error)?
         };
-        let tracker = Arc::new(Tracker::new(checkpoint));
-        let (sender, receiver) = mpsc::channel(self.scanner.block_size().max(1));
+        let block_size = self.scanner.block_size().max(1);
+        let batch_size = self.migrator.batch_size().max(1);
+        // What the jobs and the channel hold, twice, and a page: below that the jobs would
+        // wait for the scanner even with no slow record.
+        let floor = (2 * self.config.processes.max(1))
+            .saturating_mul(batch_size)
+            .saturating_add(block_size)
+            .saturating_add(self.scanner.fetch_size());
+        let tracker = Arc::new(Tracker::bounded(
+            checkpoint,
+            self.config.max_pending.max(floor),
+        ));
+        let (sender, receiver) = mpsc::channel(block_size);
         let shared = Arc::new(Shared {
             migrator: Arc::clone(&self.migrator),
             board: Arc::clone(&self.board),
             config: self.config.clone(),
             dry_run: options.dry_run,
-            batch_size: self.migrator.batch_size().max(1),
+            batch_size,
             ids: tokio::sync::Mutex::new(receiver),
             tracker: Arc::clone(&tracker),
             counts: Counts::default(),

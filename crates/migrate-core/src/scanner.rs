@@ -75,6 +75,13 @@ impl Scan {
         if self.halt.is_cancelled() {
             return Err(Halted);
         }
+        // Backpressure from the checkpoint: while a slow record holds the low-water mark back,
+        // the scanner may not run ahead further than the tracker's window.
+        tokio::select! {
+            biased;
+            () = self.tracker.room() => {}
+            () = self.halt.cancelled() => return Err(Halted),
+        }
         let mut work = Vec::with_capacity(ids.len());
         self.tracker
             .offer_page(ids, |seq, id| work.push(Work { seq, id }));
@@ -130,6 +137,12 @@ pub trait CustomerScanner: shaku::Interface + Lifecycle {
 
     /// How many ids the channel to the jobs holds (`customer-scanner.block-size`).
     fn block_size(&self) -> usize;
+
+    /// How many ids the scanner reads at once (`customer-scanner.fetch-size`): the scanner may
+    /// run up to a page past the checkpoint window's bound.
+    fn fetch_size(&self) -> usize {
+        1
+    }
 
     /// The saved progress of an unfinished run, if any.
     async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError>;
@@ -315,6 +328,10 @@ impl CustomerScanner for PagingScanner {
 
     fn block_size(&self) -> usize {
         self.config.block_size
+    }
+
+    fn fetch_size(&self) -> usize {
+        self.config.fetch_size
     }
 
     async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {

@@ -40,6 +40,7 @@ pub(crate) const KEYS: [(&str, &[&str]); 5] = [
             "checkpoint-interval-millis",
             "event-interval-millis",
             "batch-linger-millis",
+            "max-pending",
         ],
     ),
 ];

@@ -396,7 +396,10 @@ async fn an_aborted_run_counts_every_record_its_batches_committed() {
     let summary = run_plain(&config, migrator).await;
     assert_eq!(summary.ending, Ending::Completed);
     assert_eq!(summary.failed, ids.iter().step_by(37).count() as u64);
-    assert_eq!(journal.migrated_ids().len(), 400 - ids.iter().step_by(37).count());
+    assert_eq!(
+        journal.migrated_ids().len(),
+        400 - ids.iter().step_by(37).count()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -785,4 +788,47 @@ async fn a_file_run_leaves_the_checkpoint_of_an_interrupted_full_scan() {
     let summary = run_plain(&config, ScriptedMigrator::new(Arc::clone(&journal))).await;
     assert_eq!(summary.ending, Ending::Completed);
     assert_eq!(summary.migrated, customers - first_run);
+}
+
+/// One record retrying slowly holds the low-water mark back: the scanner stops at
+/// `max-pending` records past it instead of filling memory and the checkpoint with the rest of
+/// the table.
+#[tokio::test(start_paused = true)]
+async fn a_slow_record_bounds_how_far_the_scan_runs_ahead_of_the_checkpoint() {
+    let customers = 5000;
+    let ids = first_ids(customers, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), customers);
+    config.customer_migration.processes = 4;
+    config.customer_migration.max_pending = 200;
+    config.customer_migration.retry_initial_delay_millis = 30_000;
+    config.customer_migration.retry_max_delay_millis = 60_000;
+    config.customer_scanner.fetch_size = 50;
+    config.customer_scanner.block_size = 10;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.script = HashMap::from([(ids[0], Behaviour::FlakyTimes(2))]);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+    });
+    let (summary, _) = run_once(&config, migrator, RunOptions::default(), shutdown).await;
+    assert_eq!(summary.ending, Ending::Interrupted);
+    let state = std::fs::read_to_string(dir.path().join("paging-state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let done_above = state["customer-migration/all"]["done_above"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        done_above <= 200 + 50,
+        "{done_above} records finished above the stuck one are kept"
+    );
+    assert!(journal.received_count() <= 250 + 4);
+    // The next run migrates the slow record and everything after it.
+    let summary = run_plain(&config, ScriptedMigrator::new(Arc::clone(&journal))).await;
+    assert_eq!(summary.ending, Ending::Completed);
+    assert_eq!(journal.migrated_ids().len() as u64, customers);
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BatchError, BoxError, Config, CustomerMigrator, FailureRecord, Lifecycle, MigrationModule,
-    Outcome, RecordFailure, RecordingBoard, StatusBoard, System, migration_builder,
+    Backend, BatchError, BoxError, Config, CustomerMigrator, FailureRecord, Lifecycle,
+    MigrationModule, Outcome, RecordFailure, RecordingBoard, StatusBoard, System,
+    migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use migrate_core::shaku;
 use migrate_core::{
-    Backend, BatchError, BoxError, ComponentInfo, Config, Connection, CustomerMigrator, CustomerScanner,
-    Dependencies, FailureRecord, Lifecycle, LifecycleError, MigrationModule, Outcome, StatusBoard,
-    SystemBuilder, migration_builder, system_module,
+    Backend, BatchError, BoxError, ComponentInfo, Config, Connection, CustomerMigrator,
+    CustomerScanner, Dependencies, FailureRecord, Lifecycle, LifecycleError, MigrationModule,
+    Outcome, StatusBoard, SystemBuilder, migration_builder, system_module,
 };
 
 type Log = Arc<Mutex<Vec<String>>>;
