@@ -657,9 +657,11 @@ pub(crate) async fn migrate(
     dry_run: bool,
     writer: Option<&tokio::sync::Mutex<()>>,
     lock_timeout: std::time::Duration,
+    resolve_failures: bool,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (migrated, rows): (Vec<i64>, Vec<(i64, i64, String)>) = match backend {
+    let resolve = resolve_failures && !dry_run;
+    let outcomes = match backend {
         Backend::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
             let _writer = match writer {
@@ -711,9 +713,18 @@ pub(crate) async fn migrate(
                     ));
                 }
             }
-            tx.commit().await.map_err(context("committing a batch"))?;
             let migrated = if dry_run { Vec::new() } else { migratable };
-            (migrated, rows)
+            let outcomes = classify(ids, migrated, rows, dry_run);
+            if resolve && let Some(resolved) = resolved_ids(ids, &outcomes) {
+                sqlx::query(RESOLVE_FAILURES_SQLITE)
+                    .bind(&now)
+                    .bind(serde_json::to_string(&resolved).expect("ids serialize"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("marking failures resolved"))?;
+            }
+            tx.commit().await.map_err(context("committing a batch"))?;
+            outcomes
         }
         Backend::Postgres(pool) => {
             let mut tx: Transaction<'_, Postgres> =
@@ -754,13 +765,42 @@ pub(crate) async fn migrate(
                     .await
                     .map_err(context("reading a batch of customers"))?
             };
+            let outcomes = classify(ids, migrated, rows, dry_run);
+            if resolve && let Some(resolved) = resolved_ids(ids, &outcomes) {
+                sqlx::query(RESOLVE_FAILURES_POSTGRES)
+                    .bind(&now)
+                    .bind(&resolved)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("marking failures resolved"))?;
+            }
             tx.commit().await.map_err(context("committing a batch"))?;
-            (migrated, rows)
+            outcomes
         }
-        Backend::Simulated { .. } => (Vec::new(), Vec::new()),
+        Backend::Simulated { .. } => classify(ids, Vec::new(), Vec::new(), dry_run),
     };
-    Ok(classify(ids, migrated, rows, dry_run))
+    Ok(outcomes)
 }
+
+/// The ids of a batch whose failures, recorded by an earlier run, no longer stand: migrated
+/// now, found migrated, or gone. `None` when there are none.
+fn resolved_ids(ids: &[i64], outcomes: &[Outcome]) -> Option<Vec<i64>> {
+    let resolved: Vec<i64> = ids
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| !matches!(outcome, Outcome::Failed(_)))
+        .map(|(id, _)| *id)
+        .collect();
+    (!resolved.is_empty()).then_some(resolved)
+}
+
+/// Marks the failures of a batch's records resolved, in the batch's transaction: a failure
+/// record never says a migrated record failed, whatever interrupts the run. Only open ones
+/// change: the first resolution is kept.
+const RESOLVE_FAILURES_SQLITE: &str = "UPDATE migration_failures SET resolved_at = ?
+  WHERE resolved_at IS NULL AND id IN (SELECT value FROM json_each(?))";
+const RESOLVE_FAILURES_POSTGRES: &str = "UPDATE migration_failures SET resolved_at = $1
+  WHERE resolved_at IS NULL AND id = ANY($2)";
 
 /// One outcome per id of a batch: `migrated` were migrated now; `rows` are the batch's rows
 /// (`id`, `schema_version`, `full_name`) as read in the batch's transaction.

@@ -162,6 +162,11 @@ pub struct BackendMigrator {
     /// Set once `migration_failures` is known to exist (created on the first failure).
     #[shaku(default)]
     failures_table: tokio::sync::OnceCell<()>,
+    /// Whether `migration_failures` existed when the first batch was written: then each batch
+    /// marks the failures of the records it migrates resolved. Failures recorded by this run
+    /// are not tried again in it, so a table created meanwhile has nothing to resolve.
+    #[shaku(default)]
+    resolve_failures: tokio::sync::OnceCell<bool>,
     /// SQLite has one writer at a time. Jobs that wait for it here wait on an async lock and
     /// go the moment it is free; without it they would wait in SQLite's busy handler, which
     /// sleeps for growing intervals (1, 2, 5, 10... ms) and leaves the database idle.
@@ -191,6 +196,7 @@ impl BackendMigrator {
             audit: AppendFile::default(),
             failures: AppendFile::default(),
             failures_table: tokio::sync::OnceCell::new(),
+            resolve_failures: tokio::sync::OnceCell::new(),
             sqlite_writer: tokio::sync::Mutex::new(()),
             lock_timeout,
         }
@@ -338,8 +344,14 @@ impl CustomerMigrator for BackendMigrator {
             }
             backend => {
                 let writer = (!dry_run).then_some(&self.sqlite_writer);
+                let resolve = !dry_run
+                    && *self
+                        .resolve_failures
+                        .get_or_try_init(|| db::failures_table_ready(backend))
+                        .await?;
                 let started = Instant::now();
-                outcomes = db::migrate(backend, ids, dry_run, writer, self.lock_timeout).await?;
+                outcomes =
+                    db::migrate(backend, ids, dry_run, writer, self.lock_timeout, resolve).await?;
                 millis = started.elapsed().as_millis();
             }
         }
