@@ -1,0 +1,146 @@
+//! What a run does when rows vanish under it, when failures cannot be recorded, and when the
+//! database refuses every write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use migrate_core::{Ending, RunOptions};
+
+use super::harness::{Pool, TestDb, audited_ids, on_both_backends};
+
+on_both_backends!(
+    a_record_deleted_before_its_turn_is_gone_not_a_failure,
+    a_run_whose_failures_cannot_be_recorded_counts_every_committed_record,
+    a_database_that_refuses_every_write_aborts_the_run_at_once,
+);
+
+/// Runs `sql` on the test's own connection.
+async fn execute(db: &TestDb, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match &db.pool {
+        Pool::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Pool::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn is_sqlite(db: &TestDb) -> bool {
+    db.url.starts_with("sqlite")
+}
+
+async fn a_record_deleted_before_its_turn_is_gone_not_a_failure(db: &TestDb) {
+    db.seed(300).await;
+    // As an application deleting rows while the run goes: the ids were read, the rows are not
+    // there when their batch comes.
+    let ids: Vec<i64> = (1..=300).collect();
+    execute(db, "DELETE FROM customers WHERE id % 7 = 0").await;
+    let deleted = ids.iter().filter(|id| *id % 7 == 0).count() as u64;
+    let mut config = db.config();
+    config.customer_migration.max_failures = 1;
+    let summary = db
+        .run(
+            &config,
+            RunOptions {
+                input: Some(Arc::from(ids)),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
+    assert_eq!(summary.gone, deleted, "{summary:?}");
+    let versions = db.versions().await;
+    assert_eq!(
+        summary.migrated + summary.previously_migrated + summary.failed,
+        versions.values().sum::<i64>() as u64
+    );
+    assert!(
+        summary.to_string().contains(&format!("{deleted} gone")),
+        "{summary}"
+    );
+    let failures = if summary.failed > 0 {
+        db.failures().await.len() as u64
+    } else {
+        0
+    };
+    assert_eq!(failures, summary.failed, "only malformed rows fail");
+}
+
+async fn a_run_whose_failures_cannot_be_recorded_counts_every_committed_record(db: &TestDb) {
+    db.seed(3000).await;
+    let seeded = db.versions().await.get(&2).copied().unwrap_or(0);
+    // The failures table exists but refuses every row, as a full disk or a lost grant would.
+    execute(
+        db,
+        "CREATE TABLE migration_failures (id BIGINT PRIMARY KEY, error TEXT NOT NULL,
+           attempts INTEGER NOT NULL, failed_at TEXT NOT NULL, resolved_at TEXT)",
+    )
+    .await;
+    if is_sqlite(db) {
+        execute(
+            db,
+            "CREATE TRIGGER refuse BEFORE INSERT ON migration_failures
+             BEGIN SELECT RAISE(ABORT, 'no space left for failures'); END",
+        )
+        .await;
+    } else {
+        execute(
+            db,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'no space left for failures'; END $$",
+        )
+        .await;
+        execute(
+            db,
+            "CREATE TRIGGER refuse BEFORE INSERT ON migration_failures
+             FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        .await;
+    }
+    let mut config = db.config();
+    config.customer_migrator.batch_size = Some(50);
+    config.customer_migration.processes = 8;
+    let summary = db.run(&config, RunOptions::default()).await;
+    assert_eq!(summary.ending, Ending::Aborted, "{summary:?}");
+    let reason = summary.abort_reason.as_deref().unwrap();
+    assert!(reason.contains("while recording failures"), "{reason}");
+    let migrated = db.versions().await.get(&2).copied().unwrap_or(0) - seeded;
+    assert_eq!(summary.migrated, migrated as u64, "{summary:?}");
+    assert_eq!(audited_ids(&db.audit_log()).len() as u64, summary.migrated);
+    assert_eq!(summary.failed, 0, "no failure could be recorded");
+}
+
+async fn a_database_that_refuses_every_write_aborts_the_run_at_once(db: &TestDb) {
+    db.seed(3000).await;
+    let mut config = db.config();
+    let role = format!("reader_{}", std::process::id());
+    if is_sqlite(db) {
+        config.connection.url = format!("{}?mode=ro", db.url);
+    } else {
+        // A role that may read the table and nothing more.
+        execute(db, &format!("DROP ROLE IF EXISTS {role}")).await;
+        execute(db, &format!("CREATE ROLE {role} LOGIN")).await;
+        execute(db, &format!("GRANT SELECT ON customers TO {role}")).await;
+        let (scheme, rest) = db.url.split_once("://").unwrap();
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        config.connection.url = format!("{scheme}://{role}@{host}");
+    }
+    let started = Instant::now();
+    let summary = db.run(&config, RunOptions::default()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: a refused write is not retried record by record",
+        started.elapsed()
+    );
+    assert_eq!(summary.ending, Ending::Aborted, "{summary:?}");
+    let reason = summary.abort_reason.as_deref().unwrap();
+    assert!(
+        reason.contains("readonly") || reason.contains("permission denied"),
+        "{reason}"
+    );
+    assert_eq!((summary.migrated, summary.failed), (0, 0), "{summary:?}");
+    if !is_sqlite(db) {
+        // Roles belong to the server, not to the test's database.
+        execute(db, &format!("REVOKE SELECT ON customers FROM {role}")).await;
+        execute(db, &format!("DROP ROLE {role}")).await;
+    }
+}
