@@ -5,7 +5,8 @@
 //! at sleep scale 0, with its audit log), so the difference is what the engine adds: checkpoint
 //! tracking, retries, counting, events. Rounds alternate to spread the machine's noise; medians
 //! and their ratio are printed, then the peak memory of the engine at 100 thousand and at 10
-//! million records.
+//! million records, and again with one record stuck in slow retries at the start of the table
+//! (with the largest checkpoint saved meanwhile).
 //!
 //! `cargo bench -p migrate-core --bench engine` (`-- --records N --rounds R` to change sizes).
 
@@ -15,9 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use migrate_core::{
-    Backend, Config, CustomerMigrator, EventBoard, Outcome, PageSource, RunOptions, SimulatedIds,
-    StatusBoard, migration_builder, overseer,
+    Backend, BatchError, BoxError, Config, CustomerMigrator, EventBoard, FailureRecord, Lifecycle,
+    Outcome, PageSource, RecordFailure, RunOptions, SimulatedIds, StatusBoard, migration_builder,
+    overseer,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -118,6 +121,89 @@ async fn baseline(records: u64) -> f64 {
     records as f64 / elapsed.as_secs_f64()
 }
 
+/// A migrator whose first record fails twice before it migrates, with the retry delay of the
+/// run between attempts: the low-water mark stays behind it for seconds while the other jobs
+/// race on.
+struct StuckFirst {
+    stuck: i64,
+    attempts: AtomicU64,
+}
+
+impl Lifecycle for StuckFirst {}
+
+#[async_trait]
+impl CustomerMigrator for StuckFirst {
+    async fn migrate(&self, ids: &[i64], _: bool) -> Result<Vec<Outcome>, BatchError> {
+        Ok(ids
+            .iter()
+            .map(|&id| {
+                if id == self.stuck && self.attempts.fetch_add(1, Ordering::Relaxed) < 2 {
+                    Outcome::Failed(RecordFailure::transient("stuck"))
+                } else {
+                    Outcome::Migrated
+                }
+            })
+            .collect())
+    }
+
+    async fn record_failures(&self, _: &[FailureRecord]) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn failures_location(&self) -> String {
+        "nowhere".to_owned()
+    }
+
+    fn batch_size(&self) -> usize {
+        1
+    }
+}
+
+/// The engine over `records` with the first record stuck for seconds; returns the largest
+/// checkpoint file seen, in bytes.
+async fn engine_with_a_stuck_record(records: u64) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), records);
+    config.customer_migration.retry_initial_delay_millis = 2000;
+    config.customer_migration.retry_max_delay_millis = 4000;
+    let stuck = SimulatedIds { customers: records }
+        .page(None, None, 1)
+        .await
+        .unwrap()[0];
+    let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
+    let migrator: Box<dyn CustomerMigrator> = Box::new(StuckFirst {
+        stuck,
+        attempts: AtomicU64::new(0),
+    });
+    let system = migration_builder(&config, Backend::Simulated { customers: records })
+        .with_override::<dyn StatusBoard>(board, "EventBoard")
+        .with_override::<dyn CustomerMigrator>(migrator, "StuckFirst")
+        .build()
+        .unwrap();
+    system.start().await.unwrap();
+    let path = config.customer_scanner.paging_state_path.clone();
+    let largest = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let largest = Arc::clone(&largest);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    largest.fetch_max(meta.len(), Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let summary = overseer(&system)
+        .run(RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    watcher.abort();
+    system.stop().await.unwrap();
+    assert_eq!(summary.migrated, records);
+    largest.load(Ordering::Relaxed)
+}
+
 /// Peak resident memory since the last reset, in MiB (Linux), and a reset for the next phase.
 fn peak_mib_and_reset() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -187,6 +273,16 @@ fn main() {
                 ),
                 None => println!("peak memory: not available on this system"),
             }
+        }
+        for size in [100_000u64, 10_000_000] {
+            let _ = peak_mib_and_reset();
+            let checkpoint = engine_with_a_stuck_record(size).await;
+            let peak = peak_mib_and_reset().map_or("n/a".to_owned(), |p| format!("{p:.1} MiB"));
+            println!(
+                "one record stuck for seconds, {size:>10} records: peak memory {peak}, largest \
+                 checkpoint {:.1} KiB",
+                checkpoint as f64 / 1024.0
+            );
         }
     });
 }

@@ -199,9 +199,10 @@ impl Tracker {
             w.entries[index].1 = true;
         }
         w.fold();
-        let shrunk = w.entries.len() < before;
+        // Only a window at its limit can have the scanner waiting (see `room`).
+        let freed = before >= self.limit && w.entries.len() < self.limit;
         drop(w);
-        if shrunk {
+        if freed {
             self.room.notify_waiters();
         }
     }
