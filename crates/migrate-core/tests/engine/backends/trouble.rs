@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migrate_core::{Ending, RunOptions};
+use migrate_core::{Ending, Event, Lifecycle, RunOptions, StatusBoard};
+use tokio_util::sync::CancellationToken;
 
-use super::harness::{Pool, TestDb, audited_ids, on_both_backends};
+use super::harness::{Pool, TestDb, audited_ids, on_both_backends, run_engine};
 
 on_both_backends!(
+    a_full_scan_after_an_interrupted_file_run_migrates_every_row,
     a_record_deleted_before_its_turn_is_gone_not_a_failure,
     a_run_whose_failures_cannot_be_recorded_counts_every_committed_record,
     a_database_that_refuses_every_write_aborts_the_run_at_once,
@@ -26,6 +28,42 @@ async fn execute(db: &TestDb, sql: &str) {
 
 fn is_sqlite(db: &TestDb) -> bool {
     db.url.starts_with("sqlite")
+}
+
+/// A board that asks the run to stop as soon as a job starts its first batch.
+struct StopAtFirstBatch(CancellationToken);
+
+impl Lifecycle for StopAtFirstBatch {}
+
+impl StatusBoard for StopAtFirstBatch {
+    fn publish(&self, event: Event) {
+        if let Event::JobText { text, .. } = &event
+            && text.starts_with("Migrating")
+        {
+            self.0.cancel();
+        }
+    }
+}
+
+async fn a_full_scan_after_an_interrupted_file_run_migrates_every_row(db: &TestDb) {
+    db.seed(3000).await;
+    let mut config = db.config();
+    config.customer_migration.processes = 1;
+    config.customer_migrator.batch_size = Some(1);
+    let shutdown = CancellationToken::new();
+    let file_run = RunOptions {
+        input: Some(Arc::from((2000..2100).collect::<Vec<i64>>())),
+        ..RunOptions::default()
+    };
+    let board = Box::new(StopAtFirstBatch(shutdown.clone()));
+    let summary = run_engine(&config, file_run, shutdown, board).await;
+    assert_eq!(summary.ending, Ending::Interrupted, "{summary:?}");
+
+    let summary = db.run(&db.config(), RunOptions::default()).await;
+    assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
+    let legacy = db.versions().await.get(&1).copied().unwrap_or(0) as u64;
+    assert_eq!(legacy, summary.failed, "every well-formed row was migrated");
+    assert!(summary.migrated > 2000, "{summary:?}");
 }
 
 async fn a_record_deleted_before_its_turn_is_gone_not_a_failure(db: &TestDb) {
