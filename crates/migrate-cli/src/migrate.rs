@@ -77,7 +77,8 @@ async fn run_system(
     let mut summary = result.map_err(|e| CliError::fatal(&e))?;
     if let Err(error) = stopped {
         summary.ending = Ending::Aborted;
-        let reason = format!("while stopping: {}", exit::chain(&error));
+        // The lifecycle's error already says "while stopping COMPONENT".
+        let reason = exit::chain(&error);
         summary.abort_reason = Some(match summary.abort_reason.take() {
             Some(earlier) => format!("{earlier}; {reason}"),
             None => reason,
@@ -133,7 +134,7 @@ fn report(summary: &Summary, output: Output, json: bool, stop_warning: Option<&s
         eprintln!("{summary}");
     } else if summary.ending == Ending::Aborted
         && let Some(reason) = &summary.abort_reason
-        && reason.contains("while stopping: ")
+        && reason.contains("while stopping")
     {
         // The board showed the summary before the stop failed.
         eprintln!("db-migrate: error: {reason}");

@@ -455,15 +455,31 @@ impl AppendFile {
 
     fn sync(&self) -> Result<(), std::io::Error> {
         match &*self.file.lock().expect("append file lock") {
-            Some(file) => file.sync_data(),
+            Some(file) => syncable(file.sync_data()),
             None => Ok(()),
         }
     }
 
     fn close(&self) -> Result<(), std::io::Error> {
         match self.file.lock().expect("append file lock").take() {
-            Some(file) => file.sync_all(),
+            Some(file) => syncable(file.sync_all()),
             None => Ok(()),
         }
+    }
+}
+
+/// A log on a pipe or a device (`/dev/stdout`, a FIFO) cannot be synced, and has nothing to
+/// sync: the kernel says EINVAL. That is not a failure; any other error is.
+fn syncable(result: Result<(), std::io::Error>) -> Result<(), std::io::Error> {
+    match result {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
