@@ -324,3 +324,201 @@ fn the_conf_directory_of_the_working_directory_is_read() {
         ("9".into(), "conf/customer-migration-local.toml".into())
     );
 }
+
+/// A password holding every character that ends a part of a URL, and a percent-encoded one, as
+/// words: none of [`WORDS`] may show in anything the program prints.
+const PASSWORD: &str = "alpha/bravo?charlie@delta:echo#foxtrot%40golf";
+/// The words of [`PASSWORD`].
+const WORDS: [&str; 7] = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+];
+
+/// A PostgreSQL URL with [`PASSWORD`] typed raw.
+fn secret_url() -> String {
+    format!("postgres://app:{PASSWORD}@dbhost:5432/customers?sslmode=require")
+}
+
+/// Asserts that no word of the password shows on stdout or stderr.
+fn assert_hidden(output: &std::process::Output, what: &str) {
+    let said = format!("{}{}", stdout(output), stderr(output));
+    for word in WORDS {
+        assert!(
+            !said.contains(word),
+            "{what}: {word:?} of the password was printed:\n{said}"
+        );
+    }
+}
+
+#[test]
+fn show_config_masks_a_password_with_url_delimiters_from_every_layer() {
+    let url = secret_url();
+    let scratch = Scratch::new();
+    let conf = scratch.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("connection-local.toml"),
+        format!("[connection]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let bare = Scratch::new();
+    let from_env = bare
+        .command(&["--show-config"])
+        .env("DB_MIGRATE_CONNECTION__URL", &url)
+        .output()
+        .unwrap();
+    for (output, what) in [
+        (
+            scratch.run(&["--show-config"]),
+            "conf/connection-local.toml",
+        ),
+        (
+            bare.run(&["--show-config", &format!("connection.url={url}")]),
+            "command line",
+        ),
+        (from_env, "DB_MIGRATE_CONNECTION__URL"),
+    ] {
+        assert_eq!(output.status.code(), Some(0), "{what}: {}", stderr(&output));
+        assert_hidden(&output, what);
+        let line = shown(&stdout(&output), "connection", "url");
+        assert_eq!(
+            value_and_origin(&line),
+            (
+                "\"postgres://app:***@dbhost:5432/customers?sslmode=require\"".to_owned(),
+                what.to_owned()
+            )
+        );
+    }
+}
+
+#[test]
+fn connection_errors_mask_a_password_with_url_delimiters() {
+    let scratch = Scratch::new();
+    // Typed raw (the driver cannot parse it) and percent-encoded (it can, and the connection
+    // is refused).
+    let encoded = "alpha%2Fbravo%3Fcharlie%40delta%3Aecho%23foxtrot%25golf";
+    for password in [PASSWORD, encoded] {
+        let url = format!("connection.url=postgres://app:{password}@127.0.0.1:1/customers");
+        for args in [
+            vec![url.as_str(), "status-board.mode=off"],
+            vec![url.as_str(), "status-board.mode=minimal", "--json"],
+            vec!["seed", "--customers", "10", url.as_str()],
+            vec!["demo", url.as_str(), "status-board.mode=off"],
+        ] {
+            let output = scratch.run(&args);
+            assert_hidden(&output, &format!("{args:?}"));
+            assert_eq!(
+                output.status.code(),
+                Some(3),
+                "{args:?}: {}",
+                stderr(&output)
+            );
+            assert!(
+                stderr(&output).contains("postgres://app:***@127.0.0.1:1/customers"),
+                "{args:?}: {}",
+                stderr(&output)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_in_the_local_file_names_the_place_but_not_the_password() {
+    let scratch = Scratch::new();
+    let conf = scratch.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    // The closing quote is missing.
+    std::fs::write(
+        conf.join("connection-local.toml"),
+        format!(
+            "[connection]\nurl = \"{}\nmax-connections = 2\n",
+            secret_url()
+        ),
+    )
+    .unwrap();
+    for args in [&["--show-config"][..], &[]] {
+        let output = scratch.run(args);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert_hidden(&output, "a TOML syntax error");
+        let message = stderr(&output);
+        assert!(
+            message.contains("conf/connection-local.toml: cannot be read as TOML: line 2, column"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn argument_and_value_errors_mask_a_password_with_url_delimiters() {
+    let url = secret_url();
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.path().join("table.toml"),
+        format!("[connection]\nurl = {{ value = \"{url}\" }}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.path().join("array.toml"),
+        format!("[connection]\nurls = [\"{url}\", \"{url}\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        scratch.path().join("outside.toml"),
+        format!("url = \"{url}\"\n"),
+    )
+    .unwrap();
+    let arguments = [
+        format!("url={url}"),
+        format!("connection.url.x={url}"),
+        url.clone(),
+        format!("connection={url}"),
+        format!("connection.uri={url}"),
+        format!("connection.max-connections={url}"),
+        format!("connection.url=[{url}]"),
+        format!("connection.url=mysql://app:{PASSWORD}@dbhost/customers"),
+        format!("status-board.mode={url}"),
+    ];
+    for argument in &arguments {
+        let output = scratch.run(&["--show-config", argument]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{argument}: {}",
+            stderr(&output)
+        );
+        assert_hidden(&output, argument);
+    }
+    // Arguments clap itself refuses, quoting them: values of the wrong kind.
+    for args in [
+        vec!["seed".to_owned(), "--customers".to_owned(), url.clone()],
+        vec!["-e".to_owned(), url.clone()],
+        vec!["--log-format".to_owned(), url.clone()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = scratch.run(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_hidden(&output, &format!("{args:?}"));
+        assert!(
+            stderr(&output).contains("'postgres://app:***@dbhost:5432/customers?sslmode=require'"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    for file in ["table.toml", "array.toml", "outside.toml"] {
+        let output = scratch.run(&["--show-config", "--config", file]);
+        assert_eq!(output.status.code(), Some(2), "{file}: {}", stderr(&output));
+        assert_hidden(&output, file);
+        assert!(stderr(&output).contains(file), "{}", stderr(&output));
+    }
+    let output = scratch
+        .command(&["--show-config"])
+        .env("DB_MIGRATE_CONNECTION__MAX_CONNECTIONS", &url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_hidden(&output, "a URL in DB_MIGRATE_CONNECTION__MAX_CONNECTIONS");
+}
