@@ -522,3 +522,138 @@ fn argument_and_value_errors_mask_a_password_with_url_delimiters() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert_hidden(&output, "a URL in DB_MIGRATE_CONNECTION__MAX_CONNECTIONS");
 }
+
+/// Every numeric key with the greatest value it accepts and the first it refuses (past the
+/// greatest, or below the least when that is the edge its consumer cares about).
+const NUMERIC_EDGES: [(&str, &str, &str); 22] = [
+    ("status-board.update-millis", "2147483647", "2147483648"),
+    ("status-board.update-millis", "1", "0"),
+    ("status-board.dim-after-millis", "2147483647", "2147483648"),
+    ("connection.max-connections", "1000", "1001"),
+    ("connection.max-connections", "1", "0"),
+    ("connection.busy-timeout-millis", "2147483647", "2147483648"),
+    (
+        "connection.simulated-customers",
+        "92233720368547658",
+        "92233720368547659",
+    ),
+    ("customer-scanner.fetch-size", "1000000", "1000001"),
+    ("customer-scanner.block-size", "1000000", "1000001"),
+    ("customer-migrator.batch-size", "10000", "10001"),
+    ("customer-migrator.sleep-scale", "1000", "1000.5"),
+    ("customer-migrator.failure-rate", "1.0", "1.01"),
+    ("customer-migration.processes", "10000", "10001"),
+    (
+        "customer-migration.max-failures",
+        "18446744073709551615",
+        "18446744073709551616",
+    ),
+    ("customer-migration.retry-attempts", "100", "101"),
+    // Held under retry-max-delay-millis, set to its greatest below.
+    (
+        "customer-migration.retry-initial-delay-millis",
+        "2147483647",
+        "2147483648",
+    ),
+    (
+        "customer-migration.retry-max-delay-millis",
+        "2147483647",
+        "2147483648",
+    ),
+    (
+        "customer-migration.grace-period-millis",
+        "2147483647",
+        "2147483648",
+    ),
+    ("customer-migration.rate-limit", "1000000000", "1000000001"),
+    (
+        "customer-migration.checkpoint-interval-millis",
+        "2147483647",
+        "2147483648",
+    ),
+    (
+        "customer-migration.event-interval-millis",
+        "2147483647",
+        "2147483648",
+    ),
+    (
+        "customer-migration.batch-linger-millis",
+        "2147483647",
+        "2147483648",
+    ),
+];
+
+#[test]
+fn each_numeric_key_takes_its_greatest_value_and_refuses_the_next_with_exit_2() {
+    let scratch = Scratch::new();
+    let longest = "customer-migration.retry-max-delay-millis=2147483647";
+    for (key, greatest, refused) in NUMERIC_EDGES {
+        let output = scratch.run(&["--show-config", longest, &format!("{key}={greatest}")]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{key}={greatest}: {}",
+            stderr(&output)
+        );
+        let output = scratch.run(&["--show-config", longest, &format!("{key}={refused}")]);
+        assert_eq!(output.status.code(), Some(2), "{key}={refused}");
+        let message = stderr(&output);
+        // Past u64, the value is read as text (and quoted): a type error, still exit 2.
+        assert!(
+            message.contains(&format!("command line: {key} = {refused}: "))
+                || message.contains(&format!("command line: {key} = \"{refused}\": ")),
+            "{key}={refused}: {message}"
+        );
+        assert!(!message.contains("panicked"), "{message}");
+    }
+}
+
+#[test]
+fn a_busy_timeout_sqlite_cannot_take_exits_2_before_anything_runs() {
+    let scratch = Scratch::new();
+    let seed = |timeout: &str, db: &str| {
+        scratch.run(&[
+            "seed",
+            "--customers",
+            "10",
+            &format!("connection.url=sqlite://{db}"),
+            &format!("connection.busy-timeout-millis={timeout}"),
+        ])
+    };
+    let output = seed("2147483648", "refused.db");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "command line: connection.busy-timeout-millis = 2147483648: must be between 0 and \
+             2147483647"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!scratch.path().join("refused.db").exists(), "nothing ran");
+    // The greatest accepted value is one SQLite takes.
+    let output = seed("2147483647", "accepted.db");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(scratch.path().join("accepted.db").exists());
+}
+
+#[test]
+fn a_sleep_scale_past_a_duration_exits_2_before_anything_runs() {
+    let scratch = Scratch::new();
+    let output = scratch.run(&[
+        // 1e23: its sleeps, up to 249 ms times the scale, overflow a Duration.
+        "customer-migrator.sleep-scale=100000000000000000000000.0",
+        "connection.simulated-customers=10",
+        "status-board.mode=off",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "command line: customer-migrator.sleep-scale = 100000000000000000000000: must be \
+             between 0.0 and 1000.0"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!scratch.path().join("state").exists(), "nothing ran");
+}
