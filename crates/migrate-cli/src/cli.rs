@@ -35,9 +35,13 @@ pub enum Command {
         /// How many customers to create.
         #[arg(long, default_value_t = 100_000)]
         customers: u64,
-        /// Drop and refill an existing table.
+        /// Delete the rows of an existing table and refill it; also drops the bookkeeping
+        /// tables (migration_checkpoints, migration_failures), which describe the old rows.
         #[arg(long)]
         force: bool,
+        /// Confirm --force outside the localhost environment (the demo database needs none).
+        #[arg(long, requires = "force")]
+        confirm_wipe: bool,
         /// Configuration overrides, as for the migration.
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -51,6 +55,10 @@ pub enum Command {
         /// Refill the demo database first, to watch the whole migration again.
         #[arg(long)]
         fresh: bool,
+        /// Confirm --fresh on a database other than the demo's own, outside the localhost
+        /// environment.
+        #[arg(long, requires = "fresh")]
+        confirm_wipe: bool,
         /// Configuration overrides, as for the migration.
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,

@@ -4,5 +4,6 @@ mod board;
 mod config;
 mod database;
 mod run;
+mod seed;
 mod util;
 mod visualize;
