@@ -28,6 +28,7 @@ mod provenance;
 mod show;
 mod suggest;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -125,7 +126,7 @@ pub fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {
 fn load_from(
     args: &ConfigArgs,
     default_conf_dir: &Path,
-    vars: &[(String, String)],
+    vars: &[(OsString, OsString)],
 ) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let conf_dir = conf_dir(args, default_conf_dir, &mut problems);

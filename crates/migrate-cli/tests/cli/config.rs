@@ -657,3 +657,36 @@ fn a_sleep_scale_past_a_duration_exits_2_before_anything_runs() {
     );
     assert!(!scratch.path().join("state").exists(), "nothing ran");
 }
+
+#[test]
+fn a_variable_that_is_not_utf8_exits_2_naming_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let output = Scratch::new()
+        .command(&["--show-config"])
+        .env(
+            "DB_MIGRATE_CONNECTION__URL",
+            OsStr::from_bytes(b"sqlite://caf\xe9.db"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("DB_MIGRATE_CONNECTION__URL: the value is not valid UTF-8"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = Scratch::new()
+        .command(&["--show-config"])
+        .env(OsStr::from_bytes(b"DB_MIGRATE_CONNECTION__\xffURL"), "x")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("DB_MIGRATE_CONNECTION__\u{fffd}URL: the name is not valid UTF-8"),
+        "{}",
+        stderr(&output)
+    );
+}
