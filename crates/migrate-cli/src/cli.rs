@@ -32,12 +32,18 @@ pub struct Cli {
 pub enum Command {
     /// Create (or with --force refill) the demo `customers` table at connection.url.
     Seed {
-        /// How many customers to create.
-        #[arg(long, default_value_t = 100_000)]
+        /// How many customers to create (0 to 1000000000).
+        // Negative numbers reach the range check instead of reading as a flag `-5`.
+        #[arg(long, default_value_t = 100_000, value_parser = customer_count,
+              allow_negative_numbers = true)]
         customers: u64,
-        /// Drop and refill an existing table.
+        /// Delete the rows of an existing table and refill it; also drops the bookkeeping
+        /// tables (migration_checkpoints, migration_failures), which describe the old rows.
         #[arg(long)]
         force: bool,
+        /// Confirm --force outside the localhost environment (the demo database needs none).
+        #[arg(long, requires = "force")]
+        confirm_wipe: bool,
         /// Configuration overrides, as for the migration.
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -45,16 +51,36 @@ pub enum Command {
     /// Create the embedded SQLite demo database if it is missing, then migrate it with the
     /// live board.
     Demo {
-        /// How many customers the demo database gets when it is created.
-        #[arg(long, default_value_t = 100_000)]
+        /// How many customers the demo database gets when it is created (0 to 1000000000).
+        // Negative numbers reach the range check instead of reading as a flag `-5`.
+        #[arg(long, default_value_t = 100_000, value_parser = customer_count,
+              allow_negative_numbers = true)]
         customers: u64,
         /// Refill the demo database first, to watch the whole migration again.
         #[arg(long)]
         fresh: bool,
+        /// Confirm --fresh on a database other than the demo's own, outside the localhost
+        /// environment.
+        #[arg(long, requires = "fresh")]
+        confirm_wipe: bool,
         /// Configuration overrides, as for the migration.
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+}
+
+/// The most customers `seed` and `demo` create. The table is filled in one transaction; a
+/// billion rows is already hours of work and tens of gigabytes.
+const MAX_CUSTOMERS: u64 = 1_000_000_000;
+
+/// `--customers N`, from 0 to [`MAX_CUSTOMERS`].
+fn customer_count(text: &str) -> Result<u64, String> {
+    let range = format!("a whole number between 0 and {MAX_CUSTOMERS}");
+    match text.parse::<i128>() {
+        Ok(n) if (0..=i128::from(MAX_CUSTOMERS)).contains(&n) => Ok(n as u64),
+        Ok(_) => Err(format!("must be {range}")),
+        Err(_) => Err(format!("expected {range}")),
+    }
 }
 
 /// Where the configuration comes from, lowest precedence first: `conf/` defaults, the
@@ -158,4 +184,22 @@ pub enum LogFormat {
     Text,
     /// JSON lines on stderr.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_counts_are_whole_numbers_in_range() {
+        assert_eq!(customer_count("0"), Ok(0));
+        assert_eq!(customer_count("1000000000"), Ok(MAX_CUSTOMERS));
+        let range = "a whole number between 0 and 1000000000";
+        assert_eq!(customer_count("-5"), Err(format!("must be {range}")));
+        assert_eq!(
+            customer_count("1000000001"),
+            Err(format!("must be {range}"))
+        );
+        assert_eq!(customer_count("5.5"), Err(format!("expected {range}")));
+    }
 }

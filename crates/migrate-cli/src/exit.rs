@@ -76,6 +76,26 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Prints clap's complaint about the command line (or the help or version asked for) and
+/// returns the exit code clap chose. A complaint quotes the argument it refuses, which may be a
+/// connection URL: it is printed with any password masked.
+pub fn report_arguments(error: &clap::Error) -> u8 {
+    let code = u8::try_from(error.exit_code()).unwrap_or(USAGE);
+    let text = error.render().to_string();
+    let masked = migrate_core::mask_url(&text);
+    // Help and version go to stdout and quote nothing the user typed.
+    if masked == text || !error.use_stderr() {
+        // Nothing to hide: clap prints it, in colour on a terminal.
+        let _ = error.print();
+    } else {
+        #[allow(clippy::print_stderr)]
+        {
+            eprint!("{masked}");
+        }
+    }
+    code
+}
+
 /// Prints the error on stderr, as `db-migrate: error: ...`.
 pub fn report(error: &CliError) {
     #[allow(clippy::print_stderr)]

@@ -49,13 +49,23 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         match cli.command {
             None => migrate::run(settings.config(), &cli.run, &cli.output).await,
             Some(Command::Seed {
-                customers, force, ..
-            }) => seed::run(settings.config(), customers, force).await,
+                customers,
+                force,
+                confirm_wipe,
+                ..
+            }) => {
+                let wipe = seed::Wipe::asked(force, confirm_wipe, cli.config.env);
+                seed::run(settings.config(), customers, wipe).await
+            }
             Some(Command::Demo {
-                customers, fresh, ..
+                customers,
+                fresh,
+                confirm_wipe,
+                ..
             }) => {
                 let config = seed::demo_config(settings.config());
-                seed::ensure_demo_database(&config, customers, fresh).await?;
+                let wipe = seed::Wipe::asked(fresh, confirm_wipe, cli.config.env);
+                seed::ensure_demo_database(&config, customers, wipe).await?;
                 let code = migrate::run(&config, &cli.run, &cli.output).await?;
                 // The demo's malformed customers are planted to show the failure path: a demo
                 // that completes has done what it should.

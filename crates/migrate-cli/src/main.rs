@@ -6,7 +6,10 @@ use clap::Parser;
 use migrate_cli::{Cli, exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return ExitCode::from(exit::report_arguments(&error)),
+    };
     match migrate_cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

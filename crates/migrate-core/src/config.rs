@@ -196,6 +196,21 @@ impl MigrationConfig {
     }
 }
 
+/// The greatest value of every `*-millis` key: 2147483647 ms, about 24.8 days. It is the busy
+/// timeout's own limit (SQLite takes it as an `i32` of milliseconds, and sqlx panics in its
+/// worker past it), and far inside what the timers accept everywhere (tokio's timer wheel spans
+/// about two years; an `Instant` plus a `Duration` past its clock's range panics). One bound for
+/// every duration keeps the rule simple to state.
+const MAX_MILLIS: u64 = i32::MAX as u64;
+
+/// The most `sleep-scale` multiplies the simulated sleeps by: a record then takes up to about
+/// five minutes. A larger factor is no demo, and the sleeps overflow a `Duration` past ~7e19.
+const MAX_SLEEP_SCALE: f64 = 1000.0;
+
+/// The most records per second `rate-limit` may ask for: the limiter spaces records by
+/// `1 s / rate` in whole nanoseconds, so a larger rate would round to no spacing at all.
+const MAX_RATE_LIMIT: u64 = 1_000_000_000;
+
 /// A value that is well-formed but out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key} = {value}: {reason}")]
@@ -205,63 +220,127 @@ pub struct InvalidValue {
     /// The value as given.
     pub value: String,
     /// What is wrong with it.
-    pub reason: &'static str,
+    pub reason: String,
+}
+
+/// The problems found so far by [`Config::validate`].
+#[derive(Default)]
+struct Checks(Vec<InvalidValue>);
+
+impl Checks {
+    fn check(&mut self, ok: bool, key: &'static str, value: String, reason: impl Into<String>) {
+        if !ok {
+            self.0.push(InvalidValue {
+                key,
+                value,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// An integer between `min` and `max`, both included.
+    fn integer<T>(&mut self, key: &'static str, value: T, min: T, max: T)
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        let reason = format!("must be between {min} and {max}");
+        self.check(min <= value && value <= max, key, value.to_string(), reason);
+    }
+
+    /// A duration in milliseconds, from `min` to [`MAX_MILLIS`].
+    fn millis(&mut self, key: &'static str, value: u64, min: u64) {
+        let reason = format!("must be between {min} and {MAX_MILLIS} (about 24 days)");
+        self.check(
+            (min..=MAX_MILLIS).contains(&value),
+            key,
+            value.to_string(),
+            reason,
+        );
+    }
+
+    /// A finite number between `min` and `max` (NaN fails every comparison, so it fails here).
+    fn number(&mut self, key: &'static str, value: f64, min: f64, max: f64) {
+        let reason = format!("must be between {min:?} and {max:?}");
+        self.check(
+            value.is_finite() && min <= value && value <= max,
+            key,
+            value.to_string(),
+            reason,
+        );
+    }
 }
 
 impl Config {
     /// Checks every range; returns all problems, not only the first.
+    ///
+    /// Each numeric key's range is what its consumer accepts, so that a value that passes here
+    /// cannot make the run panic later (a busy timeout past SQLite's `i32`, a sleep past a
+    /// `Duration`, a pool of no connection). `max-failures` alone takes any value: it is only
+    /// compared.
     pub fn validate(&self) -> Result<(), Vec<InvalidValue>> {
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, key: &'static str, value: String, reason: &'static str| {
-            if !ok {
-                problems.push(InvalidValue { key, value, reason });
-            }
-        };
+        let mut checks = Checks::default();
         let m = &self.customer_migration;
-        check(
-            (1..=10_000).contains(&m.processes),
-            "customer-migration.processes",
-            m.processes.to_string(),
-            "must be between 1 and 10000",
-        );
-        check(
-            (1..=100).contains(&m.retry_attempts),
+        checks.integer("customer-migration.processes", m.processes, 1, 10_000);
+        checks.integer(
             "customer-migration.retry-attempts",
-            m.retry_attempts.to_string(),
-            "must be between 1 and 100",
+            m.retry_attempts,
+            1,
+            100,
         );
-        check(
-            m.retry_initial_delay_millis <= m.retry_max_delay_millis,
+        checks.millis(
+            "customer-migration.retry-initial-delay-millis",
+            m.retry_initial_delay_millis,
+            0,
+        );
+        // Past the range, the range error alone is enough.
+        checks.check(
+            m.retry_initial_delay_millis > MAX_MILLIS
+                || m.retry_initial_delay_millis <= m.retry_max_delay_millis,
             "customer-migration.retry-initial-delay-millis",
             m.retry_initial_delay_millis.to_string(),
             "must not exceed retry-max-delay-millis",
         );
-        check(
-            (1..=100_000_000).contains(&m.max_pending),
+        checks.integer(
             "customer-migration.max-pending",
-            m.max_pending.to_string(),
-            "must be between 1 and 100000000",
+            m.max_pending,
+            1,
+            100_000_000,
         );
-        check(
-            m.checkpoint_interval_millis > 0,
+        checks.millis(
+            "customer-migration.retry-max-delay-millis",
+            m.retry_max_delay_millis,
+            0,
+        );
+        checks.millis(
+            "customer-migration.grace-period-millis",
+            m.grace_period_millis,
+            0,
+        );
+        checks.integer(
+            "customer-migration.rate-limit",
+            m.rate_limit,
+            0,
+            MAX_RATE_LIMIT,
+        );
+        checks.millis(
             "customer-migration.checkpoint-interval-millis",
-            m.checkpoint_interval_millis.to_string(),
-            "must be at least 1",
+            m.checkpoint_interval_millis,
+            1,
+        );
+        checks.millis(
+            "customer-migration.event-interval-millis",
+            m.event_interval_millis,
+            0,
+        );
+        checks.millis(
+            "customer-migration.batch-linger-millis",
+            m.batch_linger_millis,
+            0,
         );
         let s = &self.customer_scanner;
-        check(
-            (1..=1_000_000).contains(&s.fetch_size),
-            "customer-scanner.fetch-size",
-            s.fetch_size.to_string(),
-            "must be between 1 and 1000000",
-        );
-        check(
-            (1..=1_000_000).contains(&s.block_size),
-            "customer-scanner.block-size",
-            s.block_size.to_string(),
-            "must be between 1 and 1000000",
-        );
-        check(
+        checks.integer("customer-scanner.fetch-size", s.fetch_size, 1, 1_000_000);
+        checks.integer("customer-scanner.block-size", s.block_size, 1, 1_000_000);
+        checks.check(
             !s.paging_state_path.as_os_str().is_empty(),
             "customer-scanner.paging-state-path",
             String::new(),
@@ -269,39 +348,33 @@ impl Config {
         );
         let g = &self.customer_migrator;
         if let Some(batch) = g.batch_size {
-            check(
-                (1..=10_000).contains(&batch),
-                "customer-migrator.batch-size",
-                batch.to_string(),
-                "must be between 1 and 10000",
-            );
+            checks.integer("customer-migrator.batch-size", batch, 1, 10_000);
         }
-        check(
-            g.sleep_scale.is_finite() && g.sleep_scale >= 0.0,
+        checks.number(
             "customer-migrator.sleep-scale",
-            g.sleep_scale.to_string(),
-            "must be 0 or more",
+            g.sleep_scale,
+            0.0,
+            MAX_SLEEP_SCALE,
         );
-        check(
-            (0.0..=1.0).contains(&g.failure_rate),
-            "customer-migrator.failure-rate",
-            g.failure_rate.to_string(),
-            "must be between 0.0 and 1.0",
-        );
-        check(
+        checks.number("customer-migrator.failure-rate", g.failure_rate, 0.0, 1.0);
+        checks.check(
             !g.log_file.as_os_str().is_empty(),
             "customer-migrator.log-file",
             String::new(),
             "must not be empty",
         );
         let c = &self.connection;
-        check(
-            (1..=1000).contains(&c.max_connections),
-            "connection.max-connections",
-            c.max_connections.to_string(),
-            "must be between 1 and 1000",
+        // sqlx's pools need at least one connection.
+        checks.integer("connection.max-connections", c.max_connections, 1, 1000);
+        checks.millis("connection.busy-timeout-millis", c.busy_timeout_millis, 0);
+        // Simulated ids grow by up to 100 from 10,000 and must fit an i64.
+        checks.integer(
+            "connection.simulated-customers",
+            c.simulated_customers,
+            0,
+            crate::simulated::MAX_CUSTOMERS,
         );
-        check(
+        checks.check(
             ["simulated:", "sqlite:", "postgres:", "postgresql:"]
                 .iter()
                 .any(|scheme| c.url.starts_with(scheme)),
@@ -310,16 +383,12 @@ impl Config {
             "must start with simulated:, sqlite: or postgres:",
         );
         let b = &self.status_board;
-        check(
-            b.update_millis > 0,
-            "status-board.update-millis",
-            b.update_millis.to_string(),
-            "must be at least 1",
-        );
-        if problems.is_empty() {
+        checks.millis("status-board.update-millis", b.update_millis, 1);
+        checks.millis("status-board.dim-after-millis", b.dim_after_millis, 0);
+        if checks.0.is_empty() {
             Ok(())
         } else {
-            Err(problems)
+            Err(checks.0)
         }
     }
 }
@@ -364,6 +433,269 @@ mod tests {
                 "customer-migrator.failure-rate",
                 "connection.url"
             ]
+        );
+    }
+
+    /// An integer key: how to set it, and the least and greatest value it accepts.
+    struct IntegerKey {
+        key: &'static str,
+        set: fn(&mut Config, u64),
+        min: u64,
+        max: u64,
+    }
+
+    /// A number key, as [`IntegerKey`].
+    struct NumberKey {
+        key: &'static str,
+        set: fn(&mut Config, f64),
+        min: f64,
+        max: f64,
+    }
+
+    /// Every integer key with the range its consumer accepts.
+    fn integer_keys() -> Vec<IntegerKey> {
+        let millis = 2_147_483_647;
+        let key = |key, set, min, max| IntegerKey { key, set, min, max };
+        vec![
+            key(
+                "status-board.update-millis",
+                |c, v| c.status_board.update_millis = v,
+                1,
+                millis,
+            ),
+            key(
+                "status-board.dim-after-millis",
+                |c, v| c.status_board.dim_after_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "connection.max-connections",
+                |c, v| c.connection.max_connections = u32::try_from(v).unwrap(),
+                1,
+                1000,
+            ),
+            key(
+                "connection.busy-timeout-millis",
+                |c, v| c.connection.busy_timeout_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "connection.simulated-customers",
+                |c, v| c.connection.simulated_customers = v,
+                0,
+                92_233_720_368_547_658,
+            ),
+            key(
+                "customer-scanner.fetch-size",
+                |c, v| c.customer_scanner.fetch_size = usize::try_from(v).unwrap(),
+                1,
+                1_000_000,
+            ),
+            key(
+                "customer-scanner.block-size",
+                |c, v| c.customer_scanner.block_size = usize::try_from(v).unwrap(),
+                1,
+                1_000_000,
+            ),
+            key(
+                "customer-migrator.batch-size",
+                |c, v| c.customer_migrator.batch_size = Some(usize::try_from(v).unwrap()),
+                1,
+                10_000,
+            ),
+            key(
+                "customer-migration.processes",
+                |c, v| c.customer_migration.processes = usize::try_from(v).unwrap(),
+                1,
+                10_000,
+            ),
+            key(
+                "customer-migration.max-failures",
+                |c, v| c.customer_migration.max_failures = v,
+                0,
+                u64::MAX,
+            ),
+            key(
+                "customer-migration.retry-attempts",
+                |c, v| c.customer_migration.retry_attempts = u32::try_from(v).unwrap(),
+                1,
+                100,
+            ),
+            key(
+                "customer-migration.retry-initial-delay-millis",
+                // The initial delay may not exceed the longest: that one is at its greatest.
+                |c, v| {
+                    c.customer_migration.retry_max_delay_millis = 2_147_483_647;
+                    c.customer_migration.retry_initial_delay_millis = v;
+                },
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.retry-max-delay-millis",
+                // The initial delay may not exceed the longest: it is at its least.
+                |c, v| {
+                    c.customer_migration.retry_initial_delay_millis = 0;
+                    c.customer_migration.retry_max_delay_millis = v;
+                },
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.grace-period-millis",
+                |c, v| c.customer_migration.grace_period_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.max-pending",
+                |c, v| c.customer_migration.max_pending = usize::try_from(v).unwrap(),
+                1,
+                100_000_000,
+            ),
+            key(
+                "customer-migration.rate-limit",
+                |c, v| c.customer_migration.rate_limit = v,
+                0,
+                1_000_000_000,
+            ),
+            key(
+                "customer-migration.checkpoint-interval-millis",
+                |c, v| c.customer_migration.checkpoint_interval_millis = v,
+                1,
+                millis,
+            ),
+            key(
+                "customer-migration.event-interval-millis",
+                |c, v| c.customer_migration.event_interval_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.batch-linger-millis",
+                |c, v| c.customer_migration.batch_linger_millis = v,
+                0,
+                millis,
+            ),
+        ]
+    }
+
+    /// Every floating-point key with the range its consumer accepts.
+    fn number_keys() -> Vec<NumberKey> {
+        vec![
+            NumberKey {
+                key: "customer-migrator.sleep-scale",
+                set: |c, v| c.customer_migrator.sleep_scale = v,
+                min: 0.0,
+                max: 1000.0,
+            },
+            NumberKey {
+                key: "customer-migrator.failure-rate",
+                set: |c, v| c.customer_migrator.failure_rate = v,
+                min: 0.0,
+                max: 1.0,
+            },
+        ]
+    }
+
+    /// The one problem of `config`, which must have exactly one.
+    fn only_problem(config: &Config) -> InvalidValue {
+        let mut problems = config.validate().expect_err("a value out of range");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        problems.remove(0)
+    }
+
+    #[test]
+    fn every_numeric_key_has_its_range_checked() {
+        let mut config = Config::default();
+        config.customer_migrator.batch_size = Some(1);
+        let toml::Value::Table(sections) = toml::Value::try_from(&config).unwrap() else {
+            panic!("a config serializes to a table");
+        };
+        let mut numeric: Vec<String> = Vec::new();
+        for (section, table) in sections {
+            for (key, value) in table.as_table().unwrap() {
+                if value.is_integer() || value.is_float() {
+                    numeric.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        let mut checked: Vec<String> = integer_keys()
+            .iter()
+            .map(|k| k.key.to_owned())
+            .chain(number_keys().iter().map(|k| k.key.to_owned()))
+            .collect();
+        numeric.sort();
+        checked.sort();
+        assert_eq!(checked, numeric, "every numeric key is listed below");
+    }
+
+    #[test]
+    fn each_integer_key_accepts_its_range_and_rejects_one_past_either_end() {
+        for IntegerKey { key, set, min, max } in integer_keys() {
+            for accepted in [min, max] {
+                let mut config = Config::default();
+                set(&mut config, accepted);
+                assert_eq!(config.validate(), Ok(()), "{key} = {accepted}");
+            }
+            let outside = [min.checked_sub(1), max.checked_add(1)];
+            for value in outside.into_iter().flatten() {
+                let mut config = Config::default();
+                set(&mut config, value);
+                let problem = only_problem(&config);
+                assert_eq!(problem.key, key);
+                assert_eq!(problem.value, value.to_string());
+                assert!(problem.reason.starts_with("must "), "{problem}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_number_key_accepts_its_range_and_rejects_what_lies_outside() {
+        for NumberKey { key, set, min, max } in number_keys() {
+            for accepted in [min, max] {
+                let mut config = Config::default();
+                set(&mut config, accepted);
+                assert_eq!(config.validate(), Ok(()), "{key} = {accepted}");
+            }
+            for value in [
+                min - 0.001,
+                max + 0.001,
+                max * 1e300,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ] {
+                let mut config = Config::default();
+                set(&mut config, value);
+                let problem = only_problem(&config);
+                assert_eq!(problem.key, key);
+                assert_eq!(problem.value, value.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn a_busy_timeout_past_what_sqlite_takes_is_named_with_the_range() {
+        let mut config = Config::default();
+        config.connection.busy_timeout_millis = 2_147_483_648;
+        assert_eq!(
+            only_problem(&config).to_string(),
+            "connection.busy-timeout-millis = 2147483648: must be between 0 and 2147483647 \
+             (about 24 days)"
+        );
+    }
+
+    #[test]
+    fn the_initial_retry_delay_may_not_exceed_the_longest() {
+        let mut config = Config::default();
+        config.customer_migration.retry_initial_delay_millis = 5001;
+        assert_eq!(
+            only_problem(&config).to_string(),
+            "customer-migration.retry-initial-delay-millis = 5001: must not exceed \
+             retry-max-delay-millis"
         );
     }
 

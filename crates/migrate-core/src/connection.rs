@@ -194,34 +194,81 @@ fn sqlite_file(url: &str) -> Option<&str> {
 }
 
 /// `postgres://user:secret@host/db` as `postgres://user:***@host/db`, so that a password is never
-/// printed (status, logs, `--show-config`, errors). Also masks `password=` query parameters.
-pub fn mask_url(url: &str) -> String {
-    let mut masked = url.to_owned();
-    if let Some(scheme_end) = masked.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = masked[rest_start..]
-            .find(['/', '?'])
-            .map_or(masked.len(), |i| rest_start + i);
-        if let Some(at) = masked[rest_start..authority_end].rfind('@') {
-            let userinfo = &masked[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let start = rest_start + colon + 1;
-                masked.replace_range(start..rest_start + at, "***");
+/// printed (status, logs, `--show-config`, errors). Also masks the value of every query
+/// parameter whose name contains `password` (`?password=`, `&sslpassword=`, `pass%77ord=`).
+///
+/// A password typed raw may hold any of `/ ? # : @`, so the user-info is not ended at the first
+/// `/` or `?`: it runs from the first `:` after `://` to the last `@` (a host cannot hold an
+/// `@`). When the path or query holds an `@` too, more than the password is masked, never less.
+/// The same holds for a text with several URLs (an array, a malformed argument): every password
+/// lies between the first such `:` and the last `@`.
+pub fn mask_url(text: &str) -> String {
+    mask_password_parameters(&mask_userinfo(text))
+}
+
+/// The text with everything between the first `:` after `://` and the last `@` masked.
+fn mask_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = text.find("://") else {
+        return text.into();
+    };
+    let rest = scheme_end + "://".len();
+    let Some(at) = text.rfind('@').filter(|&at| at >= rest) else {
+        return text.into();
+    };
+    // No `:` before the `@`: a user name alone, nothing secret.
+    let Some(colon) = text[rest..at].find(':') else {
+        return text.into();
+    };
+    format!("{}***{}", &text[..rest + colon + 1], &text[at..]).into()
+}
+
+/// The text with the value of every `NAME=VALUE` whose name contains `password` masked up to the
+/// next `&` (or the end: a raw `#` or `?` may belong to the password).
+fn mask_password_parameters(text: &str) -> String {
+    // What may come before a parameter's name: a URL's `?` and `&`, and the separators of a text
+    // holding several values.
+    let separator = |c: char| "?&;,/ \t\n[]{}()\"'".contains(c);
+    let mut masked = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let (head, tail) = rest.split_at(eq + 1);
+        masked.push_str(head);
+        let name_start = head[..eq].rfind(separator).map_or(0, |i| i + 1);
+        if is_password_name(&head[name_start..eq]) {
+            masked.push_str("***");
+            rest = tail.find('&').map_or("", |end| &tail[end..]);
+        } else {
+            rest = tail;
+        }
+    }
+    masked.push_str(rest);
+    masked
+}
+
+/// Whether a parameter name, percent-decoded, names a password (any case).
+fn is_password_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
             }
         }
     }
-    if let Some(query) = masked.find('?') {
-        let (head, tail) = masked.split_at(query + 1);
-        let params: Vec<String> = tail
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        masked = format!("{head}{}", params.join("&"));
-    }
-    masked
+    String::from_utf8_lossy(&decoded)
+        .to_ascii_lowercase()
+        .contains("password")
 }
 
 /// The connection component: the backend every other component talks to.
@@ -298,5 +345,85 @@ mod tests {
         assert_eq!(mask_url("postgres://app@host/db"), "postgres://app@host/db");
         assert_eq!(mask_url("sqlite://demo.db"), "sqlite://demo.db");
         assert_eq!(mask_url("simulated:"), "simulated:");
+    }
+
+    /// A password made of words joined by the characters that end a URL's parts; a masked text
+    /// holds none of its words.
+    const WORDS: [&str; 8] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+
+    fn assert_hidden(masked: &str, url: &str) {
+        for word in WORDS {
+            assert!(
+                !masked.contains(word),
+                "{word:?} of the password shows in {masked:?} (from {url:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_with_the_characters_that_end_url_parts_is_masked_whole() {
+        assert_eq!(
+            mask_url("postgres://u:pa/ss?w@rd@host/db"),
+            "postgres://u:***@host/db"
+        );
+        assert_eq!(
+            mask_url("postgres://u:p#ss@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
+        let separators = ["/", "?", "@", ":", "#", "%40", "%2F", "//", "://", "=", " "];
+        for (i, separator) in separators.iter().enumerate() {
+            let other = separators[(i + 3) % separators.len()];
+            let password = format!(
+                "alpha{separator}bravo{other}charlie{separator}delta@echo:foxtrot/golf?hotel"
+            );
+            for url in [
+                format!("postgres://app:{password}@dbhost:5432/customers?sslmode=require"),
+                format!("postgresql://app:{password}@dbhost/customers"),
+                format!("postgres://app:{password}@dbhost"),
+                format!("postgres://:{password}@dbhost/customers"),
+            ] {
+                let masked = mask_url(&url);
+                assert_hidden(&masked, &url);
+                assert!(masked.contains("dbhost"), "{masked}");
+            }
+        }
+    }
+
+    #[test]
+    fn password_query_parameters_are_masked_whatever_their_spelling() {
+        for (url, masked) in [
+            (
+                "postgres://h/db?password=alpha/bravo?charlie@delta:echo#foxtrot&sslmode=require",
+                "postgres://h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgres://h/db?sslmode=require&PassWord=alpha",
+                "postgres://h/db?sslmode=require&PassWord=***",
+            ),
+            (
+                "postgres://h/db?pass%77ord=alpha",
+                "postgres://h/db?pass%77ord=***",
+            ),
+            (
+                "postgres://h/db?sslpassword=alpha",
+                "postgres://h/db?sslpassword=***",
+            ),
+            (
+                "postgres://u:alpha@h/db?password=bravo",
+                "postgres://u:***@h/db?password=***",
+            ),
+        ] {
+            assert_eq!(mask_url(url), masked);
+        }
+    }
+
+    #[test]
+    fn several_urls_in_one_text_are_all_masked() {
+        let text = "[postgres://u:alpha/bravo@h1/db, postgres://v:charlie?delta@h2/db]";
+        assert_hidden(&mask_url(text), text);
+        let text = "url=postgres://u:alpha@h/db?x=1 postgres://h/db?password=bravo";
+        assert_hidden(&mask_url(text), text);
     }
 }

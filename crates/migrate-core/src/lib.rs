@@ -86,7 +86,8 @@ pub use scanner::{
     CustomerScanner, Halted, PageSource, PagingScanner, Scan, ScanReport, scan_pages,
 };
 pub use seed::{
-    DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers,
+    DemoCustomer, DroppedTable, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer,
+    seed_customers,
 };
 pub use simulated::SimulatedIds;
 pub use summary::{Ending, Summary, spell_duration, thousands};

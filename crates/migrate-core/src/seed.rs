@@ -17,6 +17,16 @@ pub enum SeedError {
         /// Rows found.
         rows: i64,
     },
+    /// The bookkeeping tables of an earlier migration exist and `--force` was not given.
+    #[error(
+        "the database holds the bookkeeping of an earlier migration ({}): use --force to drop \
+         it with the refill",
+        list(tables)
+    )]
+    Bookkeeping {
+        /// The tables found, with their rows.
+        tables: Vec<DroppedTable>,
+    },
     /// A statement failed.
     #[error("while {doing}: {source}")]
     Database {
@@ -32,8 +42,8 @@ fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> SeedError {
     move |source| SeedError::Database { doing, source }
 }
 
-/// What `seed_customers` created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What `seed_customers` created, and what it wiped to do so.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SeedReport {
     /// Rows in all.
     pub customers: u64,
@@ -41,7 +51,42 @@ pub struct SeedReport {
     pub migrated: u64,
     /// Legacy rows whose `full_name` cannot be split.
     pub malformed: u64,
+    /// Rows of the existing `customers` table deleted for the refill.
+    pub deleted: u64,
+    /// Bookkeeping tables dropped with the refill.
+    pub dropped: Vec<DroppedTable>,
 }
+
+/// A bookkeeping table, with the rows it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedTable {
+    /// `migration_checkpoints` or `migration_failures`.
+    pub name: &'static str,
+    /// Rows it held.
+    pub rows: u64,
+}
+
+impl std::fmt::Display for DroppedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = if self.rows == 1 { "" } else { "s" };
+        write!(f, "{} ({} row{plural})", self.name, self.rows)
+    }
+}
+
+/// `a (1 row) and b (2 rows)`.
+pub(crate) fn list(tables: &[DroppedTable]) -> String {
+    let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The tables a migration keeps its progress and failures in. They describe the rows of
+/// `customers`: once those are replaced, a kept checkpoint would make the next run skip the new
+/// rows, and kept failures would name records that no longer exist.
+const BOOKKEEPING: [&str; 2] = ["migration_checkpoints", "migration_failures"];
 
 /// When the pre-migrated demo rows were migrated.
 pub const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
@@ -159,8 +204,13 @@ fn create_customers(id_column: &str) -> AssertSqlSafe<String> {
 /// Rows per INSERT statement (7 parameters each: well under both databases' limits).
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Creates `customers` (and clears the bookkeeping tables) and fills it with `customers` demo
-/// rows. An existing, non-empty table is refilled only with `force`.
+/// Creates `customers` and fills it with `customers` demo rows.
+///
+/// Rows already in `customers`, and the bookkeeping tables of an earlier migration
+/// (`migration_checkpoints`, `migration_failures`), are wiped only with `force`: the rows are
+/// deleted and the tables dropped, in the transaction that refills, and the report says what
+/// went. Without `force` either one is an error and nothing is written. Whether a refill must be
+/// confirmed first is the caller's decision.
 pub async fn seed_customers(
     backend: &Backend,
     customers: u64,
@@ -176,7 +226,7 @@ pub async fn seed_customers(
         report.malformed += u64::from(crate::db::split_full_name(&c.full_name).is_err());
     }
     macro_rules! seed {
-        ($pool:expr, $db:ty, $create:expr) => {{
+        ($pool:expr, $db:ty, $create:expr, $exists:expr) => {{
             let pool = $pool;
             sqlx::query($create)
                 .execute(pool)
@@ -189,6 +239,28 @@ pub async fn seed_customers(
             if rows > 0 && !force {
                 return Err(SeedError::NotEmpty { rows });
             }
+            let mut found = Vec::new();
+            for name in BOOKKEEPING {
+                let exists: i64 = sqlx::query_scalar($exists)
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(context("looking for the bookkeeping tables"))?;
+                if exists > 0 {
+                    let count = AssertSqlSafe(format!("SELECT count(*) FROM {name}"));
+                    let rows: i64 = sqlx::query_scalar(count)
+                        .fetch_one(pool)
+                        .await
+                        .map_err(context("counting the bookkeeping rows"))?;
+                    found.push(DroppedTable {
+                        name,
+                        rows: rows as u64,
+                    });
+                }
+            }
+            if !found.is_empty() && !force {
+                return Err(SeedError::Bookkeeping { tables: found });
+            }
             let mut tx = pool.begin().await.map_err(context("starting to seed"))?;
             for sql in [
                 "DELETE FROM customers",
@@ -200,6 +272,8 @@ pub async fn seed_customers(
                     .await
                     .map_err(context("clearing the demo tables"))?;
             }
+            report.deleted = rows as u64;
+            report.dropped = found;
             let mut next = 1i64;
             while next <= customers as i64 {
                 let last = (next + ROWS_PER_INSERT as i64 - 1).min(customers as i64);
@@ -227,8 +301,18 @@ pub async fn seed_customers(
     }
     match backend {
         Backend::Simulated { .. } => return Err(SeedError::Simulated),
-        Backend::Sqlite(pool) => seed!(pool, Sqlite, create_customers("INTEGER PRIMARY KEY")),
-        Backend::Postgres(pool) => seed!(pool, Postgres, create_customers("BIGINT PRIMARY KEY")),
+        Backend::Sqlite(pool) => seed!(
+            pool,
+            Sqlite,
+            create_customers("INTEGER PRIMARY KEY"),
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        ),
+        Backend::Postgres(pool) => seed!(
+            pool,
+            Postgres,
+            create_customers("BIGINT PRIMARY KEY"),
+            "SELECT count(*) FROM (SELECT to_regclass($1) AS found) AS t WHERE found IS NOT NULL"
+        ),
     }
     Ok(report)
 }
@@ -236,6 +320,16 @@ pub async fn seed_customers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_tables_are_listed_with_their_rows() {
+        let table = |name, rows| DroppedTable { name, rows };
+        assert_eq!(list(&[table("a", 1)]), "a (1 row)");
+        assert_eq!(
+            list(&[table("a", 0), table("b", 2), table("c", 3)]),
+            "a (0 rows), b (2 rows) and c (3 rows)"
+        );
+    }
 
     #[test]
     fn demo_data_is_deterministic_with_the_planned_shares() {

@@ -49,6 +49,10 @@ const FIRST_ID: i64 = 10_000;
 /// Ids are spread over this stride, one per stride, at a pseudo-random offset.
 const STRIDE: i64 = 100;
 
+/// The most customers the simulated backend can hold: the last id,
+/// `FIRST_ID + (MAX_CUSTOMERS - 1) * STRIDE + STRIDE - 1`, still fits an `i64`.
+pub(crate) const MAX_CUSTOMERS: u64 = ((i64::MAX - FIRST_ID - (STRIDE - 1)) / STRIDE + 1) as u64;
+
 /// A stable 64-bit mix of `x` (splitmix64's finaliser).
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -114,6 +118,17 @@ fn scaled(millis: u64, scale: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_simulated_table_keeps_its_last_ids_in_range() {
+        let last = id_at(MAX_CUSTOMERS - 1);
+        let before = id_at(MAX_CUSTOMERS - 3);
+        assert!(before < last && last <= i64::MAX - (STRIDE - 1 - last % STRIDE));
+        let tail = page(MAX_CUSTOMERS, Some(before), 10);
+        assert_eq!(tail, [id_at(MAX_CUSTOMERS - 2), last]);
+        assert_eq!(remaining(MAX_CUSTOMERS, Some(before)), 2);
+        assert!(page(MAX_CUSTOMERS, Some(last), 10).is_empty());
+    }
 
     #[test]
     fn pages_are_ascending_contiguous_and_complete() {

@@ -64,8 +64,13 @@ pub(crate) struct Style {
 ///
 /// The frame is a synchronized update so the terminal shows it whole: move up to the board's
 /// first line, rewrite each line (clear, styled text, newline), clear whatever the previous
-/// frame had below. The cursor stays hidden while the board is live; `last` shows it again and
-/// leaves lines uncut.
+/// frame had below. The cursor stays hidden while the board is live; `last` shows it again.
+///
+/// Every line is cut to the width, in the last frame too, so that the final screen reads as the
+/// live one did; but the last frame's last line, the run's summary, is written whole (in console
+/// mode it is printed nowhere else) and may wrap. Nothing is drawn over the last frame, so its
+/// wrapped rows are harmless once the rows below the board's top are cleared first: a wrapped
+/// row then lands on a blank row, not over what the previous frame left there.
 pub(crate) fn frame(
     out: &mut Vec<u8>,
     lines: &[Line],
@@ -74,22 +79,21 @@ pub(crate) fn frame(
     last: bool,
 ) -> std::io::Result<()> {
     // The last column is left empty: some terminals wrap as soon as it is written, which would
-    // add a row the next frame does not know about. The last frame is never moved over, so it
-    // may wrap: the summary is then read whole.
-    let width = if last {
-        usize::MAX
-    } else {
-        style.columns.saturating_sub(1).max(1)
-    };
+    // add a row the next frame does not know about.
+    let width = style.columns.saturating_sub(1).max(1);
     queue!(out, BeginSynchronizedUpdate, Hide, Print('\r'))?;
     // MoveToPreviousLine(0) would move up one line: terminals read 0 as 1.
     if previous > 0 {
         let up = u16::try_from(previous).unwrap_or(u16::MAX);
         queue!(out, MoveToPreviousLine(up))?;
     }
-    for line in lines {
+    if last {
+        queue!(out, Clear(ClearType::FromCursorDown))?;
+    }
+    for (at, line) in lines.iter().enumerate() {
         queue!(out, Clear(ClearType::CurrentLine))?;
-        let text = fit(&line.text, width);
+        let whole = last && at + 1 == lines.len();
+        let text = fit(&line.text, if whole { usize::MAX } else { width });
         let color = color(line.status).filter(|_| style.color);
         if let Some(color) = color {
             queue!(out, SetForegroundColor(color))?;

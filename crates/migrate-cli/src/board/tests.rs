@@ -424,3 +424,50 @@ async fn the_final_screen_stacks_every_line_with_the_summary_last_and_shows_the_
     let (row, _) = term.parser.lock().unwrap().screen().cursor_position();
     assert_eq!(row, 5, "the cursor rests below the board");
 }
+
+#[tokio::test(start_paused = true)]
+async fn on_a_narrow_terminal_the_final_screen_is_cut_like_the_live_one_and_keeps_the_summary_whole()
+ {
+    let term = Term::new(40, 20);
+    let (board, task) = term.start(false);
+    seed_screen(&board);
+    pass(150).await;
+    // The live frame: every line cut to 39 columns.
+    assert_eq!(term.rows().len(), 5);
+    assert!((0..5).all(|row| !term.wrapped(row)));
+    finish(
+        &board,
+        0,
+        "Completed table scan, after 1,031 customer rows",
+        JobStatus::Success,
+    );
+    for (job, n) in [(3, 340), (2, 352), (4, 339)] {
+        finish(
+            &board,
+            job,
+            &format!("Done, after {n} customers"),
+            JobStatus::Success,
+        );
+    }
+    let summary = summary();
+    let closing = summary.to_string();
+    assert!(closing.len() > 40, "the summary needs two rows: {closing}");
+    finish(&board, 1, &closing, JobStatus::Success);
+    board.publish(Event::Summary(summary));
+    task.finish().await;
+    assert_eq!(
+        term.rows(),
+        [
+            "Completed table scan, after 1,031 custo",
+            "Process # 2: Done, after 340 customers",
+            "Process # 1: Done, after 352 customers",
+            "Process # 3: Done, after 339 customers",
+            &closing[..40],
+            &closing[40..],
+        ]
+    );
+    assert!((0..4).all(|row| !term.wrapped(row)), "job lines are cut");
+    assert!(term.wrapped(4), "the summary wraps, whole");
+    let (row, _) = term.parser.lock().unwrap().screen().cursor_position();
+    assert_eq!(row, 6, "the cursor rests below the board");
+}

@@ -5,7 +5,7 @@
 use figment::Figment;
 use figment::error::Kind;
 use figment::value::{Dict, Value};
-use migrate_core::Config;
+use migrate_core::{Config, mask_url};
 use serde::Deserialize;
 
 use super::keys;
@@ -120,20 +120,26 @@ fn of_its_type(section: &str, key: &str, value: &Value) -> Result<(), String> {
         .map_err(|error| describe(&error.kind))
 }
 
-/// A serde complaint in a user's words.
+/// A serde complaint in a user's words. What it quotes of the value is masked: a connection URL
+/// given to the wrong key is still a password.
 fn describe(kind: &Kind) -> String {
     match kind {
         Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
+            let found = mask_url(&found.to_string());
             format!("expected {}, found {found}", in_words(expected))
         }
         Kind::UnknownVariant(found, expected) => {
-            let mut text = format!("expected one of {}, found {found:?}", expected.join(", "));
+            let mut text = format!(
+                "expected one of {}, found {:?}",
+                expected.join(", "),
+                mask_url(found)
+            );
             if let Some(near) = suggest::nearest(found, expected.iter().copied()) {
                 text.push_str(&format!("; did you mean {near:?}?"));
             }
             text
         }
-        other => other.to_string(),
+        other => mask_url(&other.to_string()),
     }
 }
 

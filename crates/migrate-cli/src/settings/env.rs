@@ -27,28 +27,53 @@ pub(crate) fn variable_name(section: &str, key: &str) -> String {
     format!("{PREFIX}{}__{}", upper(section), upper(key))
 }
 
-/// The process environment, as text. A variable with our prefix whose name or value is not
-/// UTF-8 is kept (lossily) so that it is reported rather than ignored.
-pub(crate) fn process_vars() -> Vec<(String, String)> {
+/// The process environment's variables with our prefix, as the OS gives them.
+pub(crate) fn process_vars() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
-        .filter_map(|(name, value): (OsString, OsString)| {
-            let name = name.to_string_lossy().into_owned();
-            has_prefix(&name).then(|| (name, value.to_string_lossy().into_owned()))
-        })
+        .filter(|(name, _)| has_prefix(name.as_encoded_bytes()))
         .collect()
 }
 
-fn has_prefix(name: &str) -> bool {
+fn has_prefix(name: &[u8]) -> bool {
     name.get(..PREFIX.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(PREFIX))
+        .is_some_and(|head| head.eq_ignore_ascii_case(PREFIX.as_bytes()))
 }
 
-/// The layer of every `DB_MIGRATE_*` variable in `vars`; malformed names go to `problems`.
-/// Variables set to the empty string are ignored, as if unset.
-pub(crate) fn layer(vars: &[(String, String)], problems: &mut Vec<Problem>) -> Layer {
+/// The variables with our prefix as text. A name or value that is not UTF-8 is a problem
+/// naming the variable: converted lossily it would be another path or URL than the one set.
+fn as_text(vars: &[(OsString, OsString)], problems: &mut Vec<Problem>) -> Vec<(String, String)> {
+    let mut text = Vec::with_capacity(vars.len());
+    for (name, value) in vars {
+        if !has_prefix(name.as_encoded_bytes()) {
+            continue;
+        }
+        let Some(name_text) = name.to_str() else {
+            let shown = name.to_string_lossy().into_owned();
+            problems.push(Problem::new(
+                Origin::Env(shown),
+                "the name is not valid UTF-8",
+            ));
+            continue;
+        };
+        match value.to_str() {
+            Some(value) => text.push((name_text.to_owned(), value.to_owned())),
+            None => problems.push(Problem::new(
+                Origin::Env(name_text.to_owned()),
+                "the value is not valid UTF-8",
+            )),
+        }
+    }
+    text
+}
+
+/// The layer of every `DB_MIGRATE_*` variable in `vars`; malformed names, and names or values
+/// that are not UTF-8, go to `problems`. Variables set to the empty string are ignored, as if
+/// unset.
+pub(crate) fn layer(vars: &[(OsString, OsString)], problems: &mut Vec<Problem>) -> Layer {
     let mut dict = Dict::new();
     let mut names = BTreeMap::new();
-    let mut vars: Vec<&(String, String)> = vars.iter().filter(|(n, _)| has_prefix(n)).collect();
+    let vars = as_text(vars, problems);
+    let mut vars: Vec<&(String, String)> = vars.iter().collect();
     // The environment has no order; sorting makes a clash between two spellings of one key
     // (`..._PROCESSES` and `..._processes`) resolve the same way every time.
     vars.sort();
@@ -127,10 +152,10 @@ mod tests {
 
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .map(|(n, v)| (OsString::from(n), OsString::from(v)))
             .collect()
     }
 
@@ -198,6 +223,39 @@ mod tests {
             Origin::find(&figment, "connection", "max-connections"),
             Origin::Env("db_migrate_connection__max_connections".into())
         );
+    }
+
+    #[test]
+    fn a_name_or_value_that_is_not_utf8_is_reported_not_converted() {
+        use std::os::unix::ffi::OsStringExt;
+
+        let mut problems = Vec::new();
+        let figment = Figment::from(layer(
+            &[
+                (
+                    OsString::from("DB_MIGRATE_CONNECTION__URL"),
+                    OsString::from_vec(b"sqlite://caf\xe9.db".to_vec()),
+                ),
+                (
+                    OsString::from_vec(b"DB_MIGRATE_X\xff__Y".to_vec()),
+                    OsString::from("1"),
+                ),
+                (
+                    OsString::from_vec(b"OTHER_\xff".to_vec()),
+                    OsString::from("1"),
+                ),
+            ],
+            &mut problems,
+        ));
+        let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "DB_MIGRATE_CONNECTION__URL: the value is not valid UTF-8",
+                "DB_MIGRATE_X\u{fffd}__Y: the name is not valid UTF-8",
+            ]
+        );
+        assert!(!figment.contains("connection.url"));
     }
 
     #[test]

@@ -28,12 +28,13 @@ mod provenance;
 mod show;
 mod suggest;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use figment::value::Value;
-use migrate_core::Config;
+use migrate_core::{Config, mask_url};
 use serde::Deserialize;
 
 pub use problem::Problem;
@@ -125,7 +126,7 @@ pub fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {
 fn load_from(
     args: &ConfigArgs,
     default_conf_dir: &Path,
-    vars: &[(String, String)],
+    vars: &[(OsString, OsString)],
 ) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let conf_dir = conf_dir(args, default_conf_dir, &mut problems);
@@ -213,19 +214,53 @@ fn conf_files(dir: &Path, environment: Environment) -> Vec<PathBuf> {
 
 /// Merges a TOML file that exists, or records why it cannot be read. Each file is read once on
 /// its own first, so that a broken file is reported with its path and the others still count.
+///
+/// A syntax error is told by line and column, without the line itself: the file may be
+/// `connection-local.toml`, where the docs put passwords.
 fn merge_file(figment: Figment, path: PathBuf, problems: &mut Vec<Problem>) -> Figment {
     use figment::Provider as _;
+    let unreadable = |reason: String| Problem::new(Origin::File(path.clone()), reason);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) => {
+            problems.push(unreadable(format!("cannot be read: {error}")));
+            return figment;
+        }
+    };
+    if let Err(error) = toml::from_str::<toml::Table>(&text) {
+        problems.push(unreadable(format!(
+            "cannot be read as TOML: {}",
+            syntax_error(&text, &error)
+        )));
+        return figment;
+    }
     let file = Toml::file_exact(&path);
     match file.data() {
         Ok(_) => figment.merge(file),
         Err(error) => {
-            problems.push(Problem::new(
-                Origin::File(path),
-                format!("cannot be read as TOML: {}", error.kind),
-            ));
+            // Figment's own parser refused what ours read: its first line names the place,
+            // the lines after it quote the file.
+            let kind = error.kind.to_string();
+            let place = kind.lines().next().unwrap_or_default();
+            problems.push(unreadable(format!(
+                "cannot be read as TOML: {}",
+                mask_url(place)
+            )));
             figment
         }
     }
+}
+
+/// `line 2, column 7: invalid basic string`, for a syntax error in `text`.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = mask_url(error.message().trim());
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 #[cfg(test)]

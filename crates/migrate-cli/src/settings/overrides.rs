@@ -6,6 +6,7 @@
 //! `'"5"'`) a string. Whether the type fits the key is checked later, with the other layers.
 
 use figment::value::{Dict, Value};
+use migrate_core::mask_url;
 
 use super::keys;
 use super::problem::Problem;
@@ -25,11 +26,14 @@ pub(crate) fn layer(arguments: &[String], problems: &mut Vec<Problem>) -> Layer 
     Layer::command_line(dict)
 }
 
-/// `section/key=value` or `section.key=value` as its parts, or why it is not one.
+/// `section/key=value` or `section.key=value` as its parts, or why it is not one. The
+/// argument and its value are masked in the reason: a malformed argument may still hold a
+/// connection URL with its password.
 fn parse(argument: &str) -> Result<(&str, &str, Value), String> {
+    let shown = mask_url(argument);
     let Some((path, text)) = argument.split_once('=') else {
         return Err(format!(
-            "{argument:?} is not KEY=VALUE (for example customer-migration.processes=5)"
+            "{shown:?} is not KEY=VALUE (for example customer-migration.processes=5)"
         ));
     };
     let path = path.trim();
@@ -37,16 +41,17 @@ fn parse(argument: &str) -> Result<(&str, &str, Value), String> {
     let value: Value = text.parse().unwrap_or_else(|never| match never {});
     match parts.as_slice() {
         [section, key] if !section.is_empty() && !key.is_empty() => Ok((section, key, value)),
-        [name] => Err(no_section(argument, name, text)),
+        [name] => Err(no_section(&shown, name, &mask_url(text))),
         _ => Err(format!(
-            "{argument:?}: the key must be SECTION.KEY or SECTION/KEY \
+            "{shown:?}: the key must be SECTION.KEY or SECTION/KEY \
              (for example customer-migration.processes=5)"
         )),
     }
 }
 
 /// Why `name=text` needs a section, with what it most likely meant: the key of that name, a
-/// section of that name, a near key, a near section, in that order.
+/// section of that name, a near key, a near section, in that order. `argument` and `text` come
+/// masked.
 fn no_section(argument: &str, name: &str, text: &str) -> String {
     let sections = || keys::KEYS.iter().map(|(section, _)| *section);
     let is_key = !keys::sections_with(name).is_empty();

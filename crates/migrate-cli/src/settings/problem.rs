@@ -64,14 +64,31 @@ impl fmt::Display for Problem {
 }
 
 /// A figment value as TOML would write it (`5`, `"abc"`, `true`), with any password in a URL
-/// masked: a value shown in an error may be a misplaced connection URL.
+/// masked, also inside an array or a table: a value shown in an error may be a misplaced
+/// connection URL.
 pub(crate) fn show(value: &Value) -> String {
-    match value {
-        Value::String(_, text) => format!("{:?}", mask_url(text)),
+    match masked(value) {
+        Value::String(_, text) => format!("{text:?}"),
         Value::Empty(..) => "(none)".to_owned(),
-        other => toml::Value::try_from(other)
+        other => toml::Value::try_from(&other)
             .map(|v| v.to_string())
-            .unwrap_or_else(|_| format!("{other:?}")),
+            // Not TOML (a value figment alone knows): its debug form, masked as a whole.
+            .unwrap_or_else(|_| mask_url(&format!("{other:?}"))),
+    }
+}
+
+/// `value` with every string in it masked.
+fn masked(value: &Value) -> Value {
+    match value {
+        Value::String(tag, text) => Value::String(*tag, mask_url(text)),
+        Value::Array(tag, items) => Value::Array(*tag, items.iter().map(masked).collect()),
+        Value::Dict(tag, dict) => Value::Dict(
+            *tag,
+            dict.iter()
+                .map(|(key, value)| (key.clone(), masked(value)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -108,5 +125,16 @@ mod tests {
             "\"postgres://u:***@h/db\""
         );
         assert_eq!(show(&Value::from(vec![1, 2])), "[1, 2]");
+        let urls = Value::from(vec!["postgres://u:a/b@h/db", "postgres://v:c?d@h/db"]);
+        assert_eq!(
+            show(&urls),
+            "[\"postgres://u:***@h/db\", \"postgres://v:***@h/db\"]"
+        );
+        let mut dict = figment::value::Dict::new();
+        dict.insert("url".into(), Value::from("postgres://u:a#b@h/db"));
+        assert_eq!(
+            show(&Value::from(dict)),
+            "{ url = \"postgres://u:***@h/db\" }"
+        );
     }
 }

@@ -9,8 +9,8 @@ use super::keys;
 use super::provenance::Origin;
 
 /// The configuration as TOML, sections in the order of `conf/`, and after each value the layer
-/// it came from: `processes = 5  # from command line`. Credentials in `connection.url` are
-/// masked. `header` opens the text as a comment.
+/// it came from: `processes = 5  # from command line`. Credentials in any URL are masked.
+/// `header` opens the text as a comment.
 pub(crate) fn render(config: &Config, figment: &Figment, header: &str) -> String {
     let table = match toml::Value::try_from(config) {
         Ok(toml::Value::Table(table)) => table,
@@ -27,10 +27,10 @@ pub(crate) fn render(config: &Config, figment: &Figment, header: &str) -> String
             .iter()
             .map(|key| match values.and_then(|values| values.get(*key)) {
                 Some(value) => {
-                    let value = match (section, *key, value) {
-                        ("connection", "url", toml::Value::String(url)) => {
-                            toml::Value::String(mask_url(url))
-                        }
+                    // Every text is masked, not only `connection.url`: a URL pasted into a path
+                    // key is a valid path, and would be printed whole.
+                    let value = match value {
+                        toml::Value::String(text) => toml::Value::String(mask_url(text)),
                         _ => value.clone(),
                     };
                     let origin = Origin::find(figment, section, key);

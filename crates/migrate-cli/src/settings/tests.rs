@@ -21,10 +21,10 @@ fn args(conf_dir: Option<&Path>, environment: Environment) -> ConfigArgs {
     }
 }
 
-fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
     pairs
         .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .map(|(n, v)| (OsString::from(n), OsString::from(v)))
         .collect()
 }
 

@@ -101,6 +101,12 @@ impl Tmux {
         }
     }
 
+    /// The pane's text with the rows of each wrapped line joined into one.
+    fn joined_screen(&self) -> Vec<String> {
+        let text = self.tmux(&["capture-pane", "-p", "-J", "-t", self.session]);
+        text.lines().map(|l| l.trim_end().to_owned()).collect()
+    }
+
     fn wait_for_exit(&self) -> (Vec<String>, String) {
         let screen = self.wait_for(Duration::from_secs(120), |s| {
             s.iter().any(|l| l.starts_with("EXIT="))
@@ -187,6 +193,50 @@ fn console_board_in_a_terminal_ends_with_finished_lines_stacked_and_the_summary_
         );
     }
     assert!(tmux.cursor_visible(), "the cursor is shown again");
+}
+
+#[test]
+fn on_a_40_column_terminal_the_final_screen_has_every_line_intact() {
+    let tmux = Tmux::run(
+        &[
+            "connection.simulated-customers=200",
+            "customer-migrator.sleep-scale=0.2",
+            "customer-migration.processes=3",
+            "status-board.mode=console",
+        ],
+        40,
+        30,
+    );
+    let (screen, exit) = tmux.wait_for_exit();
+    let shown = screen.join("\n");
+    assert_eq!(exit, "0", "{shown}");
+    let joined = tmux.joined_screen();
+    let shown = joined.join("\n");
+    let exit_row = joined.iter().position(|l| l.starts_with("EXIT=")).unwrap();
+    let (board, summary) = (&joined[..exit_row - 1], &joined[exit_row - 1]);
+    // The summary is whole, over two rows; every other line is cut to 39 columns, as in the
+    // live frames, and none runs into the next.
+    assert!(is_completed(summary), "{shown}");
+    assert_eq!(board.len(), 4, "the scanner and 3 processes:\n{shown}");
+    assert!(
+        board[0].starts_with("Completed table scan, after 200 custo"),
+        "{shown}"
+    );
+    for line in board {
+        assert!(line.chars().count() <= 39, "{line:?} is not cut:\n{shown}");
+        assert!(
+            is_finished(line) || line.starts_with("Completed table scan"),
+            "{line:?}:\n{shown}"
+        );
+    }
+    for n in 1..=3 {
+        let prefix = format!("Process #{n}: Done, after ");
+        assert_eq!(
+            board.iter().filter(|l| l.starts_with(&prefix)).count(),
+            1,
+            "{shown}"
+        );
+    }
 }
 
 #[test]

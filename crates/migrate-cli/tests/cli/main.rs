@@ -4,6 +4,7 @@ mod board;
 mod config;
 mod database;
 mod run;
+mod seed;
 mod trouble;
 mod util;
 mod visualize;

@@ -327,3 +327,26 @@ fn the_help_text_lists_the_commands_and_options() {
     assert_eq!(output.status.code(), Some(0));
     insta::assert_snapshot!("help", stdout(&output));
 }
+
+#[test]
+fn a_customer_count_out_of_range_exits_2_naming_customers() {
+    let scratch = Scratch::new();
+    for command in ["seed", "demo"] {
+        for count in ["-5", "1000000001", "many"] {
+            let output = scratch.run(&[command, "--customers", count]);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command} --customers {count}"
+            );
+            let message = stderr(&output);
+            assert!(
+                message.contains(&format!(
+                    "invalid value '{count}' for '--customers <CUSTOMERS>'"
+                )) && message.contains("between 0 and 1000000000"),
+                "{command} --customers {count}: {message}"
+            );
+        }
+    }
+    assert!(!scratch.path().join("state").exists(), "nothing ran");
+}
