@@ -12,9 +12,7 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::util::{Scratch, stderr, stdout};
 
-#[path = "../../../migrate-core/tests/common/postgres_server.rs"]
-mod postgres_server;
-use postgres_server::postgres_server;
+use crate::postgres_server::postgres_server;
 /// When the demo rows were migrated, in the seeded data.
 const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
 /// Customers in the seeded test databases.

@@ -3,6 +3,9 @@
 mod board;
 mod config;
 mod database;
+/// Which PostgreSQL server the database tests use (shared with the engine's tests).
+#[path = "../../../migrate-core/tests/common/postgres_server.rs"]
+mod postgres_server;
 mod run;
 mod seed;
 mod trouble;

@@ -10,9 +10,7 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::util::{Scratch, stderr, stdout};
 
-#[path = "../../../migrate-core/tests/common/postgres_server.rs"]
-mod postgres_server;
-use postgres_server::postgres_server;
+use crate::postgres_server::postgres_server;
 
 /// Customers in the seeded databases.
 const CUSTOMERS: &str = "5000";
