@@ -6,3 +6,4 @@ mod correctness;
 mod harness;
 mod live;
 mod masking;
+mod names;
