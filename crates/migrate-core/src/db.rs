@@ -447,15 +447,93 @@ const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $3) <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), $3) <> ''
   RETURNING id";
-/// The batch's rows in two JSON arrays: the ids of rows already migrated, and `[id, full_name]`
-/// of legacy rows (only those need their name looked at).
+/// The batch's rows in three JSON arrays: the ids of rows already migrated; `[id, full_name]`
+/// of legacy rows (only those need their name looked at; a BLOB is read as the text of its
+/// bytes, as SQLite's text functions read it); and `[id, version]` of rows with any other
+/// `schema_version`, quoted as SQL writes it (`NULL`, `3`).
+///
+/// SQLite copies text into JSON byte for byte, so a name that is not UTF-8 makes the legacy
+/// array unreadable as a whole: then [`READ_NAMES_HEX_SQLITE`] reads the names again.
 const READ_BATCH_SQLITE: &str = "SELECT
-    coalesce(json_group_array(id) FILTER (WHERE schema_version <> 1), '[]'),
-    coalesce(json_group_array(json_array(id, full_name)) FILTER (WHERE schema_version = 1), '[]')
+    coalesce(json_group_array(id) FILTER (WHERE schema_version = 2), '[]'),
+    coalesce(json_group_array(json_array(id, CAST(full_name AS TEXT)))
+      FILTER (WHERE schema_version = 1), '[]'),
+    coalesce(json_group_array(json_array(id, quote(schema_version)))
+      FILTER (WHERE schema_version IS NOT 1 AND schema_version IS NOT 2), '[]')
+  FROM customers WHERE id IN (SELECT value FROM json_each(?))";
+/// `[id, hex]` of the batch's legacy rows, the bytes of `full_name` in hex (NULL for NULL):
+/// any bytes survive the trip, so each name that is not UTF-8 fails alone.
+const READ_NAMES_HEX_SQLITE: &str = "SELECT
+    coalesce(json_group_array(json_array(id,
+      CASE WHEN full_name IS NOT NULL THEN hex(full_name) END))
+      FILTER (WHERE schema_version = 1), '[]')
   FROM customers WHERE id IN (SELECT value FROM json_each(?))";
 // `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
+// Either column may be NULL; PostgreSQL text is always valid UTF-8.
 const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
   FROM customers WHERE id = ANY($1)";
+
+/// A record of a batch as the batch's transaction read it: what decides its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// `schema_version = 2`: migrated before.
+    Migrated,
+    /// `schema_version = 1`: legacy, with its `full_name`, or why that is no text to split
+    /// (NULL, not valid UTF-8).
+    Legacy(Result<String, String>),
+    /// Any other `schema_version` (NULL, 0, 3...), as SQL writes it.
+    Unexpected(String),
+}
+
+impl Found {
+    /// A legacy row with its `full_name` (NULL is no name).
+    fn legacy(full_name: Option<String>) -> Found {
+        Found::Legacy(full_name.ok_or_else(|| "malformed full_name: NULL".to_owned()))
+    }
+
+    /// A legacy row with the bytes of its `full_name` in hex (NULL is no name), or why the
+    /// hex is not hex.
+    fn legacy_hex(hex: Option<&str>) -> Result<Found, String> {
+        let Some(hex) = hex else {
+            return Ok(Found::legacy(None));
+        };
+        let name = String::from_utf8(unhex(hex)?).map_err(|e| {
+            format!(
+                "malformed full_name: not valid UTF-8 (\"{}\")",
+                e.as_bytes().escape_ascii()
+            )
+        });
+        Ok(Found::Legacy(name))
+    }
+
+    /// A row read on PostgreSQL.
+    fn postgres(version: Option<i64>, full_name: Option<String>) -> Found {
+        match version {
+            Some(1) => Found::legacy(full_name),
+            Some(2) => Found::Migrated,
+            Some(version) => Found::Unexpected(version.to_string()),
+            None => Found::Unexpected("NULL".into()),
+        }
+    }
+
+    /// The name of a legacy row whose name is well-formed: a row to migrate.
+    fn migratable(&self) -> Option<&str> {
+        match self {
+            Found::Legacy(Ok(name)) if split_full_name(name).is_ok() => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a legacy row's `full_name` can be split, or why not (the failure's message).
+fn check_name(full_name: &Result<String, String>) -> Result<(), String> {
+    match full_name {
+        Ok(name) => split_full_name(name)
+            .map(drop)
+            .map_err(|reason| format!("{reason} ({name:?})")),
+        Err(reason) => Err(reason.clone()),
+    }
+}
 
 /// The characters SQLite is to trim from the parts of `names` (well-formed): the space alone
 /// when that is all [`split_full_name`] trims from them, which gives the same parts, or all of
@@ -473,9 +551,27 @@ fn name_trim_set<'a>(mut names: impl Iterator<Item = &'a str>) -> &'static str {
     }
 }
 
+/// The bytes of SQLite's `hex()`, or why they are not.
+fn unhex(hex: &str) -> Result<Vec<u8>, String> {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!("hex of odd length: {hex:?}"));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("not hex: {hex:?}"))
+        })
+        .collect()
+}
+
 /// Migrates a batch in one transaction; see [`MIGRATE_SQLITE`] for the guard. Each record that
-/// was not migrated is classified on its own: already migrated, malformed (a permanent failure
-/// for that record only), gone, or changed under us (retried).
+/// was not migrated is classified on its own: already migrated, malformed or of an unexpected
+/// `schema_version` (a permanent failure for that record only), gone, or changed under us
+/// (retried).
 ///
 /// `writer`, when given, is held from the start of the transaction to its commit (SQLite's single
 /// writer, see `BackendMigrator`); what can be done outside it is.
@@ -486,7 +582,7 @@ pub(crate) async fn migrate(
     writer: Option<&tokio::sync::Mutex<()>>,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (migrated, rows): (Vec<i64>, Vec<(i64, i64, String)>) = match backend {
+    let (migrated, rows): (Vec<i64>, Vec<(i64, Found)>) = match backend {
         Backend::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
             let _writer = match writer {
@@ -499,27 +595,48 @@ pub(crate) async fn migrate(
                 pool.begin_with("BEGIN IMMEDIATE").await
             }
             .map_err(context("starting a batch"))?;
-            let (done_json, legacy_json): (String, String) = sqlx::query_as(READ_BATCH_SQLITE)
-                .bind(&ids_json)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(context("reading a batch of customers"))?;
+            let (done_json, legacy_json, other_json): (String, Vec<u8>, String) =
+                sqlx::query_as(READ_BATCH_SQLITE)
+                    .bind(&ids_json)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(context("reading a batch of customers"))?;
             let decode = |e| protocol("reading a batch of customers", e);
             let done: Vec<i64> = serde_json::from_str(&done_json).map_err(decode)?;
-            let legacy: Vec<(i64, String)> = serde_json::from_str(&legacy_json).map_err(decode)?;
-            let migratable: Vec<(i64, &str)> = legacy
+            let other: Vec<(i64, String)> = serde_json::from_str(&other_json).map_err(decode)?;
+            let mut rows: Vec<(i64, Found)> = match String::from_utf8(legacy_json) {
+                Ok(json) => {
+                    let legacy: Vec<(i64, Option<String>)> =
+                        serde_json::from_str(&json).map_err(decode)?;
+                    legacy
+                        .into_iter()
+                        .map(|(id, name)| (id, Found::legacy(name)))
+                        .collect()
+                }
+                // Some name is not UTF-8: read the names again as bytes, to tell which.
+                Err(_) => {
+                    let json: String = sqlx::query_scalar(READ_NAMES_HEX_SQLITE)
+                        .bind(&ids_json)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(context("reading a batch of customers"))?;
+                    let legacy: Vec<(i64, Option<String>)> =
+                        serde_json::from_str(&json).map_err(decode)?;
+                    legacy
+                        .into_iter()
+                        .map(|(id, hex)| Ok((id, Found::legacy_hex(hex.as_deref())?)))
+                        .collect::<Result<_, String>>()
+                        .map_err(|e| protocol("reading a batch of customers", e))?
+                }
+            };
+            let migratable: Vec<(i64, &str)> = rows
                 .iter()
-                .filter(|(_, name)| split_full_name(name).is_ok())
-                .map(|(id, name)| (*id, name.as_str()))
+                .filter_map(|(id, found)| Some((*id, found.migratable()?)))
                 .collect();
             let names_set = name_trim_set(migratable.iter().map(|(_, name)| *name));
             let migratable: Vec<i64> = migratable.into_iter().map(|(id, _)| id).collect();
-            // Rows already migrated need no name: classify only looks at legacy names.
-            let rows: Vec<(i64, i64, String)> = done
-                .into_iter()
-                .map(|id| (id, 2, String::new()))
-                .chain(legacy.into_iter().map(|(id, name)| (id, 1, name)))
-                .collect();
+            rows.extend(done.into_iter().map(|id| (id, Found::Migrated)));
+            rows.extend(other.into_iter().map(|(id, v)| (id, Found::Unexpected(v))));
             if !dry_run && !migratable.is_empty() {
                 let updated = sqlx::query(MIGRATE_SQLITE)
                     .bind(&now)
@@ -570,7 +687,7 @@ pub(crate) async fn migrate(
                     .filter(|id| !done.contains(id))
                     .collect()
             };
-            let rows = if rest.is_empty() {
+            let rows: Vec<(i64, Option<i64>, Option<String>)> = if rest.is_empty() {
                 Vec::new()
             } else {
                 sqlx::query_as(CLASSIFY_POSTGRES)
@@ -579,6 +696,10 @@ pub(crate) async fn migrate(
                     .await
                     .map_err(context("reading a batch of customers"))?
             };
+            let rows = rows
+                .into_iter()
+                .map(|(id, version, name)| (id, Found::postgres(version, name)))
+                .collect();
             tx.commit().await.map_err(context("committing a batch"))?;
             (migrated, rows)
         }
@@ -587,19 +708,16 @@ pub(crate) async fn migrate(
     Ok(classify(ids, migrated, rows, dry_run))
 }
 
-/// One outcome per id of a batch: `migrated` were migrated now; `rows` are the batch's rows
-/// (`id`, `schema_version`, `full_name`) as read in the batch's transaction.
+/// One outcome per id of a batch: `migrated` were migrated now; `rows` are the batch's rows as
+/// read in the batch's transaction.
 fn classify(
     ids: &[i64],
     migrated: Vec<i64>,
-    rows: Vec<(i64, i64, String)>,
+    rows: Vec<(i64, Found)>,
     dry_run: bool,
 ) -> Vec<Outcome> {
     let migrated: std::collections::HashSet<i64> = migrated.into_iter().collect();
-    let rows: std::collections::HashMap<i64, (i64, String)> = rows
-        .into_iter()
-        .map(|(id, version, name)| (id, (version, name)))
-        .collect();
+    let rows: std::collections::HashMap<i64, Found> = rows.into_iter().collect();
     ids.iter()
         .map(|id| {
             if migrated.contains(id) {
@@ -609,11 +727,12 @@ fn classify(
                 None => Outcome::Failed(RecordFailure::permanent(format!(
                     "customer {id} no longer exists"
                 ))),
-                Some((version, _)) if *version >= 2 => Outcome::PreviouslyMigrated,
-                Some((_, name)) => match split_full_name(name) {
-                    Err(reason) => {
-                        Outcome::Failed(RecordFailure::permanent(format!("{reason} ({name:?})")))
-                    }
+                Some(Found::Migrated) => Outcome::PreviouslyMigrated,
+                Some(Found::Unexpected(version)) => Outcome::Failed(RecordFailure::permanent(
+                    format!("unexpected schema_version {version} (1 is legacy, 2 migrated)"),
+                )),
+                Some(Found::Legacy(name)) => match check_name(name) {
+                    Err(reason) => Outcome::Failed(RecordFailure::permanent(reason)),
                     Ok(_) if dry_run => Outcome::Migrated,
                     // A well-formed legacy row the update did not match: it changed between
                     // the statements (PostgreSQL reads each statement afresh). Another try
@@ -641,11 +760,12 @@ mod tests {
 
     #[test]
     fn each_record_of_a_batch_is_classified_on_its_own() {
+        let legacy = |name: &str| Found::Legacy(Ok(name.to_owned()));
         let rows = vec![
-            (1, 1, "Lovelace, Ada".to_owned()),
-            (2, 2, "Hopper, Grace".to_owned()),
-            (3, 1, "Turing Alan".to_owned()),
-            (4, 1, "Liskov, Barbara".to_owned()),
+            (1, legacy("Lovelace, Ada")),
+            (2, Found::Migrated),
+            (3, legacy("Turing Alan")),
+            (4, legacy("Liskov, Barbara")),
         ];
         let outcomes = classify(&[1, 2, 3, 4, 5], vec![1], rows.clone(), false);
         assert_eq!(outcomes[0], Outcome::Migrated);
@@ -661,6 +781,41 @@ mod tests {
         // A dry run reports the migratable ones as needing migration.
         let dry = classify(&[1, 4], Vec::new(), rows, true);
         assert_eq!(dry, [Outcome::Migrated, Outcome::Migrated]);
+    }
+
+    #[test]
+    fn unexpected_versions_and_unreadable_names_fail_for_good() {
+        let rows = vec![
+            (1, Found::postgres(None, Some("Lovelace, Ada".into()))),
+            (2, Found::postgres(Some(0), Some("Hopper, Grace".into()))),
+            (3, Found::postgres(Some(3), Some("Turing, Alan".into()))),
+            (4, Found::postgres(Some(1), None)),
+            (5, Found::legacy_hex(Some("4C6F76FF2C2041")).unwrap()),
+            (6, Found::legacy_hex(None).unwrap()),
+            (7, Found::legacy_hex(Some("4C6F76652C2041")).unwrap()),
+        ];
+        let outcomes = classify(&[1, 2, 3, 4, 5, 6, 7], Vec::new(), rows, true);
+        let messages: Vec<&str> = outcomes[..6]
+            .iter()
+            .map(|outcome| match outcome {
+                Outcome::Failed(f) if !f.retryable => f.message.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "unexpected schema_version NULL (1 is legacy, 2 migrated)",
+                "unexpected schema_version 0 (1 is legacy, 2 migrated)",
+                "unexpected schema_version 3 (1 is legacy, 2 migrated)",
+                "malformed full_name: NULL",
+                "malformed full_name: not valid UTF-8 (\"Lov\\xff, A\")",
+                "malformed full_name: NULL",
+            ]
+        );
+        assert_eq!(outcomes[6], Outcome::Migrated, "\"Love, A\" from hex");
+        assert!(Found::legacy_hex(Some("4C6")).is_err());
+        assert!(Found::legacy_hex(Some("4G")).is_err());
     }
 
     #[test]

@@ -7,3 +7,4 @@ mod harness;
 mod live;
 mod masking;
 mod names;
+mod unexpected_rows;
