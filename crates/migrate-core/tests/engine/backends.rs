@@ -7,4 +7,5 @@ mod harness;
 mod live;
 mod masking;
 mod names;
+mod names_property;
 mod unexpected_rows;
