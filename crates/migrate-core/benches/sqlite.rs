@@ -23,27 +23,37 @@ use migrate_core::{
 use sqlx::AssertSqlSafe;
 use tokio_util::sync::CancellationToken;
 
-/// The migration as one statement: the same expressions as the engine's per-batch statement.
+/// The migration as one statement: the same expressions as the engine's per-batch statement,
+/// trimming the characters of [`whitespace`] (bound as `?1`/`$1`).
 const SET_BASED_SQLITE: &str = "UPDATE customers SET
-    last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1)),
-    first_name = trim(substr(full_name, instr(full_name, ',') + 1)),
-    email = lower(trim(email)),
+    last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1), ?1),
+    first_name = trim(substr(full_name, instr(full_name, ',') + 1), ?1),
+    email = lower(trim(email, ?1)),
     schema_version = 2,
     migrated_at = '2026-01-01T00:00:00Z'
   WHERE schema_version = 1
+    AND instr(CAST(full_name AS BLOB), x'00') = 0
     AND instr(full_name, ',') > 0
-    AND trim(substr(full_name, 1, instr(full_name, ',') - 1)) <> ''
-    AND trim(substr(full_name, instr(full_name, ',') + 1)) <> ''";
+    AND trim(substr(full_name, 1, instr(full_name, ',') - 1), ?1) <> ''
+    AND trim(substr(full_name, instr(full_name, ',') + 1), ?1) <> ''";
 const SET_BASED_POSTGRES: &str = "UPDATE customers SET
-    last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' '),
-    first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), ' '),
-    email = lower(btrim(email, ' ')),
+    last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $1),
+    first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), $1),
+    email = lower(btrim(email, $1)),
     schema_version = 2,
     migrated_at = '2026-01-01T00:00:00Z'
   WHERE schema_version = 1
     AND strpos(full_name, ',') > 0
-    AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), ' ') <> ''
-    AND btrim(substr(full_name, strpos(full_name, ',') + 1), ' ') <> ''";
+    AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $1) <> ''
+    AND btrim(substr(full_name, strpos(full_name, ',') + 1), $1) <> ''";
+
+/// Every character Rust calls whitespace: the set the migration trims.
+fn whitespace() -> String {
+    (0..=u32::from(char::MAX))
+        .filter_map(char::from_u32)
+        .filter(|c| c.is_whitespace())
+        .collect()
+}
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -203,13 +213,16 @@ async fn engine(url: &str, dir: &Path, options: &Options, rows: u64) -> Duration
 /// The physical limit: one set-based UPDATE. Returns seconds and rows updated.
 async fn set_based(url: &str) -> (Duration, u64) {
     let backend = open(url, false).await;
+    let whitespace = whitespace();
     let started = Instant::now();
     let updated = match &backend {
         Backend::Sqlite(pool) => sqlx::query(SET_BASED_SQLITE)
+            .bind(&whitespace)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()),
         Backend::Postgres(pool) => sqlx::query(SET_BASED_POSTGRES)
+            .bind(&whitespace)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()),

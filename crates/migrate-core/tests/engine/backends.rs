@@ -6,4 +6,7 @@ mod correctness;
 mod harness;
 mod live;
 mod masking;
+mod names;
+mod names_property;
 mod trouble;
+mod unexpected_rows;

@@ -221,6 +221,44 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Whether this is the SQLite database.
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.pool, Pool::Sqlite(_))
+    }
+
+    /// Runs the test's own statement `sql`; the database's error, if it refuses it.
+    pub async fn execute(&self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Pool::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+    }
+
+    /// Sets `column` of customer `id` to `value`, bound as a parameter so that any text (a NUL
+    /// byte, a tab) reaches the database as it is; the database's error, if it refuses it.
+    pub async fn set_text(&self, id: i64, column: &str, value: &str) -> Result<(), sqlx::Error> {
+        let sql = match &self.pool {
+            Pool::Sqlite(_) => format!("UPDATE customers SET {column} = ? WHERE id = ?"),
+            Pool::Postgres(_) => format!("UPDATE customers SET {column} = $1 WHERE id = $2"),
+        };
+        let sql = sqlx::AssertSqlSafe(sql);
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(sql)
+                .bind(value)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(drop),
+            Pool::Postgres(pool) => sqlx::query(sql)
+                .bind(value)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+    }
+
     /// Sets the full name of the customers `ids`.
     pub async fn set_full_name(&self, ids: &[i64], full_name: &str) {
         for id in ids {
@@ -310,7 +348,7 @@ pub fn migrated(row: &Row) -> Option<(String, String, String)> {
     Some((
         first.to_owned(),
         last.to_owned(),
-        row.email.trim_matches(' ').to_lowercase(),
+        row.email.trim().to_lowercase(),
     ))
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use migrate_core::{Ending, Event, Lifecycle, RunOptions, StatusBoard};
 use tokio_util::sync::CancellationToken;
 
-use super::harness::{Pool, TestDb, audited_ids, on_both_backends, run_engine};
+use super::harness::{TestDb, audited_ids, on_both_backends, run_engine};
 
 on_both_backends!(
     a_full_scan_after_an_interrupted_file_run_migrates_every_row,
@@ -15,20 +15,6 @@ on_both_backends!(
     a_run_whose_failures_cannot_be_recorded_counts_every_committed_record,
     a_database_that_refuses_every_write_aborts_the_run_at_once,
 );
-
-/// Runs `sql` on the test's own connection.
-async fn execute(db: &TestDb, sql: &str) {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match &db.pool {
-        Pool::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        Pool::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn is_sqlite(db: &TestDb) -> bool {
-    db.url.starts_with("sqlite")
-}
 
 /// A board that asks the run to stop as soon as a job starts its first batch.
 struct StopAtFirstBatch(CancellationToken);
@@ -71,7 +57,9 @@ async fn a_record_deleted_before_its_turn_is_gone_not_a_failure(db: &TestDb) {
     // As an application deleting rows while the run goes: the ids were read, the rows are not
     // there when their batch comes.
     let ids: Vec<i64> = (1..=300).collect();
-    execute(db, "DELETE FROM customers WHERE id % 7 = 0").await;
+    db.execute("DELETE FROM customers WHERE id % 7 = 0")
+        .await
+        .unwrap();
     let deleted = ids.iter().filter(|id| *id % 7 == 0).count() as u64;
     let mut config = db.config();
     config.customer_migration.max_failures = 1;
@@ -107,32 +95,32 @@ async fn a_run_whose_failures_cannot_be_recorded_counts_every_committed_record(d
     db.seed(3000).await;
     let seeded = db.versions().await.get(&2).copied().unwrap_or(0);
     // The failures table exists but refuses every row, as a full disk or a lost grant would.
-    execute(
-        db,
+    db.execute(
         "CREATE TABLE migration_failures (id BIGINT PRIMARY KEY, error TEXT NOT NULL,
            attempts INTEGER NOT NULL, failed_at TEXT NOT NULL, resolved_at TEXT)",
     )
-    .await;
-    if is_sqlite(db) {
-        execute(
-            db,
+    .await
+    .unwrap();
+    if db.is_sqlite() {
+        db.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON migration_failures
              BEGIN SELECT RAISE(ABORT, 'no space left for failures'); END",
         )
-        .await;
+        .await
+        .unwrap();
     } else {
-        execute(
-            db,
+        db.execute(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN RAISE EXCEPTION 'no space left for failures'; END $$",
         )
-        .await;
-        execute(
-            db,
+        .await
+        .unwrap();
+        db.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON migration_failures
              FOR EACH ROW EXECUTE FUNCTION refuse()",
         )
-        .await;
+        .await
+        .unwrap();
     }
     let mut config = db.config();
     config.customer_migrator.batch_size = Some(50);
@@ -151,13 +139,19 @@ async fn a_database_that_refuses_every_write_aborts_the_run_at_once(db: &TestDb)
     db.seed(3000).await;
     let mut config = db.config();
     let role = format!("reader_{}", std::process::id());
-    if is_sqlite(db) {
+    if db.is_sqlite() {
         config.connection.url = format!("{}?mode=ro", db.url);
     } else {
         // A role that may read the table and nothing more.
-        execute(db, &format!("DROP ROLE IF EXISTS {role}")).await;
-        execute(db, &format!("CREATE ROLE {role} LOGIN")).await;
-        execute(db, &format!("GRANT SELECT ON customers TO {role}")).await;
+        db.execute(&format!("DROP ROLE IF EXISTS {role}"))
+            .await
+            .unwrap();
+        db.execute(&format!("CREATE ROLE {role} LOGIN"))
+            .await
+            .unwrap();
+        db.execute(&format!("GRANT SELECT ON customers TO {role}"))
+            .await
+            .unwrap();
         let (scheme, rest) = db.url.split_once("://").unwrap();
         let host = rest.split_once('@').map_or(rest, |(_, host)| host);
         config.connection.url = format!("{scheme}://{role}@{host}");
@@ -176,9 +170,11 @@ async fn a_database_that_refuses_every_write_aborts_the_run_at_once(db: &TestDb)
         "{reason}"
     );
     assert_eq!((summary.migrated, summary.failed), (0, 0), "{summary:?}");
-    if !is_sqlite(db) {
+    if !db.is_sqlite() {
         // Roles belong to the server, not to the test's database.
-        execute(db, &format!("REVOKE SELECT ON customers FROM {role}")).await;
-        execute(db, &format!("DROP ROLE {role}")).await;
+        db.execute(&format!("REVOKE SELECT ON customers FROM {role}"))
+            .await
+            .unwrap();
+        db.execute(&format!("DROP ROLE {role}")).await.unwrap();
     }
 }
