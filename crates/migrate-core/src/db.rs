@@ -327,6 +327,35 @@ pub(crate) async fn failures_table_ready(backend: &Backend) -> Result<bool, DbEr
     Ok(true)
 }
 
+/// The audit trail: one row per committed batch, with the ids it migrated as a JSON array,
+/// written in the batch's own transaction. Whatever interrupts a run, a `kill -9` included, it
+/// lists exactly the records the migration changed: a batch and its audit row commit together
+/// or not at all.
+const CREATE_AUDIT: &str = "CREATE TABLE IF NOT EXISTS migration_audit (
+    migration TEXT NOT NULL,
+    migrated_at TEXT NOT NULL,
+    ids TEXT NOT NULL)";
+
+/// The migration's name in `migration_audit` (and its checkpoint's key).
+pub(crate) const CUSTOMER_MIGRATION: &str = "customer-migration";
+
+/// What a batch writes besides the rows, prepared before the first batch writes (never on a dry
+/// run): `migration_audit` exists, and whether failures of earlier runs are to be resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct Bookkeeping {
+    /// `migration_failures` exists: each batch resolves the failures of what it migrates.
+    pub(crate) resolve_failures: bool,
+}
+
+/// Creates `migration_audit` when missing and looks for `migration_failures`; see
+/// [`Bookkeeping`].
+pub(crate) async fn prepare_bookkeeping(backend: &Backend) -> Result<Bookkeeping, DbError> {
+    execute(backend, CREATE_AUDIT, "creating migration_audit").await?;
+    Ok(Bookkeeping {
+        resolve_failures: failures_table_ready(backend).await?,
+    })
+}
+
 /// Failures no run has resolved since they were recorded.
 pub(crate) async fn open_failures(backend: &Backend) -> Result<u64, DbError> {
     if !failures_table_ready(backend).await? {
@@ -642,6 +671,10 @@ pub fn split_full_name(full_name: &str) -> Result<(&str, &str), &'static str> {
 ///
 /// Both statements trim the characters of [`WHITESPACE`], bound as `$3` on PostgreSQL; SQLite
 /// takes the set for names as `?3` ([`name_trim_set`]) and the email's as `?4`.
+///
+/// Each batch that migrates records also writes its `migration_audit` row (see [`CREATE_AUDIT`])
+/// in the same transaction: on PostgreSQL within the statement itself, whose `$4` names the
+/// migration.
 const MIGRATE_SQLITE: &str = "UPDATE customers SET
     last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1), ?3),
     first_name = trim(substr(full_name, instr(full_name, ',') + 1), ?3),
@@ -650,7 +683,8 @@ const MIGRATE_SQLITE: &str = "UPDATE customers SET
     migrated_at = ?1
   WHERE id IN (SELECT value FROM json_each(?2)) AND schema_version = 1
     AND instr(CAST(full_name AS BLOB), x'00') = 0";
-const MIGRATE_POSTGRES: &str = "UPDATE customers SET
+const MIGRATE_POSTGRES: &str = "WITH migrated AS (
+  UPDATE customers SET
     last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $3),
     first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), $3),
     email = lower(btrim(email, $3)),
@@ -660,7 +694,15 @@ const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     AND strpos(full_name, ',') > 0
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $3) <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), $3) <> ''
-  RETURNING id";
+  RETURNING id
+), audit AS (
+  INSERT INTO migration_audit (migration, migrated_at, ids)
+  SELECT $4, $1, json_agg(id ORDER BY id)::text FROM migrated HAVING count(*) > 0
+)
+SELECT id FROM migrated";
+/// The batch's `migration_audit` row on SQLite, in the batch's transaction.
+const AUDIT_SQLITE: &str =
+    "INSERT INTO migration_audit (migration, migrated_at, ids) VALUES (?, ?, ?)";
 /// The batch's rows in three JSON arrays: the ids of rows already migrated; `[id, full_name]`
 /// of legacy rows (only those need their name looked at; a BLOB is read as the text of its
 /// bytes, as SQLite's text functions read it); and `[id, version]` of rows with any other
@@ -795,10 +837,10 @@ pub(crate) async fn migrate(
     dry_run: bool,
     writer: Option<&tokio::sync::Mutex<()>>,
     lock_timeout: std::time::Duration,
-    resolve_failures: bool,
+    bookkeeping: Option<Bookkeeping>,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let resolve = resolve_failures && !dry_run;
+    let resolve = !dry_run && bookkeeping.is_some_and(|b| b.resolve_failures);
     let outcomes = match backend {
         Backend::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
@@ -855,9 +897,10 @@ pub(crate) async fn migrate(
             rows.extend(done.into_iter().map(|id| (id, Found::Migrated)));
             rows.extend(other.into_iter().map(|(id, v)| (id, Found::Unexpected(v))));
             if !dry_run && !migratable.is_empty() {
+                let migratable_json = serde_json::to_string(&migratable).expect("ids serialize");
                 let updated = sqlx::query(MIGRATE_SQLITE)
                     .bind(&now)
-                    .bind(serde_json::to_string(&migratable).expect("ids serialize"))
+                    .bind(&migratable_json)
                     .bind(names_set)
                     .bind(WHITESPACE)
                     .execute(&mut *tx)
@@ -875,6 +918,13 @@ pub(crate) async fn migrate(
                         ),
                     ));
                 }
+                sqlx::query(AUDIT_SQLITE)
+                    .bind(CUSTOMER_MIGRATION)
+                    .bind(&now)
+                    .bind(&migratable_json)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("writing migration_audit"))?;
             }
             let migrated = if dry_run { Vec::new() } else { migratable };
             let outcomes = classify(ids, migrated, rows, dry_run);
@@ -906,6 +956,7 @@ pub(crate) async fn migrate(
                     .bind(&now)
                     .bind(ids)
                     .bind(WHITESPACE)
+                    .bind(CUSTOMER_MIGRATION)
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(context("migrating a batch of customers"))?

@@ -162,11 +162,12 @@ pub struct BackendMigrator {
     /// Set once `migration_failures` is known to exist (created on the first failure).
     #[shaku(default)]
     failures_table: tokio::sync::OnceCell<()>,
-    /// Whether `migration_failures` existed when the first batch was written: then each batch
-    /// marks the failures of the records it migrates resolved. Failures recorded by this run
-    /// are not tried again in it, so a table created meanwhile has nothing to resolve.
+    /// What each batch writes besides the rows, prepared before the first batch writes: the
+    /// audit table, and whether `migration_failures` existed then (each batch then marks the
+    /// failures of the records it migrates resolved; failures recorded by this run are not
+    /// tried again in it, so a table created meanwhile has nothing to resolve).
     #[shaku(default)]
-    resolve_failures: tokio::sync::OnceCell<bool>,
+    bookkeeping: tokio::sync::OnceCell<db::Bookkeeping>,
     /// SQLite has one writer at a time. Jobs that wait for it here wait on an async lock and
     /// go the moment it is free; without it they would wait in SQLite's busy handler, which
     /// sleeps for growing intervals (1, 2, 5, 10... ms) and leaves the database idle.
@@ -196,7 +197,7 @@ impl BackendMigrator {
             audit: AppendFile::default(),
             failures: AppendFile::default(),
             failures_table: tokio::sync::OnceCell::new(),
-            resolve_failures: tokio::sync::OnceCell::new(),
+            bookkeeping: tokio::sync::OnceCell::new(),
             sqlite_writer: tokio::sync::Mutex::new(()),
             lock_timeout,
         }
@@ -344,14 +345,26 @@ impl CustomerMigrator for BackendMigrator {
             }
             backend => {
                 let writer = (!dry_run).then_some(&self.sqlite_writer);
-                let resolve = !dry_run
-                    && *self
-                        .resolve_failures
-                        .get_or_try_init(|| db::failures_table_ready(backend))
-                        .await?;
+                let bookkeeping = if dry_run {
+                    None
+                } else {
+                    Some(
+                        *self
+                            .bookkeeping
+                            .get_or_try_init(|| db::prepare_bookkeeping(backend))
+                            .await?,
+                    )
+                };
                 let started = Instant::now();
-                outcomes =
-                    db::migrate(backend, ids, dry_run, writer, self.lock_timeout, resolve).await?;
+                outcomes = db::migrate(
+                    backend,
+                    ids,
+                    dry_run,
+                    writer,
+                    self.lock_timeout,
+                    bookkeeping,
+                )
+                .await?;
                 millis = started.elapsed().as_millis();
             }
         }

@@ -79,6 +79,7 @@ async fn check_complete_run(db: &TestDb, before: &BTreeMap<i64, Row>, summary: &
         "no row added or lost"
     );
     let (mut previously, mut migrated_now, mut malformed) = (0u64, 0u64, BTreeSet::new());
+    let mut migrated_ids = BTreeSet::new();
     for (id, old) in before {
         let new = &after[id];
         if old.schema_version == 2 {
@@ -93,6 +94,7 @@ async fn check_complete_run(db: &TestDb, before: &BTreeMap<i64, Row>, summary: &
             }
             Some((first, last, email)) => {
                 migrated_now += 1;
+                migrated_ids.insert(*id);
                 assert_eq!(new.schema_version, 2, "{new:?}");
                 assert_eq!(new.first_name.as_deref(), Some(first.as_str()), "{new:?}");
                 assert_eq!(new.last_name.as_deref(), Some(last.as_str()), "{new:?}");
@@ -110,6 +112,14 @@ async fn check_complete_run(db: &TestDb, before: &BTreeMap<i64, Row>, summary: &
     );
     assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
     assert_eq!(summary.migrated, migrated_now, "{summary:?}");
+    // The audit table lists each migrated row once, and nothing else.
+    let audited = db.audit_table_ids().await;
+    assert_eq!(
+        audited.len() as u64,
+        migrated_now,
+        "one audit entry per migrated row"
+    );
+    assert_eq!(audited.into_iter().collect::<BTreeSet<_>>(), migrated_ids);
     assert_eq!(summary.previously_migrated, previously, "{summary:?}");
     assert_eq!(summary.failed, malformed.len() as u64, "{summary:?}");
 

@@ -299,6 +299,20 @@ impl TestDb {
         rows.into_iter().collect()
     }
 
+    /// The ids listed in `migration_audit`, in the order of its rows (empty when there is no
+    /// such table yet).
+    pub async fn audit_table_ids(&self) -> Vec<i64> {
+        const SQL: &str = "SELECT ids FROM migration_audit";
+        let rows: Result<Vec<String>, sqlx::Error> = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
+            Pool::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
+        };
+        rows.unwrap_or_default()
+            .iter()
+            .flat_map(|ids| serde_json::from_str::<Vec<i64>>(ids).expect("a JSON array of ids"))
+            .collect()
+    }
+
     /// `migration_failures` by id.
     pub async fn failures(&self) -> BTreeMap<i64, Failure> {
         const SQL: &str = "SELECT id, error, CAST(attempts AS BIGINT) AS attempts \
