@@ -46,7 +46,9 @@ mod db;
 mod events;
 mod graph;
 mod job;
+mod key;
 mod lifecycle;
+mod migration;
 mod migrator;
 mod module;
 mod overseer;
@@ -69,7 +71,9 @@ pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, m
 pub use db::split_full_name;
 pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
+pub use key::{Key, KeyColumn, KeyKind, KeyValue};
 pub use lifecycle::LifecycleError;
+pub use migration::{Migration, Noun};
 pub use migrate_derive::Dependencies;
 pub use migrator::{
     BackendMigrator, BatchError, CustomerMigrator, FailureRecord, Outcome, PreflightError,
