@@ -122,7 +122,7 @@ fn sqlite_error_kind(extended_code: i32) -> ErrorKind {
     }
 }
 
-fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+pub(crate) fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
     move |source| DbError { doing, source }
 }
 
@@ -175,7 +175,26 @@ const CREATE_FAILURES: &str = "CREATE TABLE IF NOT EXISTS migration_failures (
 /// `resolved_at`, for a `migration_failures` table made before it existed.
 const ADD_RESOLVED_AT: &str = "ALTER TABLE migration_failures ADD COLUMN resolved_at TEXT";
 
-async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> Result<(), DbError> {
+pub(crate) async fn execute(
+    backend: &Backend,
+    sql: &'static str,
+    doing: &'static str,
+) -> Result<(), DbError> {
+    match backend {
+        Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Backend::Simulated { .. } => Ok(()),
+    }
+    .map_err(context(doing))
+}
+
+/// Runs `sql`, a statement built at run time from text this crate controls.
+pub(crate) async fn execute_owned(
+    backend: &Backend,
+    sql: String,
+    doing: &'static str,
+) -> Result<(), DbError> {
+    let sql = AssertSqlSafe(sql);
     match backend {
         Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
         Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
@@ -185,7 +204,7 @@ async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> R
 }
 
 /// Whether `table` exists.
-async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, DbError> {
+pub(crate) async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, DbError> {
     let doing = "looking for a table";
     match backend {
         Backend::Sqlite(pool) => {
@@ -217,7 +236,7 @@ const CUSTOMER_COLUMNS: [&str; 7] = [
 ];
 
 /// The columns of `table`, lowercase; empty when there is no such table.
-async fn columns(backend: &Backend, table: &'static str) -> Result<Vec<String>, DbError> {
+pub(crate) async fn columns(backend: &Backend, table: &'static str) -> Result<Vec<String>, DbError> {
     let doing = "reading the columns of a table";
     match backend {
         Backend::Sqlite(pool) => {

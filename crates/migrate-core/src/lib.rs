@@ -38,6 +38,7 @@
 extern crate self as migrate_core;
 
 mod board;
+mod bookkeeping;
 mod checkpoint;
 mod component;
 mod config;
@@ -61,6 +62,7 @@ mod summary;
 mod system;
 
 pub use board::{EventBoard, RecordingBoard, StatusBoard};
+pub use bookkeeping::BatchJournal;
 pub use checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
 pub use component::{BoxError, ComponentDescriptor, ComponentInfo, Lifecycle, NamedInterface};
 pub use config::{
@@ -68,7 +70,7 @@ pub use config::{
     ScannerConfig, StatusBoardConfig,
 };
 pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
-pub use db::split_full_name;
+pub use db::{DbError, split_full_name};
 pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
 pub use key::{Key, KeyColumn, KeyKind, KeyValue};
