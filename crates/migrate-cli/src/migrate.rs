@@ -1,6 +1,7 @@
 //! The migration run: build and start the system, run the overseer, stop, report.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrate_core::{
@@ -14,8 +15,9 @@ use crate::cli::{OutputArgs, RunArgs};
 use crate::exit::{self, CliError};
 use crate::ids_file;
 
-/// Shortest time the components get to stop after the run, whatever the grace period.
-const MIN_STOP_TIME: Duration = Duration::from_secs(1);
+/// How long the components get to stop after the run (the jobs' grace period is over by then):
+/// closing files and the pool takes milliseconds unless a database call is still waiting.
+const STOP_TIME: Duration = Duration::from_secs(2);
 
 /// Runs one migration with `config`; returns the exit code for its summary.
 pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result<u8, CliError> {
@@ -48,19 +50,22 @@ async fn run_system(
     board: Box<dyn StatusBoard>,
 ) -> Result<(Summary, Option<String>), CliError> {
     let system = build(config, options.dry_run, board).await?;
-    system.start().await.map_err(|e| start_error(&e))?;
+    system.start().await.map_err(|e| usage_or_fatal(&e))?;
     let shutdown = CancellationToken::new();
     let grace_period = config.customer_migration.grace_period();
     // Not aborted when the run ends: a second Ctrl-C or SIGTERM must exit at once at any
     // moment until the process exits, the stop below included.
+    let run_over = Arc::new(AtomicBool::new(false));
     let _signals = crate::signals::listen(
         shutdown.clone(),
         system.resolve::<dyn StatusBoard>(),
         grace_period,
+        Arc::clone(&run_over),
     )
     .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
     let result = migrate_core::overseer(&system).run(options, shutdown).await;
-    let stop_time = grace_period.max(MIN_STOP_TIME);
+    run_over.store(true, Ordering::SeqCst);
+    let stop_time = STOP_TIME;
     let (stopped, stop_warning) = match tokio::time::timeout(stop_time, system.stop()).await {
         Ok(stopped) => (stopped, None),
         // The progress is saved by now: what still runs is a database call of a job stopped
@@ -74,7 +79,7 @@ async fn run_system(
             )),
         ),
     };
-    let mut summary = result.map_err(|e| CliError::fatal(&e))?;
+    let mut summary = result.map_err(|e| usage_or_fatal(&e))?;
     if let Err(error) = stopped {
         summary.ending = Ending::Aborted;
         // The lifecycle's error already says "while stopping COMPONENT".
@@ -109,9 +114,9 @@ async fn build(
         .map_err(|e| CliError::fatal(&e))
 }
 
-/// A failed start is a usage error when a check before the run refused the configuration or
-/// the database (nothing ran), fatal otherwise.
-fn start_error(error: &(dyn std::error::Error + 'static)) -> CliError {
+/// A failed start or run is a usage error when a check before the run refused the
+/// configuration or the database (nothing ran), fatal otherwise.
+fn usage_or_fatal(error: &(dyn std::error::Error + 'static)) -> CliError {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.downcast_ref::<PreflightError>().is_some() {

@@ -73,6 +73,7 @@ fn error_kind(error: &sqlx::Error) -> ErrorKind {
         }
         // The rows do not have the shape the statement expects: a schema problem.
         sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. }
         | sqlx::Error::Configuration(_) => ErrorKind::Fatal,
@@ -87,12 +88,22 @@ fn error_kind(error: &sqlx::Error) -> ErrorKind {
 fn postgres_error_kind(sqlstate: &str) -> ErrorKind {
     match sqlstate {
         "40001" | "40P01" | "55P03" | "57014" => ErrorKind::Transient,
-        "25006" => ErrorKind::Fatal,
+        // Read-only transaction, disk full, no such database.
+        "25006" | "53100" | "3D000" => ErrorKind::Fatal,
         s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
             ErrorKind::Transient
         }
         s if s.starts_with("22") || s.starts_with("23") => ErrorKind::Rejected,
-        s if s.starts_with("42") => ErrorKind::Fatal,
+        // Syntax or access rule (undefined table or column, type mismatch, privilege),
+        // authorization (a password rotated, a role dropped), a feature the server lacks, a
+        // system error (I/O).
+        s if s.starts_with("42")
+            || s.starts_with("28")
+            || s.starts_with("0A")
+            || s.starts_with("58") =>
+        {
+            ErrorKind::Fatal
+        }
         _ => ErrorKind::Transient,
     }
 }
@@ -309,6 +320,11 @@ pub(crate) async fn prepare(backend: &Backend) -> Result<(), BoxError> {
 
 /// Creates `migration_checkpoints` when it is missing.
 pub(crate) async fn create_checkpoints(backend: &Backend) -> Result<(), DbError> {
+    // Only when missing: `CREATE TABLE IF NOT EXISTS` needs the right to create in the schema
+    // even when the table exists, which a role with only the rights to its tables lacks.
+    if table_exists(backend, "migration_checkpoints").await? {
+        return Ok(());
+    }
     execute(
         backend,
         CREATE_CHECKPOINTS,
@@ -320,12 +336,12 @@ pub(crate) async fn create_checkpoints(backend: &Backend) -> Result<(), DbError>
 /// Creates `migration_failures` when it is missing, and adds `resolved_at` to a table made by
 /// an earlier version.
 pub(crate) async fn create_failures(backend: &Backend) -> Result<(), DbError> {
-    execute(backend, CREATE_FAILURES, "creating migration_failures").await?;
-    if !columns(backend, "migration_failures")
-        .await?
-        .iter()
-        .any(|c| c == "resolved_at")
-    {
+    // Only what is missing (see `create_checkpoints`).
+    let found = columns(backend, "migration_failures").await?;
+    if found.is_empty() {
+        return execute(backend, CREATE_FAILURES, "creating migration_failures").await;
+    }
+    if !found.iter().any(|c| c == "resolved_at") {
         execute(
             backend,
             ADD_RESOLVED_AT,
@@ -414,10 +430,17 @@ pub(crate) async fn page(
             "SELECT json_group_array(id) FROM
                (SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?)"
         }
-        (_, false, false) => "SELECT id FROM customers ORDER BY id LIMIT ?",
-        (_, true, false) => "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?",
-        (_, false, true) => "SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?",
-        (_, true, true) => "SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+        // PostgreSQL: `id` may be a 32-bit `integer` (a `serial`); it is read as 64 bits.
+        (_, false, false) => "SELECT CAST(id AS BIGINT) FROM customers ORDER BY id LIMIT ?",
+        (_, true, false) => {
+            "SELECT CAST(id AS BIGINT) FROM customers WHERE id > ? ORDER BY id LIMIT ?"
+        }
+        (_, false, true) => {
+            "SELECT CAST(id AS BIGINT) FROM customers WHERE id < ? ORDER BY id LIMIT ?"
+        }
+        (_, true, true) => {
+            "SELECT CAST(id AS BIGINT) FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?"
+        }
     };
     let sql = sql_for(backend, sql);
     let limit = limit as i64;
@@ -713,15 +736,7 @@ const MIGRATE_POSTGRES: &str = "WITH migrated AS (
     AND strpos(full_name, ',') > 0
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $3) <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), $3) <> ''
-  RETURNING id
-), audit AS (
-  INSERT INTO migration_audit (migration, migrated_at, ids)
-  SELECT $4, $1, json_agg(id ORDER BY id)::text FROM migrated HAVING count(*) > 0
-)
-SELECT id FROM migrated";
-/// The batch's `migration_audit` row on SQLite, in the batch's transaction.
-const AUDIT_SQLITE: &str =
-    "INSERT INTO migration_audit (migration, migrated_at, ids) VALUES (?, ?, ?)";
+  RETURNING CAST(id AS BIGINT)";
 /// The batch's rows in three JSON arrays: the ids of rows already migrated; `[id, full_name]`
 /// of legacy rows (only those need their name looked at; a BLOB is read as the text of its
 /// bytes, as SQLite's text functions read it); and `[id, version]` of rows with any other
@@ -745,7 +760,8 @@ const READ_NAMES_HEX_SQLITE: &str = "SELECT
   FROM customers WHERE id IN (SELECT value FROM json_each(?))";
 // `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
 // Either column may be NULL; PostgreSQL text is always valid UTF-8.
-const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
+const CLASSIFY_POSTGRES: &str =
+    "SELECT CAST(id AS BIGINT), CAST(schema_version AS BIGINT), full_name
   FROM customers WHERE id = ANY($1)";
 
 /// A record of a batch as the batch's transaction read it: what decides its outcome.
@@ -1080,6 +1096,50 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_errors_are_classified_by_what_a_retry_can_do() {
+        use ErrorKind::{Fatal, Rejected, Transient};
+        for (sqlstate, kind) in [
+            ("40001", Transient),
+            ("40P01", Transient),
+            ("55P03", Transient),
+            ("57014", Transient),
+            ("08006", Transient),
+            ("53300", Transient),
+            ("57P01", Transient),
+            ("22001", Rejected),
+            ("23505", Rejected),
+            ("42703", Fatal),
+            ("42P01", Fatal),
+            ("42804", Fatal),
+            ("42501", Fatal),
+            ("25006", Fatal),
+            ("53100", Fatal),
+            ("3D000", Fatal),
+            ("28P01", Fatal),
+            ("0A000", Fatal),
+            ("58030", Fatal),
+            ("XX000", Transient),
+        ] {
+            assert_eq!(postgres_error_kind(sqlstate), kind, "{sqlstate}");
+        }
+        // SQLite: primary codes, and extended codes built on them.
+        for (code, kind) in [
+            (5, Transient),   // BUSY
+            (517, Transient), // BUSY_SNAPSHOT
+            (6, Transient),   // LOCKED
+            (1, Fatal),       // ERROR: no such table or column
+            (8, Fatal),       // READONLY
+            (1032, Fatal),    // READONLY_DBMOVED
+            (13, Fatal),      // FULL
+            (19, Rejected),   // CONSTRAINT
+            (2067, Rejected), // CONSTRAINT_UNIQUE
+            (20, Rejected),   // MISMATCH
+        ] {
+            assert_eq!(sqlite_error_kind(code), kind, "{code}");
+        }
+    }
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {

@@ -129,6 +129,14 @@ pub trait CustomerMigrator: shaku::Interface + Lifecycle {
     /// be lost.
     async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError>;
 
+    /// Checks, before a run starts, what this run needs (on a dry run, a run that writes
+    /// nothing): a [`PreflightError`] for what a person must fix. Called by the overseer
+    /// before any record is read.
+    async fn check(&self, dry_run: bool) -> Result<(), BoxError> {
+        let _ = dry_run;
+        Ok(())
+    }
+
     /// How many recorded failures no later run has resolved (by migrating the record), when
     /// the store can tell; `None` otherwise.
     async fn open_failures(&self) -> Result<Option<u64>, BoxError> {
@@ -262,10 +270,8 @@ fn audit_lines(migrated: impl IntoIterator<Item = (i64, u128)>) -> String {
 
 #[async_trait]
 impl Lifecycle for BackendMigrator {
-    /// Checks what can be checked before the run: the audit log can be created, and on a
-    /// database, `customers` has the columns the migration uses.
+    /// On a database, checks that `customers` has the columns the migration uses.
     async fn start(&self) -> Result<(), BoxError> {
-        check_log_file(&self.config.log_file)?;
         db::prepare(self.connection.backend()).await
     }
 
@@ -384,6 +390,14 @@ impl CustomerMigrator for BackendMigrator {
         Ok(outcomes)
     }
 
+    /// The audit log must be creatable, unless on a dry run, which writes none.
+    async fn check(&self, dry_run: bool) -> Result<(), BoxError> {
+        if !dry_run {
+            check_log_file(&self.config.log_file)?;
+        }
+        Ok(())
+    }
+
     async fn open_failures(&self) -> Result<Option<u64>, BoxError> {
         match self.connection.backend() {
             // The failures file keeps no resolution: it cannot tell.
@@ -454,13 +468,19 @@ impl AppendFile {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir)?;
             }
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| {
                     std::io::Error::new(e.kind(), format!("while opening {}: {e}", path.display()))
                 })?;
+            // A write cut short (a full disk, a kill) may have left half a line: end it, so that
+            // this run's lines start on lines of their own.
+            if ends_mid_line(&mut file)? {
+                file.write_all(b"\n")?;
+            }
             *guard = Some(file);
         }
         guard.as_mut().expect("opened above").write_all(bytes)
@@ -479,6 +499,20 @@ impl AppendFile {
             None => Ok(()),
         }
     }
+}
+
+/// Whether a regular file's last byte is not a newline (false for an empty file, a pipe or a
+/// device, whose end cannot be read back).
+fn ends_mid_line(file: &mut File) -> Result<bool, std::io::Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// A log on a pipe or a device (`/dev/stdout`, a FIFO) cannot be synced, and has nothing to

@@ -62,6 +62,10 @@ impl Default for RunOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// A check before the run found that it cannot work (see
+    /// [`CustomerMigrator::check`]); nothing ran.
+    #[error("{0}")]
+    Check(#[source] BoxError),
     /// The saved progress could not be read or reset.
     #[error("while reading the checkpoint of {migration} ({range}): {source}")]
     Checkpoint {
@@ -151,6 +155,10 @@ impl MigrationOverseer for Overseer {
     ) -> Result<Summary, RunError> {
         let started = Instant::now();
         let key = CheckpointKey::new(&options.migration, options.range, options.input.as_deref());
+        self.migrator
+            .check(options.dry_run)
+            .await
+            .map_err(RunError::Check)?;
         let checkpoint_error = |source| RunError::Checkpoint {
             migration: key.migration.clone(),
             range: key.range,
@@ -248,6 +256,9 @@ impl MigrationOverseer for Overseer {
         let checkpoint_every = Duration::from_millis(self.config.checkpoint_interval_millis);
         let mut last_save = Instant::now();
         let mut grace_deadline: Option<Instant> = None;
+        // When the grace period that began with the halt ends: the jobs and the scanner share
+        // it, so that a stop takes the grace period once, not once per part.
+        let mut halted_until: Option<Instant> = None;
         let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             tokio::select! {
@@ -280,6 +291,7 @@ impl MigrationOverseer for Overseer {
                 },
                 () = shared.halt.cancelled(), if grace_deadline.is_none() => {
                     grace_deadline = Some(Instant::now() + self.config.grace_period());
+                    halted_until = grace_deadline;
                     // Closing the channel stops the scanner's send at once; jobs stop taking
                     // on the halted flag. A job may hold the receiver a while (its linger, or
                     // until the scanner's current page arrives), so the loop does not wait.
@@ -296,10 +308,12 @@ impl MigrationOverseer for Overseer {
         }
 
         watcher.abort();
-        // A scanner stuck in a query when the run halted gets the grace period, then is stopped.
-        let scan_result = if shared.halted.load(Ordering::Relaxed) {
+        // A scanner stuck in a query when the run halted gets what is left of the grace
+        // period, then is stopped.
+        let scan_result = if shared.halted.load(Ordering::Relaxed) || halted_until.is_some() {
             let abort = scan_task.abort_handle();
-            match tokio::time::timeout(self.config.grace_period(), scan_task).await {
+            let until = halted_until.unwrap_or_else(|| Instant::now() + self.config.grace_period());
+            match tokio::time::timeout_at(until, scan_task).await {
                 Ok(result) => result,
                 Err(_) => {
                     abort.abort();

@@ -832,3 +832,38 @@ async fn a_slow_record_bounds_how_far_the_scan_runs_ahead_of_the_checkpoint() {
     assert_eq!(summary.ending, Ending::Completed);
     assert_eq!(journal.migrated_ids().len() as u64, customers);
 }
+
+/// A stop while one record of a committed batch waits to be retried: the rest of the batch was
+/// committed, so it is counted and marked done, and the next run migrates only that record.
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_retry_counts_the_rest_of_the_committed_batch() {
+    let ids = first_ids(400, 400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 400);
+    config.customer_migration.processes = 2;
+    config.customer_migration.retry_initial_delay_millis = 30_000;
+    config.customer_migration.retry_max_delay_millis = 60_000;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.batch_size = 20;
+    migrator.script = HashMap::from([(ids[5], Behaviour::FlakyTimes(1))]);
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop.cancel();
+    });
+    let (summary, _) = run_once(&config, migrator, RunOptions::default(), shutdown).await;
+    assert_eq!(summary.ending, Ending::Interrupted);
+    assert_eq!(
+        summary.migrated,
+        journal.migrated_ids().len() as u64,
+        "every committed record is counted"
+    );
+    let summary = run_plain(&config, ScriptedMigrator::new(Arc::clone(&journal))).await;
+    assert_eq!(summary.ending, Ending::Completed);
+    let migrated = journal.migrated_ids();
+    assert_eq!(migrated.len(), 400);
+    let twice: Vec<_> = migrated.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "migrated twice: {twice:?}");
+}

@@ -178,3 +178,77 @@ async fn a_database_that_refuses_every_write_aborts_the_run_at_once(db: &TestDb)
         db.execute(&format!("DROP ROLE {role}")).await.unwrap();
     }
 }
+
+/// PostgreSQL only: bookkeeping tables made once (by a first run, as a DBA would), then runs
+/// by a role that may only read and write rows, not create tables, as is common in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_only_row_rights_runs_once_the_tables_exist_on_postgres() {
+    let Some(db) = TestDb::postgres("rowrights").await else {
+        return;
+    };
+    db.seed(3000).await;
+    let mut config = db.config();
+    config.customer_migration.checkpoint_interval_millis = 1;
+    config.customer_migrator.batch_size = Some(10);
+    let first = db.run(&config, RunOptions::default()).await;
+    assert_eq!(first.ending, Ending::Completed, "{first:?}");
+    let role = format!("writer_{}", std::process::id());
+    db.execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .unwrap();
+    db.execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    // A checkpoint table as a first run leaves it when it is interrupted.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS migration_checkpoints (migration TEXT NOT NULL,
+           range_key TEXT NOT NULL, low_water BIGINT, done_above TEXT NOT NULL,
+           updated_at TEXT NOT NULL, PRIMARY KEY (migration, range_key))",
+    )
+    .await
+    .unwrap();
+    for table in ["customers", "migration_failures", "migration_checkpoints"] {
+        db.execute(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}"
+        ))
+        .await
+        .unwrap();
+    }
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    config.connection.url = format!("{scheme}://{role}@{host}");
+    let summary = db.run(&config, RunOptions::default()).await;
+    assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
+    assert_eq!(
+        summary.failed, first.failed,
+        "the malformed rows fail again, recorded"
+    );
+    for table in ["customers", "migration_failures", "migration_checkpoints"] {
+        db.execute(&format!("REVOKE ALL ON {table} FROM {role}"))
+            .await
+            .unwrap();
+    }
+    db.execute(&format!("DROP ROLE {role}")).await.unwrap();
+    db.finish().await;
+}
+
+/// PostgreSQL only: a `serial` (32-bit) `id` is read as 64 bits, not refused as a type mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_32_bit_id_is_migrated_on_postgres() {
+    let Some(db) = TestDb::postgres("int4id").await else {
+        return;
+    };
+    db.seed(2000).await;
+    db.execute("ALTER TABLE customers ALTER COLUMN id TYPE integer")
+        .await
+        .unwrap();
+    let legacy_before = db.versions().await.get(&1).copied().unwrap_or(0) as u64;
+    let summary = db.run(&db.config(), RunOptions::default()).await;
+    assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
+    assert_eq!(
+        summary.migrated + summary.failed,
+        legacy_before,
+        "{summary:?}"
+    );
+    db.finish().await;
+}
