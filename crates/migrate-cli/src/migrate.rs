@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrate_core::{
-    Backend, Config, ConnectionError, Ending, MigrationModule, PreflightError, RunOptions,
-    StatusBoard, Summary, System, migration_builder,
+    Backend, Config, ConnectionError, Ending, Key, MigrationModule, Migrator, PreflightError,
+    RunOptions, StatusBoard, Summary, System, migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -21,20 +21,10 @@ const STOP_TIME: Duration = Duration::from_secs(2);
 
 /// Runs one migration with `config`; returns the exit code for its summary.
 pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result<u8, CliError> {
-    let input = match &args.file {
-        Some(path) => Some(Arc::<[i64]>::from(ids_file::read(path)?)),
-        None => None,
-    };
-    let options = RunOptions {
-        dry_run: args.dry_run,
-        reset: args.reset,
-        input,
-        ..RunOptions::default()
-    };
     let board_output = board::resolve(config.status_board.mode, output.log_format);
     let (terminal_board, board_task) = board::start(&config.status_board, board_output);
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
-    let result = run_system(config, options, board).await;
+    let result = run_system(config, args, board).await;
     board_task.finish().await;
     let (summary, stop_warning) = result?;
     report(&summary, board_output, output.json, stop_warning.as_deref());
@@ -46,10 +36,27 @@ pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result
 /// cut short.
 async fn run_system(
     config: &Config,
-    options: RunOptions,
+    args: &RunArgs,
     board: Box<dyn StatusBoard>,
 ) -> Result<(Summary, Option<String>), CliError> {
-    let system = build(config, options.dry_run, board).await?;
+    let system = build(config, args.dry_run, board).await?;
+    // Keys are read as the migration's key columns say, before anything starts.
+    let input = match &args.file {
+        Some(path) => {
+            let migrator = system.resolve::<dyn Migrator>();
+            Some(Arc::<[Key]>::from(ids_file::read(
+                path,
+                migrator.key_columns(),
+            )?))
+        }
+        None => None,
+    };
+    let options = RunOptions {
+        dry_run: args.dry_run,
+        reset: args.reset,
+        input,
+        ..RunOptions::default()
+    };
     system.start().await.map_err(|e| usage_or_fatal(&e))?;
     let shutdown = CancellationToken::new();
     let grace_period = config.customer_migration.grace_period();

@@ -48,9 +48,18 @@ const FIRST_LAYOUT_MIGRATION: &str = "customer-migration";
 /// Creates the bookkeeping tables that are missing, moving tables of the first layout aside.
 pub(crate) async fn create_tables(backend: &Backend) -> Result<(), DbError> {
     upgrade_first_layout(backend).await?;
-    execute(backend, CREATE_CHECKPOINTS, "creating migration_checkpoints").await?;
-    execute(backend, CREATE_FAILURES, "creating migration_failures").await?;
-    execute(backend, CREATE_AUDIT, "creating migration_audit").await
+    // Only what is missing: `CREATE TABLE IF NOT EXISTS` needs the right to create in the
+    // schema even when the table exists, which a role with only the rights to its tables lacks.
+    for (table, create) in [
+        ("migration_checkpoints", CREATE_CHECKPOINTS),
+        ("migration_failures", CREATE_FAILURES),
+        ("migration_audit", CREATE_AUDIT),
+    ] {
+        if !table_exists(backend, table).await? {
+            execute(backend, create, "creating a bookkeeping table").await?;
+        }
+    }
+    Ok(())
 }
 
 /// Renames `migration_checkpoints` and `migration_failures` of the first layout (integer ids,

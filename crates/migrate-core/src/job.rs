@@ -17,9 +17,11 @@ use crate::checkpoint::Tracker;
 use crate::component::BoxError;
 use crate::config::MigrationConfig;
 use crate::events::{Event, JobId, JobStatus};
-use crate::migrator::{BatchError, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
+use crate::key::Key;
+use crate::migrator::{BatchError, FailureRecord, Migrator, Outcome, RecordFailure};
 use crate::retry::{RateLimit, backoff};
 use crate::scanner::Work;
+use crate::store::ProgressStore;
 use crate::summary::thousands;
 
 /// Record counts, shared by the jobs.
@@ -42,7 +44,9 @@ impl Counts {
 
 /// What every job of one run shares.
 pub(crate) struct Shared {
-    pub(crate) migrator: Arc<dyn CustomerMigrator>,
+    pub(crate) migrator: Arc<dyn Migrator>,
+    /// Where failures are recorded.
+    pub(crate) store: Arc<dyn ProgressStore>,
     pub(crate) board: Arc<dyn StatusBoard>,
     pub(crate) config: MigrationConfig,
     pub(crate) dry_run: bool,
@@ -75,7 +79,7 @@ impl Shared {
     }
 
     /// One call to the migrator, with a panic turned into a transient error.
-    async fn try_migrate(&self, ids: &[i64]) -> Result<Vec<Outcome>, BatchError> {
+    async fn try_migrate(&self, ids: &[Key]) -> Result<Vec<Outcome>, BatchError> {
         match AssertUnwindSafe(self.migrator.migrate(ids, self.dry_run))
             .catch_unwind()
             .await
@@ -101,7 +105,7 @@ impl Shared {
     /// record's final outcome and its number of attempts, or `None` when the record is not
     /// done (the run halted before it was settled: the next run migrates it). `results` is a
     /// buffer the job reuses: this runs once per batch.
-    async fn migrate_batch(&self, ids: &[i64], results: &mut Vec<Option<(Outcome, u32)>>) {
+    async fn migrate_batch(&self, ids: &[Key], results: &mut Vec<Option<(Outcome, u32)>>) {
         results.clear();
         let outcomes = match self.try_migrate(ids).await {
             Ok(outcomes) => outcomes,
@@ -132,14 +136,14 @@ impl Shared {
                     BatchError::Rejected(e) => Failure::Rejected(e.to_string()),
                     other => Failure::Transient(RecordFailure::transient(other.to_string())),
                 };
-                for &id in ids {
+                for id in ids {
                     let result = self.migrate_alone(id, attempts_made, last.clone()).await;
                     results.push(result);
                 }
                 return;
             }
         };
-        for (&id, outcome) in ids.iter().zip(outcomes) {
+        for (id, outcome) in ids.iter().zip(outcomes) {
             results.push(match outcome {
                 Outcome::Failed(failure) if failure.retryable => {
                     self.migrate_alone(id, 1, Failure::Transient(failure)).await
@@ -153,7 +157,7 @@ impl Shared {
     /// `None` when the run halted first (the record is left for the next run).
     async fn migrate_alone(
         &self,
-        id: i64,
+        id: &Key,
         mut attempts: u32,
         last: Failure,
     ) -> Option<(Outcome, u32)> {
@@ -165,7 +169,7 @@ impl Shared {
         }
         let mut last = match last {
             // A rejected batch: one try alone tells whether this record is the one.
-            Failure::Rejected(message) => match self.try_migrate(&[id]).await {
+            Failure::Rejected(message) => match self.try_migrate(std::slice::from_ref(id)).await {
                 Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
                     Outcome::Failed(failure) if failure.retryable => {
                         attempts = 1;
@@ -201,7 +205,7 @@ impl Shared {
                 return None;
             }
             attempts += 1;
-            match self.try_migrate(&[id]).await {
+            match self.try_migrate(std::slice::from_ref(id)).await {
                 Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
                     Outcome::Failed(failure) if failure.retryable => last = failure,
                     outcome => return Some((outcome, attempts)),
@@ -316,13 +320,14 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             }
         }
         ids.clear();
-        ids.extend(work.iter().map(|w| w.id));
+        ids.extend(work.iter().map(|w| w.key.clone()));
         let now = Instant::now();
         if last_text.is_none_or(|t| now.duration_since(t) >= event_interval) {
             last_text = Some(now);
+            let noun = shared.migrator.noun();
             let text = match ids.as_slice() {
-                [one] => format!("Migrating customer {one}"),
-                [first, .., last] => format!("Migrating customers {first} to {last}"),
+                [one] => format!("Migrating {} {one}", noun.one),
+                [first, .., last] => format!("Migrating {} {first} to {last}", noun.many),
                 [] => unreachable!("recv_many took at least one"),
             };
             board.publish(Event::JobText { job, text });
@@ -332,7 +337,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         done.clear();
         failures.clear();
         failed_seqs.clear();
-        for ((&id, item), result) in ids.iter().zip(&work).zip(results.drain(..)) {
+        for ((key, item), result) in ids.iter().zip(&work).zip(results.drain(..)) {
             // A record without a result (the run halted first) is not done: the next run
             // migrates it.
             let Some((outcome, attempts)) = result else {
@@ -344,7 +349,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
                 Outcome::Gone => gone += 1,
                 Outcome::Failed(failure) => {
                     failures.push(FailureRecord {
-                        id,
+                        key: key.clone(),
                         error: failure.message,
                         attempts,
                         at: chrono::Utc::now(),
@@ -364,7 +369,10 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         counts.gone.fetch_add(gone, Ordering::Relaxed);
         if !failures.is_empty() {
             if !shared.dry_run
-                && let Err(error) = shared.migrator.record_failures(&failures).await
+                && let Err(error) = shared
+                    .store
+                    .record_failures(shared.migrator.migration_name(), &failures)
+                    .await
             {
                 // Unrecorded failures are neither counted nor marked done: the next run tries
                 // them again.
@@ -394,7 +402,11 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     }
     board.publish(Event::JobText {
         job,
-        text: format!("Done, after {} customers", thousands(handled)),
+        text: format!(
+            "Done, after {} {}",
+            thousands(handled),
+            shared.migrator.noun().count(handled)
+        ),
     });
     board.publish(Event::JobStatus {
         job,

@@ -15,12 +15,19 @@ use crate::key::{Key, KeyColumn};
 use crate::migrator::{BatchError, Outcome};
 
 /// What a record is called in messages: `customer` and `customers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Noun {
     /// One record (`customer`).
     pub one: String,
     /// Several (`customers`).
     pub many: String,
+}
+
+impl Default for Noun {
+    /// `record` and `records`.
+    fn default() -> Noun {
+        Noun::new("record", "records")
+    }
 }
 
 impl Noun {
@@ -74,7 +81,11 @@ pub trait Migration: Send + Sync + fmt::Debug {
 
     /// How many keys lie after `after` and before `end`, when that is cheap to know (for the
     /// progress bar); `None` otherwise.
-    async fn remaining(&self, after: Option<&Key>, end: Option<&Key>) -> Result<Option<u64>, BoxError> {
+    async fn remaining(
+        &self,
+        after: Option<&Key>,
+        end: Option<&Key>,
+    ) -> Result<Option<u64>, BoxError> {
         let _ = (after, end);
         Ok(None)
     }

@@ -341,6 +341,7 @@ mod tests {
                 abort_reason: None,
                 failures_recorded_in: None,
                 gone: 0,
+                noun: migrate_core::Noun::new("customer", "customers"),
                 open_failures: None,
             }),
             start,

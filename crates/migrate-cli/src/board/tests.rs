@@ -181,6 +181,7 @@ fn summary() -> Summary {
         abort_reason: None,
         failures_recorded_in: None,
         gone: 0,
+        noun: migrate_core::Noun::new("customer", "customers"),
         open_failures: None,
     }
 }

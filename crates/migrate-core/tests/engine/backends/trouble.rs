@@ -1,10 +1,9 @@
 //! What a run does when rows vanish under it, when failures cannot be recorded, and when the
 //! database refuses every write.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migrate_core::{Ending, Event, Lifecycle, RunOptions, StatusBoard};
+use migrate_core::{Ending, Event, Key, Lifecycle, RunOptions, StatusBoard};
 use tokio_util::sync::CancellationToken;
 
 use super::harness::{TestDb, audited_ids, on_both_backends, run_engine};
@@ -38,7 +37,7 @@ async fn a_full_scan_after_an_interrupted_file_run_migrates_every_row(db: &TestD
     config.customer_migrator.batch_size = Some(1);
     let shutdown = CancellationToken::new();
     let file_run = RunOptions {
-        input: Some(Arc::from((2000..2100).collect::<Vec<i64>>())),
+        input: Some((2000..2100).map(Key::int).collect()),
         ..RunOptions::default()
     };
     let board = Box::new(StopAtFirstBatch(shutdown.clone()));
@@ -67,7 +66,7 @@ async fn a_record_deleted_before_its_turn_is_gone_not_a_failure(db: &TestDb) {
         .run(
             &config,
             RunOptions {
-                input: Some(Arc::from(ids)),
+                input: Some(ids.into_iter().map(Key::int).collect()),
                 ..RunOptions::default()
             },
         )
@@ -96,8 +95,9 @@ async fn a_run_whose_failures_cannot_be_recorded_counts_every_committed_record(d
     let seeded = db.versions().await.get(&2).copied().unwrap_or(0);
     // The failures table exists but refuses every row, as a full disk or a lost grant would.
     db.execute(
-        "CREATE TABLE migration_failures (id BIGINT PRIMARY KEY, error TEXT NOT NULL,
-           attempts INTEGER NOT NULL, failed_at TEXT NOT NULL, resolved_at TEXT)",
+        "CREATE TABLE migration_failures (migration TEXT NOT NULL, record_key TEXT NOT NULL,
+           error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at TEXT NOT NULL,
+           resolved_at TEXT, PRIMARY KEY (migration, record_key))",
     )
     .await
     .unwrap();
@@ -199,15 +199,13 @@ async fn a_role_with_only_row_rights_runs_once_the_tables_exist_on_postgres() {
     db.execute(&format!("CREATE ROLE {role} LOGIN"))
         .await
         .unwrap();
-    // A checkpoint table as a first run leaves it when it is interrupted.
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS migration_checkpoints (migration TEXT NOT NULL,
-           range_key TEXT NOT NULL, low_water BIGINT, done_above TEXT NOT NULL,
-           updated_at TEXT NOT NULL, PRIMARY KEY (migration, range_key))",
-    )
-    .await
-    .unwrap();
-    for table in ["customers", "migration_failures", "migration_checkpoints"] {
+    let tables = [
+        "customers",
+        "migration_failures",
+        "migration_checkpoints",
+        "migration_audit",
+    ];
+    for table in tables {
         db.execute(&format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}"
         ))
@@ -223,7 +221,7 @@ async fn a_role_with_only_row_rights_runs_once_the_tables_exist_on_postgres() {
         summary.failed, first.failed,
         "the malformed rows fail again, recorded"
     );
-    for table in ["customers", "migration_failures", "migration_checkpoints"] {
+    for table in tables {
         db.execute(&format!("REVOKE ALL ON {table} FROM {role}"))
             .await
             .unwrap();
