@@ -43,6 +43,7 @@ mod component;
 mod config;
 mod connection;
 mod db;
+mod declarative;
 mod events;
 mod graph;
 mod job;
@@ -69,6 +70,7 @@ pub use config::{
 };
 pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
 pub use db::split_full_name;
+pub use declarative::{MigrationSpec, SpecError, SqlMigration};
 pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
 pub use key::{Key, KeyColumn, KeyKind, KeyValue};
