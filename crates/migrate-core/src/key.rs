@@ -128,9 +128,11 @@ impl Key {
             .into_iter()
             .zip(columns)
             .map(|(field, column)| match column.kind {
-                KeyKind::Integer => field.trim().parse().map(KeyValue::Int).map_err(|_| {
-                    format!("{:?} is not an integer (column {})", field, column.name)
-                }),
+                KeyKind::Integer => {
+                    field.trim().parse().map(KeyValue::Int).map_err(|_| {
+                        format!("{:?} is not an integer (column {})", field, column.name)
+                    })
+                }
                 KeyKind::Text => Ok(KeyValue::Text(field)),
                 KeyKind::Uuid => parse_uuid(field.trim())
                     .map(KeyValue::Text)
@@ -296,17 +298,32 @@ mod tests {
             assert_eq!(Key::parse(&line, &cols), Ok(key), "{line}");
         }
         assert_eq!(Key::int(42).to_string(), "42");
-        assert_eq!(Key::parse("42", &columns(&[KeyKind::Integer])), Ok(Key::int(42)));
+        assert_eq!(
+            Key::parse("42", &columns(&[KeyKind::Integer])),
+            Ok(Key::int(42))
+        );
     }
 
     #[test]
     fn bad_lines_say_what_is_wrong() {
         let cols = columns(&[KeyKind::Integer, KeyKind::Text]);
         assert!(Key::parse("1", &cols).unwrap_err().contains("1 values"));
-        assert!(Key::parse("x,a", &cols).unwrap_err().contains("not an integer"));
-        assert!(Key::parse("1,\"open", &cols).unwrap_err().contains("not closed"));
+        assert!(
+            Key::parse("x,a", &cols)
+                .unwrap_err()
+                .contains("not an integer")
+        );
+        assert!(
+            Key::parse("1,\"open", &cols)
+                .unwrap_err()
+                .contains("not closed")
+        );
         let uuid = columns(&[KeyKind::Uuid]);
-        assert!(Key::parse("not-a-uuid", &uuid).unwrap_err().contains("UUID"));
+        assert!(
+            Key::parse("not-a-uuid", &uuid)
+                .unwrap_err()
+                .contains("UUID")
+        );
         assert_eq!(
             Key::parse("0B9E4F3A-1C2D-4E5F-8A9B-0C1D2E3F4A5B", &uuid),
             Ok(Key::text("0b9e4f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"))

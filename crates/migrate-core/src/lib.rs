@@ -75,8 +75,8 @@ pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
 pub use key::{Key, KeyColumn, KeyKind, KeyValue};
 pub use lifecycle::LifecycleError;
-pub use migration::{Migration, Noun};
 pub use migrate_derive::Dependencies;
+pub use migration::{Migration, Noun};
 pub use migrator::{
     BackendMigrator, BatchError, CustomerMigrator, FailureRecord, Outcome, PreflightError,
     RecordFailure,

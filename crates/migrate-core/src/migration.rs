@@ -74,7 +74,11 @@ pub trait Migration: Send + Sync + fmt::Debug {
 
     /// How many keys lie after `after` and before `end`, when that is cheap to know (for the
     /// progress bar); `None` otherwise.
-    async fn remaining(&self, after: Option<&Key>, end: Option<&Key>) -> Result<Option<u64>, BoxError> {
+    async fn remaining(
+        &self,
+        after: Option<&Key>,
+        end: Option<&Key>,
+    ) -> Result<Option<u64>, BoxError> {
         let _ = (after, end);
         Ok(None)
     }

@@ -101,10 +101,16 @@ impl SqlMigration {
     /// The migration `spec` on `backend` (SQLite or PostgreSQL).
     pub fn new(spec: MigrationSpec, backend: &Backend) -> Result<SqlMigration, SpecError> {
         let (dialect, runner): (Dialect, Box<dyn Runner>) = match backend {
-            Backend::Sqlite(pool) => (Dialect::Sqlite, Box::new(sqlite::SqliteRunner::new(pool.clone()))),
+            Backend::Sqlite(pool) => (
+                Dialect::Sqlite,
+                Box::new(sqlite::SqliteRunner::new(pool.clone())),
+            ),
             Backend::Postgres(pool) => (
                 Dialect::Postgres,
-                Box::new(postgres::PostgresRunner::new(pool.clone(), DEFAULT_LOCK_TIMEOUT)),
+                Box::new(postgres::PostgresRunner::new(
+                    pool.clone(),
+                    DEFAULT_LOCK_TIMEOUT,
+                )),
             ),
             Backend::Simulated { .. } => return Err(SpecError::Simulated { file: spec.file }),
         };
@@ -161,7 +167,13 @@ impl Migration for SqlMigration {
             .key
             .iter()
             .map(|k| k.name.as_str())
-            .chain(self.spec.resolve(self.plan.dialect).set.iter().map(|(_, c, _)| *c))
+            .chain(
+                self.spec
+                    .resolve(self.plan.dialect)
+                    .set
+                    .iter()
+                    .map(|(_, c, _)| *c),
+            )
             .filter(|name| !has(name))
             .collect();
         if !missing.is_empty() {
@@ -171,19 +183,26 @@ impl Migration for SqlMigration {
             ))
             .into());
         }
-        let statements = self.plan.fragments.iter().map(|(key, s)| (format!("in `{key}`"), s)).chain([
-            ("in the page query".to_owned(), self.plan.page(true, true)),
-            ("in the count query".to_owned(), self.plan.count(true, true)),
-            ("in the classifying query".to_owned(), &self.plan.classify),
-            ("in the update".to_owned(), &self.plan.update),
-        ]);
+        let statements = self
+            .plan
+            .fragments
+            .iter()
+            .map(|(key, s)| (format!("in `{key}`"), s))
+            .chain([
+                ("in the page query".to_owned(), self.plan.page(true, true)),
+                ("in the count query".to_owned(), self.plan.count(true, true)),
+                ("in the classifying query".to_owned(), &self.plan.classify),
+                ("in the update".to_owned(), &self.plan.update),
+            ]);
         for (place, statement) in statements {
             if let Err(error) = self.runner.prepare(&self.plan, statement).await {
                 return Err(match error {
                     sqlx::Error::Database(e) => {
                         PreflightError::new(format!("{file}: {place}: {e}")).into()
                     }
-                    other => Box::new(crate::db::context("preparing the migration's statements")(other)),
+                    other => Box::new(crate::db::context("preparing the migration's statements")(
+                        other,
+                    )),
                 });
             }
         }
@@ -206,7 +225,11 @@ impl Migration for SqlMigration {
         Ok(self.runner.page(&self.plan, statement, args).await?)
     }
 
-    async fn remaining(&self, after: Option<&Key>, end: Option<&Key>) -> Result<Option<u64>, BoxError> {
+    async fn remaining(
+        &self,
+        after: Option<&Key>,
+        end: Option<&Key>,
+    ) -> Result<Option<u64>, BoxError> {
         let args = Args {
             after,
             end,
@@ -262,14 +285,29 @@ trait Runner: Send + Sync + std::fmt::Debug {
     async fn prepare(&self, plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error>;
 
     /// A page of keys, in the database's order.
-    async fn page(&self, plan: &Plan, statement: &Statement, args: Args<'_>) -> Result<Vec<Key>, DbError>;
+    async fn page(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<Vec<Key>, DbError>;
 
     /// A count of keys.
-    async fn count(&self, plan: &Plan, statement: &Statement, args: Args<'_>) -> Result<u64, DbError>;
+    async fn count(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<u64, DbError>;
 
     /// Migrates (or, on a dry run, classifies) a batch in one transaction, its bookkeeping
     /// included: one outcome per key.
-    async fn migrate(&self, plan: &Plan, batch: &Batch<'_>, dry_run: bool) -> Result<Vec<Outcome>, DbError>;
+    async fn migrate(
+        &self,
+        plan: &Plan,
+        batch: &Batch<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, DbError>;
 
     /// See [`SqlMigration::with_lock_timeout`].
     fn set_lock_timeout(&mut self, _lock_timeout: Duration) {}
@@ -338,11 +376,21 @@ mod tests {
         let outcomes = outcomes(&batch, &[Key::int(1)], &states, false);
         assert_eq!(outcomes[0], Outcome::Migrated);
         assert_eq!(outcomes[1], Outcome::PreviouslyMigrated);
-        assert_eq!(outcomes[2], Outcome::Failed(RecordFailure::permanent("bad status")));
+        assert_eq!(
+            outcomes[2],
+            Outcome::Failed(RecordFailure::permanent("bad status"))
+        );
         assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.retryable));
         assert_eq!(outcomes[4], Outcome::Gone);
-        assert_eq!(settled(&keys, &outcomes), [Key::int(1), Key::int(2), Key::int(5)]);
+        assert_eq!(
+            settled(&keys, &outcomes),
+            [Key::int(1), Key::int(2), Key::int(5)]
+        );
         let dry = super::outcomes(&batch, &[], &states, true);
-        assert_eq!(dry[3], Outcome::Migrated, "a dry run says what needs migrating");
+        assert_eq!(
+            dry[3],
+            Outcome::Migrated,
+            "a dry run says what needs migrating"
+        );
     }
 }

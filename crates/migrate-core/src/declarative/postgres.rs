@@ -38,7 +38,10 @@ fn bound(
 ) -> Result<(sqlx::SqlStr, PgArguments), DbError> {
     let mut arguments = PgArguments::default();
     for bind in &statement.binds {
-        let added = match bind.value(args, &plan.key).map_err(|e| protocol(doing, e))? {
+        let added = match bind
+            .value(args, &plan.key)
+            .map_err(|e| protocol(doing, e))?
+        {
             Value::Int(n) => arguments.add(n),
             Value::Text(text) => arguments.add(text.into_owned()),
             Value::Ints(values) => arguments.add(values),
@@ -47,7 +50,10 @@ fn bound(
         added.map_err(|e| protocol(doing, e))?;
     }
     // The statement is the file's own SQL, which its author owns (see `sql`).
-    Ok((AssertSqlSafe(statement.sql.clone()).into_sql_str(), arguments))
+    Ok((
+        AssertSqlSafe(statement.sql.clone()).into_sql_str(),
+        arguments,
+    ))
 }
 
 /// The type each parameter of `statement` is bound as (what [`bound`] binds).
@@ -132,7 +138,12 @@ impl Runner for PostgresRunner {
         (&self.pool).prepare_with(sql, &types).await.map(drop)
     }
 
-    async fn page(&self, plan: &Plan, statement: &Statement, args: Args<'_>) -> Result<Vec<Key>, DbError> {
+    async fn page(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<Vec<Key>, DbError> {
         let doing = "reading a page of keys";
         let (sql, arguments) = bound(plan, statement, &args, doing)?;
         let rows = sqlx::query_with(sql, arguments)
@@ -144,7 +155,12 @@ impl Runner for PostgresRunner {
             .collect()
     }
 
-    async fn count(&self, plan: &Plan, statement: &Statement, args: Args<'_>) -> Result<u64, DbError> {
+    async fn count(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<u64, DbError> {
         let doing = "counting keys";
         let (sql, arguments) = bound(plan, statement, &args, doing)?;
         let count: i64 = sqlx::query_scalar_with(sql, arguments)
@@ -157,8 +173,17 @@ impl Runner for PostgresRunner {
     /// The update reads and writes each row in one statement, guarded by the predicates, so
     /// a concurrent application write is never overwritten with stale values; then one read
     /// classifies the keys it did not change (each statement sees the latest commits).
-    async fn migrate(&self, plan: &Plan, batch: &Batch<'_>, dry_run: bool) -> Result<Vec<Outcome>, DbError> {
-        let mut tx = self.pool.begin().await.map_err(context("starting a batch"))?;
+    async fn migrate(
+        &self,
+        plan: &Plan,
+        batch: &Batch<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(context("starting a batch"))?;
         // For this transaction only: a row locked by another session fails the batch (55P03,
         // retried) instead of blocking it for longer than this.
         sqlx::query("SELECT set_config('lock_timeout', $1, true)")

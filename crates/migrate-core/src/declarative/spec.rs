@@ -203,12 +203,12 @@ impl MigrationSpec {
             .common
             .set
             .iter()
-            .map(|(column, expr)| {
-                match own.set.iter().find(|(c, _)| c == column) {
+            .map(
+                |(column, expr)| match own.set.iter().find(|(c, _)| c == column) {
                     Some((_, e)) => (format!("{section}.set.{column}"), column.as_str(), e),
                     None => (format!("set.{column}"), column.as_str(), expr),
-                }
-            })
+                },
+            )
             .collect();
         for (column, expr) in &own.set {
             if !self.common.set.iter().any(|(c, _)| c == column) {
@@ -224,7 +224,12 @@ impl MigrationSpec {
             )
             .expect("checked when read: each database has a pending predicate"),
             set,
-            valid: pick(section, "valid", own.valid.as_ref(), self.common.valid.as_ref()),
+            valid: pick(
+                section,
+                "valid",
+                own.valid.as_ref(),
+                self.common.valid.as_ref(),
+            ),
         }
     }
 }
@@ -235,7 +240,10 @@ struct Reader<'a> {
     text: &'a str,
 }
 
-type Entry<'t, 'i> = (&'t Spanned<std::borrow::Cow<'i, str>>, &'t Spanned<DeValue<'i>>);
+type Entry<'t, 'i> = (
+    &'t Spanned<std::borrow::Cow<'i, str>>,
+    &'t Spanned<DeValue<'i>>,
+);
 
 impl Reader<'_> {
     fn read(&self, stem: String) -> Result<MigrationSpec, SpecError> {
@@ -361,7 +369,9 @@ impl Reader<'_> {
                         ));
                     }
                 },
-                other => return Err(self.wrong_type(value.span(), "batch-size", "an integer", other)),
+                other => {
+                    return Err(self.wrong_type(value.span(), "batch-size", "an integer", other));
+                }
             },
             None => None,
         };
@@ -437,7 +447,9 @@ impl Reader<'_> {
                     }
                 },
                 None => {
-                    return Err(self.missing(&type_path, "the key column's type: integer, text or uuid"));
+                    return Err(
+                        self.missing(&type_path, "the key column's type: integer, text or uuid")
+                    );
                 }
             };
             columns.push(KeyColumn::new(column, kind));
@@ -534,9 +546,10 @@ impl Reader<'_> {
                         "a key column cannot be changed: pages would lose their place",
                     ));
                 }
-                rules
-                    .set
-                    .push((column.get_ref().to_string(), self.expr(value, &path, params)?));
+                rules.set.push((
+                    column.get_ref().to_string(),
+                    self.expr(value, &path, params)?,
+                ));
             }
         }
         Ok(rules)
@@ -571,7 +584,11 @@ impl Reader<'_> {
         Ok(name.to_owned())
     }
 
-    fn string<'v>(&self, value: &'v Spanned<DeValue<'_>>, path: &str) -> Result<&'v str, SpecError> {
+    fn string<'v>(
+        &self,
+        value: &'v Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Result<&'v str, SpecError> {
         match value.get_ref() {
             DeValue::String(text) => Ok(text),
             other => Err(self.wrong_type(value.span(), path, "a string", other)),
@@ -590,7 +607,12 @@ impl Reader<'_> {
     }
 
     /// Fails on the first key of `table` not in `known`, with the nearest known one.
-    fn known_keys(&self, table: &DeTable<'_>, prefix: &str, known: &[&str]) -> Result<(), SpecError> {
+    fn known_keys(
+        &self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        known: &[&str],
+    ) -> Result<(), SpecError> {
         for (key, _) in in_file_order(table) {
             let key_str: &str = key.get_ref();
             if known.contains(&key_str) {
@@ -617,7 +639,13 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn wrong_type(&self, span: Range<usize>, path: &str, expected: &str, found: &DeValue<'_>) -> SpecError {
+    fn wrong_type(
+        &self,
+        span: Range<usize>,
+        path: &str,
+        expected: &str,
+        found: &DeValue<'_>,
+    ) -> SpecError {
         self.invalid(
             span,
             path,

@@ -205,9 +205,9 @@ impl Bind {
             Bind::After(i) => nth(args.after, i)?,
             Bind::End(i) => nth(args.end, i)?,
             Bind::Limit => Value::Int(args.limit),
-            Bind::Batch => {
-                Value::Text(Cow::Owned(serde_json::to_string(args.batch).expect("keys serialize")))
-            }
+            Bind::Batch => Value::Text(Cow::Owned(
+                serde_json::to_string(args.batch).expect("keys serialize"),
+            )),
             Bind::BatchColumn(i) => {
                 let wrong = |k: &Key| format!("key {k} does not fit the key columns");
                 match key[i].kind {
@@ -346,14 +346,22 @@ impl Gen<'_> {
     fn in_batch(&self, b: &mut Builder) {
         match (self.dialect, self.key) {
             (Dialect::Sqlite, [one]) => {
-                b.push(&format!("{} IN (SELECT value FROM json_each(", quote(&one.name)));
+                b.push(&format!(
+                    "{} IN (SELECT value FROM json_each(",
+                    quote(&one.name)
+                ));
                 b.param(Bind::Batch);
                 b.push("))");
             }
             (Dialect::Sqlite, _) => {
-                let parts: Vec<String> =
-                    (0..self.key.len()).map(|i| format!("value ->> {i}")).collect();
-                b.push(&format!("{} IN (SELECT {} FROM json_each(", self.row(), parts.join(", ")));
+                let parts: Vec<String> = (0..self.key.len())
+                    .map(|i| format!("value ->> {i}"))
+                    .collect();
+                b.push(&format!(
+                    "{} IN (SELECT {} FROM json_each(",
+                    self.row(),
+                    parts.join(", ")
+                ));
                 b.param(Bind::Batch);
                 b.push("))");
             }

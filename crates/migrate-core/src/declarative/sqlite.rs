@@ -40,15 +40,23 @@ fn bound(
 ) -> Result<(sqlx::SqlStr, SqliteArguments), DbError> {
     let mut arguments = SqliteArguments::default();
     for bind in &statement.binds {
-        let added = match bind.value(args, &plan.key).map_err(|e| protocol(doing, e))? {
+        let added = match bind
+            .value(args, &plan.key)
+            .map_err(|e| protocol(doing, e))?
+        {
             Value::Int(n) => arguments.add(n),
             Value::Text(text) => arguments.add(text.into_owned()),
-            Value::Ints(_) | Value::Texts(_) => unreachable!("SQLite statements bind JSON, not arrays"),
+            Value::Ints(_) | Value::Texts(_) => {
+                unreachable!("SQLite statements bind JSON, not arrays")
+            }
         };
         added.map_err(|e| protocol(doing, e))?;
     }
     // The statement is the file's own SQL, which its author owns (see `sql`).
-    Ok((AssertSqlSafe(statement.sql.clone()).into_sql_str(), arguments))
+    Ok((
+        AssertSqlSafe(statement.sql.clone()).into_sql_str(),
+        arguments,
+    ))
 }
 
 /// A key from its JSON form: a value for one column, an array for several.
@@ -104,7 +112,9 @@ async fn classify(
         serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
     rows.into_iter()
         .map(|row| {
-            let (state, key) = row.split_last().ok_or_else(|| protocol(doing, "an empty row"))?;
+            let (state, key) = row
+                .split_last()
+                .ok_or_else(|| protocol(doing, "an empty row"))?;
             let key = key_from_values(key, &plan.key).map_err(|e| protocol(doing, e))?;
             let state = state
                 .as_i64()
@@ -135,13 +145,12 @@ impl Runner for SqliteRunner {
             Some((schema, table)) => (schema, table),
             None => ("main", table),
         };
-        let columns: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pragma_table_info(?, ?)")
-                .bind(table)
-                .bind(schema)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(context("reading the columns of the migration's table"))?;
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?, ?)")
+            .bind(table)
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(context("reading the columns of the migration's table"))?;
         Ok((!columns.is_empty()).then_some(columns))
     }
 
@@ -154,7 +163,12 @@ impl Runner for SqliteRunner {
         (&self.pool).prepare(sql).await.map(drop)
     }
 
-    async fn page(&self, plan: &Plan, statement: &Statement, args: Args<'_>) -> Result<Vec<Key>, DbError> {
+    async fn page(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<Vec<Key>, DbError> {
         let doing = "reading a page of keys";
         let (sql, arguments) = bound(plan, statement, &args, doing)?;
         let json: String = sqlx::query_scalar_with(sql, arguments)
@@ -170,7 +184,12 @@ impl Runner for SqliteRunner {
             .collect()
     }
 
-    async fn count(&self, plan: &Plan, statement: &Statement, args: Args<'_>) -> Result<u64, DbError> {
+    async fn count(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<u64, DbError> {
         let doing = "counting keys";
         let (sql, arguments) = bound(plan, statement, &args, doing)?;
         let count: i64 = sqlx::query_scalar_with(sql, arguments)
@@ -185,9 +204,18 @@ impl Runner for SqliteRunner {
     /// update is given only the pending, valid keys; it must change exactly those. (An update
     /// `RETURNING` its keys would send them back one row at a time.) A dry run reads without
     /// a transaction or the write lock: one statement sees one snapshot.
-    async fn migrate(&self, plan: &Plan, batch: &Batch<'_>, dry_run: bool) -> Result<Vec<Outcome>, DbError> {
+    async fn migrate(
+        &self,
+        plan: &Plan,
+        batch: &Batch<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, DbError> {
         if dry_run {
-            let mut conn = self.pool.acquire().await.map_err(context("starting a batch"))?;
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(context("starting a batch"))?;
             let states = classify(&mut conn, plan, &batch.args).await?;
             return Ok(super::outcomes(batch, &[], &states, true));
         }
@@ -222,7 +250,10 @@ impl Runner for SqliteRunner {
                 // back, and let each record be tried alone.
                 return Err(protocol(
                     doing,
-                    format!("{updated} rows updated where {} were expected", pending.len()),
+                    format!(
+                        "{updated} rows updated where {} were expected",
+                        pending.len()
+                    ),
                 ));
             }
         }

@@ -6,7 +6,10 @@ const CUSTOMERS: &str = include_str!("../../../../../migrations/customer-split.t
 /// The problem `text` (as `orders.toml`) has, as a message.
 fn error(text: &str) -> String {
     let error = MigrationSpec::parse(text, "migrations/orders.toml").unwrap_err();
-    assert!(matches!(error, SpecError::Invalid { .. } | SpecError::Syntax { .. }), "{error:?}");
+    assert!(
+        matches!(error, SpecError::Invalid { .. } | SpecError::Syntax { .. }),
+        "{error:?}"
+    );
     error.to_string()
 }
 
@@ -32,7 +35,11 @@ fn the_example_files_read() {
     assert_eq!(orders.noun, Noun::new("order", "orders"));
     assert_eq!(orders.batch_size, Some(500));
     let columns: Vec<&str> = orders.common.set.iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(columns, ["status", "currency", "normalized_at"], "the file's order");
+    assert_eq!(
+        columns,
+        ["status", "currency", "normalized_at"],
+        "the file's order"
+    );
 
     let customers = MigrationSpec::parse(CUSTOMERS, "customer-split.toml").unwrap();
     assert_eq!(
@@ -122,10 +129,7 @@ fn each_problem_names_the_file_the_key_and_what_is_wrong() {
             file("") + "[params]\nnow = \"x\"",
             "line 8: `params.now`: `now` is the run's time",
         ),
-        (
-            file("noun = { one = \"order\" }"),
-            "`noun.many`: missing",
-        ),
+        (file("noun = { one = \"order\" }"), "`noun.many`: missing"),
     ];
     for (text, expected) in cases {
         let message = error(&text);
@@ -135,10 +139,17 @@ fn each_problem_names_the_file_the_key_and_what_is_wrong() {
         );
     }
     let syntax = error("table = ");
-    assert!(syntax.starts_with("migrations/orders.toml is not valid TOML: "), "{syntax}");
+    assert!(
+        syntax.starts_with("migrations/orders.toml is not valid TOML: "),
+        "{syntax}"
+    );
     assert!(syntax.contains("line 1"), "{syntax}");
     let unread = MigrationSpec::from_file("/nonexistent/orders.toml").unwrap_err();
-    assert!(unread.to_string().starts_with("cannot read /nonexistent/orders.toml: "));
+    assert!(
+        unread
+            .to_string()
+            .starts_with("cannot read /nonexistent/orders.toml: ")
+    );
 }
 
 #[test]
@@ -154,8 +165,18 @@ fn a_database_section_replaces_what_it_names() {
     let postgres = spec.resolve(Dialect::Postgres);
     assert_eq!(postgres.pending.0, "postgres.pending");
     assert_eq!(postgres.valid.as_ref().unwrap().0, "valid");
-    let set: Vec<(&str, &str)> = postgres.set.iter().map(|(k, c, _)| (k.as_str(), *c)).collect();
-    assert_eq!(set, [("postgres.set.done", "done"), ("postgres.set.extra", "extra")]);
+    let set: Vec<(&str, &str)> = postgres
+        .set
+        .iter()
+        .map(|(k, c, _)| (k.as_str(), *c))
+        .collect();
+    assert_eq!(
+        set,
+        [
+            ("postgres.set.done", "done"),
+            ("postgres.set.extra", "extra")
+        ]
+    );
     assert_eq!(
         postgres.set[0].2,
         &Expr(vec![
@@ -178,7 +199,11 @@ fn only_known_names_in_braces_are_parameters() {
             Piece::Param(Param::Named(0)),
         ]
     );
-    assert!(parse_template("{y}", &["x"]).unwrap_err().contains("{now}, {x}"));
+    assert!(
+        parse_template("{y}", &["x"])
+            .unwrap_err()
+            .contains("{now}, {x}")
+    );
 }
 
 #[test]

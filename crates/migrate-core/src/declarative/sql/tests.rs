@@ -27,7 +27,13 @@ fn sqlite_pages_cross_as_one_json_array_in_the_databases_order() {
     );
     assert_eq!(
         orders.page(true, true).binds,
-        [Bind::After(0), Bind::After(1), Bind::End(0), Bind::End(1), Bind::Limit]
+        [
+            Bind::After(0),
+            Bind::After(1),
+            Bind::End(0),
+            Bind::End(1),
+            Bind::Limit
+        ]
     );
     let one = plan(ONE_KEY, Dialect::Sqlite);
     assert_eq!(
@@ -104,7 +110,11 @@ fn postgres_reads_keys_as_bigint_or_text_and_batches_as_arrays() {
     );
     assert_eq!(
         orders.update.binds,
-        [Bind::Param(Param::Now), Bind::BatchColumn(0), Bind::BatchColumn(1)]
+        [
+            Bind::Param(Param::Now),
+            Bind::BatchColumn(0),
+            Bind::BatchColumn(1)
+        ]
     );
     let one = plan(ONE_KEY, Dialect::Postgres);
     assert_eq!(
@@ -119,7 +129,11 @@ fn postgres_reads_keys_as_bigint_or_text_and_batches_as_arrays() {
          \"uid\") > ($1, $2::uuid) AND (\"tenant\", \"uid\") < ($3, $4::uuid) ORDER BY \"tenant\", \
          \"uid\" LIMIT $5"
     );
-    assert!(uuid.update.sql.contains("IN (SELECT * FROM unnest($1::text[], $2::uuid[]))"));
+    assert!(
+        uuid.update
+            .sql
+            .contains("IN (SELECT * FROM unnest($1::text[], $2::uuid[]))")
+    );
 }
 
 #[test]
@@ -157,7 +171,10 @@ fn parameters_take_their_values_from_the_execution() {
         ..Args::default()
     };
     let value = |bind: Bind| bind.value(&args, &columns);
-    assert_eq!(value(Bind::Param(Param::Named(0))), Ok(Value::Text(" ".into())));
+    assert_eq!(
+        value(Bind::Param(Param::Named(0))),
+        Ok(Value::Text(" ".into()))
+    );
     assert_eq!(value(Bind::After(1)), Ok(Value::Int(1)));
     assert_eq!(value(Bind::Limit), Ok(Value::Int(10)));
     assert_eq!(
