@@ -8,6 +8,9 @@
 //! order, stop in reverse) and a dependency graph derived from the components' own
 //! `#[shaku(inject)]` fields, printable as Graphviz DOT.
 //!
+//! What is migrated is a [`Migration`]: written in Rust, or declared in a TOML file and run by
+//! [`SqlMigration`] (a table, its key columns, the guard, the `SET` assignments).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use migrate_core::{Config, EventBoard, StatusBoard, RunOptions, build_migration_system};

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use migrate_core::{Backend, Key, KeyValue, Migration, Outcome, RunOptions, SqlMigration};
 use sqlx::PgPool;
@@ -14,6 +15,7 @@ on_both_backends!(
     the_customer_split_file_leaves_the_table_the_built_in_migration_leaves,
     orders_page_in_the_databases_order_and_batches_classify_each_record,
     check_names_what_is_missing_or_wrong,
+    uuid_keys_page_and_migrate,
 );
 
 /// A file of the repository's `migrations/` directory.
@@ -245,7 +247,26 @@ async fn orders_page_in_the_databases_order_and_batches_classify_each_record(db:
     let missing = order("nowhere", 1);
     let batch = [pending.clone(), normalized, invalid, missing];
 
-    let dry = migration.migrate(&batch, true).await.unwrap();
+    // Another writer holds SQLite's write lock: a dry run does not wait for it.
+    let mut writer = match &db.pool {
+        Pool::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            Some(conn)
+        }
+        Pool::Postgres(_) => None,
+    };
+    let dry = tokio::time::timeout(Duration::from_secs(3), migration.migrate(&batch, true))
+        .await
+        .expect("a dry run takes no write lock")
+        .unwrap();
+    if let Some(conn) = writer.as_mut() {
+        sqlx::query("ROLLBACK").execute(&mut **conn).await.unwrap();
+    }
+    drop(writer);
     assert_eq!(dry[0], Outcome::Migrated, "needs migrating");
     assert_eq!(orders(&db.pool).await, before, "a dry run writes nothing");
 
@@ -311,6 +332,81 @@ async fn check_names_what_is_missing_or_wrong(db: &TestDb) {
     assert!(message.contains("in `pending`: "), "{message}");
     let message = check(&base.replace("lower(trim(status)) IN", "lower(trim(status) IN")).await;
     assert!(message.contains("in `valid`: "), "{message}");
+    backend.close().await;
+}
+
+async fn uuid_keys_page_and_migrate(db: &TestDb) {
+    let uid = if db.is_sqlite() { "TEXT" } else { "UUID" };
+    execute(
+        &db.pool,
+        &format!(
+            "CREATE TABLE devices (tenant TEXT NOT NULL, uid {uid} NOT NULL, seen INTEGER, \
+             PRIMARY KEY (tenant, uid))"
+        ),
+    )
+    .await;
+    let uids: Vec<String> = (0..40u32)
+        .map(|i| {
+            format!(
+                "{:08x}-0000-4000-8000-{:012x}",
+                i.wrapping_mul(2_654_435_761),
+                i
+            )
+        })
+        .collect();
+    for (i, uid) in uids.iter().enumerate() {
+        let tenant = ["acme", "globex"][i % 2];
+        let seen = if i % 3 == 0 { "1" } else { "NULL" };
+        execute(
+            &db.pool,
+            &format!("INSERT INTO devices VALUES ('{tenant}', '{uid}', {seen})"),
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devices-seen.toml");
+    std::fs::write(
+        &path,
+        "table = \"devices\"\n\
+         key = [{ column = \"tenant\", type = \"text\" }, { column = \"uid\", type = \"uuid\" }]\n\
+         pending = \"seen IS NULL\"\n[set]\nseen = \"0\"\n",
+    )
+    .unwrap();
+    let backend = open(&db.url, false).await;
+    let migration = SqlMigration::from_file(&path, &backend).unwrap();
+    assert_eq!(migration.name(), "devices-seen");
+    migration.check().await.expect("the statements prepare");
+    let keys = all_keys(&migration, 6).await;
+    assert_eq!(keys.len(), 40);
+    let mut expected: Vec<(String, String)> = uids
+        .iter()
+        .enumerate()
+        .map(|(i, uid)| (["acme", "globex"][i % 2].to_owned(), uid.clone()))
+        .collect();
+    // Canonical lowercase hex sorts alike as text and as UUID bytes.
+    expected.sort();
+    let expected: Vec<Key> = expected
+        .into_iter()
+        .map(|(t, u)| Key::new([KeyValue::Text(t), KeyValue::Text(u)]))
+        .collect();
+    assert_eq!(keys, expected);
+    let bounded = migration
+        .page(Some(&keys[3]), Some(&keys[8]), 10)
+        .await
+        .unwrap();
+    assert_eq!(bounded, keys[4..8]);
+    let outcomes = migrate_all(&migration, &keys, 9).await;
+    let migrated = outcomes.iter().filter(|o| **o == Outcome::Migrated).count();
+    let previously = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::PreviouslyMigrated)
+        .count();
+    assert_eq!((migrated, previously), (26, 14));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM devices WHERE seen IS NULL")
+            .await,
+        0
+    );
     backend.close().await;
 }
 
