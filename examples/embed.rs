@@ -1,42 +1,72 @@
-//! A service embedding the engine with a migrator of its own.
+//! A service embedding the engine with a migration of its own.
 //!
 //! The service keeps its customers somewhere the built-in backends know nothing about (here, an
-//! in-memory map standing for it), so it supplies the `customer-migrator` component itself and
-//! puts it in place through shaku's module builder; the scanner, overseer and status board are
-//! the library's. It builds the system, starts it, runs one migration while it watches the event
-//! stream, and stops it.
+//! in-memory map standing for it), so it writes the migration itself: a [`Migration`] lists the
+//! keys in order and migrates batches of them. The scanner, jobs, overseer, progress store and
+//! status board are the library's. It builds the system, starts it, runs one migration while it
+//! watches the event stream, and stops it.
 //!
 //! `cargo run --example embed`
 
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BatchError, BoxError, Config, CustomerMigrator, Event, EventBoard, FailureRecord,
-    Lifecycle, Outcome, RecordFailure, RunOptions, StatusBoard, migration_builder, overseer,
+    Backend, BatchError, BoxError, Config, Event, EventBoard, Key, KeyColumn, KeyKind, Migration,
+    Noun, Outcome, RecordFailure, RunOptions, StatusBoard, builder_for, overseer,
 };
 use tokio_util::sync::CancellationToken;
 
-/// The service's own store: customer id to e-mail address, and the failures it keeps.
+/// The service's own store: customer id to e-mail address.
+#[derive(Debug)]
 struct EmailStore {
     emails: Mutex<BTreeMap<i64, String>>,
-    failures: Mutex<Vec<FailureRecord>>,
+    noun: Noun,
+    keys: Vec<KeyColumn>,
 }
 
-impl Lifecycle for EmailStore {}
-
 #[async_trait]
-impl CustomerMigrator for EmailStore {
+impl Migration for EmailStore {
+    fn name(&self) -> &str {
+        "email-cleanup"
+    }
+
+    fn noun(&self) -> &Noun {
+        &self.noun
+    }
+
+    fn key_columns(&self) -> &[KeyColumn] {
+        &self.keys
+    }
+
+    /// The ids after `after`, in the map's order (the store's own key order).
+    async fn page(
+        &self,
+        after: Option<&Key>,
+        _before: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>, BoxError> {
+        let emails = self.emails.lock().expect("store lock");
+        let start = after
+            .and_then(Key::as_int)
+            .map_or(i64::MIN, |a| a.saturating_add(1));
+        Ok(emails
+            .range(start..)
+            .take(limit)
+            .map(|(id, _)| Key::int(*id))
+            .collect())
+    }
+
     /// Lower-cases and trims each address; an address without `@` cannot be migrated. The whole
     /// batch is applied under one lock, so it takes effect all at once or not at all.
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
+    async fn migrate(&self, keys: &[Key], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
         let mut emails = self.emails.lock().expect("store lock");
-        let mut outcomes = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some(email) = emails.get_mut(id) else {
+        let mut outcomes = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(email) = key.as_int().and_then(|id| emails.get_mut(&id)) else {
                 outcomes.push(Outcome::Failed(RecordFailure::permanent(
                     "no such customer",
                 )));
@@ -59,19 +89,7 @@ impl CustomerMigrator for EmailStore {
         Ok(outcomes)
     }
 
-    async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError> {
-        self.failures
-            .lock()
-            .expect("failures lock")
-            .extend_from_slice(failures);
-        Ok(())
-    }
-
-    fn failures_location(&self) -> String {
-        "the service's failure list".to_owned()
-    }
-
-    fn batch_size(&self) -> usize {
+    fn default_batch_size(&self) -> usize {
         50
     }
 }
@@ -80,21 +98,21 @@ impl CustomerMigrator for EmailStore {
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let state = tempfile::tempdir()?;
     let mut config = Config::default();
-    config.connection.simulated_customers = 5_000; // the ids to scan
     config.customer_migration.processes = 4;
+    // Progress and failures go to files, as with the simulated backend.
     config.customer_scanner.paging_state_path = state.path().join("paging-state.json");
+    config.customer_migrator.log_file = state.path().join("migration.log");
 
-    // The service's data: the simulated backend's ids, with addresses to clean up.
+    // The service's data: customers with addresses to clean up.
     let (board, mut events) = EventBoard::channel();
     let store = EmailStore {
         emails: Mutex::new(BTreeMap::new()),
-        failures: Mutex::new(Vec::new()),
+        noun: Noun::new("customer", "customers"),
+        keys: vec![KeyColumn::new("id", KeyKind::Integer)],
     };
     {
-        let source = migrate_core::SimulatedIds { customers: 5_000 };
-        let ids = migrate_core::PageSource::page(&source, None, None, 5_000).await?;
         let mut emails = store.emails.lock().expect("store lock");
-        for (n, id) in ids.into_iter().enumerate() {
+        for (n, id) in (1..=5_000i64).map(|n| n * 7).enumerate() {
             let email = match n % 100 {
                 0..=29 => format!("customer{id}@example.com"),
                 99 => format!("customer {id} at example dot com"),
@@ -105,11 +123,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
 
     let board: Box<dyn StatusBoard> = Box::new(board);
-    let migrator: Box<dyn CustomerMigrator> = Box::new(store);
-    let system = migration_builder(&config, Backend::Simulated { customers: 5_000 })
-        .with_override::<dyn StatusBoard>(board, "EventBoard")
-        .with_override::<dyn CustomerMigrator>(migrator, "EmailStore")
-        .build()?;
+    let writer = Arc::new(tokio::sync::Mutex::new(()));
+    let system = builder_for(
+        &config,
+        Backend::Simulated { customers: 0 },
+        writer,
+        Arc::new(store),
+    )
+    .with_override::<dyn StatusBoard>(board, "EventBoard")
+    .build()?;
     println!("{}", system.graph().to_dot());
 
     system.start().await?;

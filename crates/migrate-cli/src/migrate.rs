@@ -1,11 +1,12 @@
 //! The migration run: build and start the system, run the overseer, stop, report.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrate_core::{
-    Backend, Config, ConnectionError, Ending, MigrationModule, PreflightError, RunOptions,
-    StatusBoard, Summary, System, migration_builder,
+    Backend, Config, ConnectionError, Ending, Key, MigrationModule, Migrator, PreflightError,
+    RunOptions, StatusBoard, Summary, System, migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -14,25 +15,16 @@ use crate::cli::{OutputArgs, RunArgs};
 use crate::exit::{self, CliError};
 use crate::ids_file;
 
-/// Shortest time the components get to stop after the run, whatever the grace period.
-const MIN_STOP_TIME: Duration = Duration::from_secs(1);
+/// How long the components get to stop after the run (the jobs' grace period is over by then):
+/// closing files and the pool takes milliseconds unless a database call is still waiting.
+const STOP_TIME: Duration = Duration::from_secs(2);
 
 /// Runs one migration with `config`; returns the exit code for its summary.
 pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result<u8, CliError> {
-    let input = match &args.file {
-        Some(path) => Some(Arc::<[i64]>::from(ids_file::read(path)?)),
-        None => None,
-    };
-    let options = RunOptions {
-        dry_run: args.dry_run,
-        reset: args.reset,
-        input,
-        ..RunOptions::default()
-    };
     let board_output = board::resolve(config.status_board.mode, output.log_format);
     let (terminal_board, board_task) = board::start(&config.status_board, board_output);
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
-    let result = run_system(config, options, board).await;
+    let result = run_system(config, args, board).await;
     board_task.finish().await;
     let (summary, stop_warning) = result?;
     report(&summary, board_output, output.json, stop_warning.as_deref());
@@ -44,23 +36,43 @@ pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result
 /// cut short.
 async fn run_system(
     config: &Config,
-    options: RunOptions,
+    args: &RunArgs,
     board: Box<dyn StatusBoard>,
 ) -> Result<(Summary, Option<String>), CliError> {
-    let system = build(config, options.dry_run, board).await?;
-    system.start().await.map_err(|e| start_error(&e))?;
+    let system = build(config, args.dry_run, board).await?;
+    // Keys are read as the migration's key columns say, before anything starts.
+    let input = match &args.file {
+        Some(path) => {
+            let migrator = system.resolve::<dyn Migrator>();
+            Some(Arc::<[Key]>::from(ids_file::read(
+                path,
+                migrator.key_columns(),
+            )?))
+        }
+        None => None,
+    };
+    let options = RunOptions {
+        dry_run: args.dry_run,
+        reset: args.reset,
+        input,
+        ..RunOptions::default()
+    };
+    system.start().await.map_err(|e| usage_or_fatal(&e))?;
     let shutdown = CancellationToken::new();
     let grace_period = config.customer_migration.grace_period();
     // Not aborted when the run ends: a second Ctrl-C or SIGTERM must exit at once at any
     // moment until the process exits, the stop below included.
+    let run_over = Arc::new(AtomicBool::new(false));
     let _signals = crate::signals::listen(
         shutdown.clone(),
         system.resolve::<dyn StatusBoard>(),
         grace_period,
+        Arc::clone(&run_over),
     )
     .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
     let result = migrate_core::overseer(&system).run(options, shutdown).await;
-    let stop_time = grace_period.max(MIN_STOP_TIME);
+    run_over.store(true, Ordering::SeqCst);
+    let stop_time = STOP_TIME;
     let (stopped, stop_warning) = match tokio::time::timeout(stop_time, system.stop()).await {
         Ok(stopped) => (stopped, None),
         // The progress is saved by now: what still runs is a database call of a job stopped
@@ -74,7 +86,7 @@ async fn run_system(
             )),
         ),
     };
-    let mut summary = result.map_err(|e| CliError::fatal(&e))?;
+    let mut summary = result.map_err(|e| usage_or_fatal(&e))?;
     if let Err(error) = stopped {
         summary.ending = Ending::Aborted;
         // The lifecycle's error already says "while stopping COMPONENT".
@@ -109,9 +121,9 @@ async fn build(
         .map_err(|e| CliError::fatal(&e))
 }
 
-/// A failed start is a usage error when a check before the run refused the configuration or
-/// the database (nothing ran), fatal otherwise.
-fn start_error(error: &(dyn std::error::Error + 'static)) -> CliError {
+/// A failed start or run is a usage error when a check before the run refused the
+/// configuration or the database (nothing ran), fatal otherwise.
+fn usage_or_fatal(error: &(dyn std::error::Error + 'static)) -> CliError {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.downcast_ref::<PreflightError>().is_some() {

@@ -1,6 +1,7 @@
 //! Ctrl-C and SIGTERM: the first stops the run gracefully, the second exits at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrate_core::{Event, JobId, JobStatus, StatusBoard};
@@ -54,16 +55,21 @@ const STOPPING_JOB: JobId = JobId(u32::MAX);
 
 /// Listens for signals: the first cancels `shutdown` (the run stops taking work, finishes what
 /// it holds, saves progress) and says so on the board; the second restores the terminal and
-/// exits with 130 at once. Once registered, SIGINT no longer kills the process by itself: this
-/// task is what exits.
+/// exits with 130 at once. Once `run_over` is set (the run ended, the components are closing),
+/// the first signal exits at once: there is no run left to stop. Once registered, SIGINT no
+/// longer kills the process by itself: this task is what exits.
 pub fn listen(
     shutdown: CancellationToken,
     board: Arc<dyn StatusBoard>,
     grace_period: Duration,
+    run_over: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let mut signals = Signals::register()?;
     Ok(tokio::spawn(async move {
         signals.next().await;
+        if run_over.load(Ordering::SeqCst) {
+            exit_at_once("interrupted while closing");
+        }
         shutdown.cancel();
         board.publish(Event::JobAdded {
             job: STOPPING_JOB,
@@ -82,13 +88,18 @@ pub fn listen(
             ),
         });
         signals.next().await;
-        crate::board::restore_terminal();
-        #[allow(clippy::exit, clippy::print_stderr)]
-        {
-            eprintln!(
-                "db-migrate: interrupted twice, exiting at once (progress up to the last checkpoint is kept)"
-            );
-            std::process::exit(i32::from(INTERRUPTED));
-        }
+        exit_at_once("interrupted twice");
     }))
+}
+
+/// Restores the terminal and exits with 130, saying `why`.
+fn exit_at_once(why: &str) -> ! {
+    crate::board::restore_terminal();
+    #[allow(clippy::exit, clippy::print_stderr)]
+    {
+        eprintln!(
+            "db-migrate: {why}, exiting at once (progress up to the last checkpoint is kept)"
+        );
+        std::process::exit(i32::from(INTERRUPTED));
+    }
 }

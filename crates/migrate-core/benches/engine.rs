@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BatchError, BoxError, Config, CustomerMigrator, EventBoard, FailureRecord, Lifecycle,
-    Outcome, PageSource, RecordFailure, RunOptions, SimulatedIds, StatusBoard, migration_builder,
-    overseer,
+    Backend, BatchError, BoxError, Config, EventBoard, Key, KeyColumn, Migration, Migrator, Noun,
+    Outcome, RecordFailure, RunOptions, SimulatedCustomers, StatusBoard, builder_for,
+    migration_builder, overseer,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -66,21 +66,23 @@ async fn baseline(records: u64) -> f64 {
         .build()
         .unwrap();
     system.start().await.unwrap();
-    let migrator = system.resolve::<dyn CustomerMigrator>();
+    let migrator = system.resolve::<dyn Migrator>();
     let batch = migrator.batch_size();
     let started = Instant::now();
-    let (sender, receiver) = mpsc::channel::<i64>(config.customer_scanner.block_size);
+    let (sender, receiver) = mpsc::channel::<Key>(config.customer_scanner.block_size);
     let receiver = Arc::new(Mutex::new(receiver));
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let fetch = config.customer_scanner.fetch_size;
     let producer = tokio::spawn(async move {
-        let source = SimulatedIds { customers: records };
-        let mut after = None;
+        let source = SimulatedCustomers::new(records, Default::default());
+        let mut after: Option<Key> = None;
         loop {
-            let page = source.page(after, None, fetch).await.unwrap();
-            let Some(&last) = page.last() else { break };
-            for id in page {
-                sender.send(id).await.unwrap();
+            let page = source.page(after.as_ref(), None, fetch).await.unwrap();
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for key in page {
+                sender.send(key).await.unwrap();
             }
             after = Some(last);
         }
@@ -121,23 +123,44 @@ async fn baseline(records: u64) -> f64 {
     records as f64 / elapsed.as_secs_f64()
 }
 
-/// A migrator whose first record fails twice before it migrates, with the retry delay of the
-/// run between attempts: the low-water mark stays behind it for seconds while the other jobs
-/// race on.
+/// The simulated customers, but the first record fails twice before it migrates, with the
+/// retry delay of the run between attempts: the low-water mark stays behind it for seconds
+/// while the other jobs race on.
+#[derive(Debug)]
 struct StuckFirst {
-    stuck: i64,
+    inner: SimulatedCustomers,
+    stuck: Key,
     attempts: AtomicU64,
 }
 
-impl Lifecycle for StuckFirst {}
-
 #[async_trait]
-impl CustomerMigrator for StuckFirst {
-    async fn migrate(&self, ids: &[i64], _: bool) -> Result<Vec<Outcome>, BatchError> {
-        Ok(ids
+impl Migration for StuckFirst {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn noun(&self) -> &Noun {
+        self.inner.noun()
+    }
+
+    fn key_columns(&self) -> &[KeyColumn] {
+        self.inner.key_columns()
+    }
+
+    async fn page(
+        &self,
+        after: Option<&Key>,
+        before: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>, BoxError> {
+        self.inner.page(after, before, limit).await
+    }
+
+    async fn migrate(&self, keys: &[Key], _: bool) -> Result<Vec<Outcome>, BatchError> {
+        Ok(keys
             .iter()
-            .map(|&id| {
-                if id == self.stuck && self.attempts.fetch_add(1, Ordering::Relaxed) < 2 {
+            .map(|key| {
+                if *key == self.stuck && self.attempts.fetch_add(1, Ordering::Relaxed) < 2 {
                     Outcome::Failed(RecordFailure::transient("stuck"))
                 } else {
                     Outcome::Migrated
@@ -146,15 +169,7 @@ impl CustomerMigrator for StuckFirst {
             .collect())
     }
 
-    async fn record_failures(&self, _: &[FailureRecord]) -> Result<(), BoxError> {
-        Ok(())
-    }
-
-    fn failures_location(&self) -> String {
-        "nowhere".to_owned()
-    }
-
-    fn batch_size(&self) -> usize {
+    fn default_batch_size(&self) -> usize {
         1
     }
 }
@@ -166,20 +181,24 @@ async fn engine_with_a_stuck_record(records: u64) -> u64 {
     let mut config = config(dir.path(), records);
     config.customer_migration.retry_initial_delay_millis = 2000;
     config.customer_migration.retry_max_delay_millis = 4000;
-    let stuck = SimulatedIds { customers: records }
-        .page(None, None, 1)
-        .await
-        .unwrap()[0];
+    let inner = SimulatedCustomers::new(records, config.customer_migrator.clone());
+    let stuck = inner.page(None, None, 1).await.unwrap().remove(0);
     let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
-    let migrator: Box<dyn CustomerMigrator> = Box::new(StuckFirst {
+    let migration = Arc::new(StuckFirst {
+        inner,
         stuck,
         attempts: AtomicU64::new(0),
     });
-    let system = migration_builder(&config, Backend::Simulated { customers: records })
-        .with_override::<dyn StatusBoard>(board, "EventBoard")
-        .with_override::<dyn CustomerMigrator>(migrator, "StuckFirst")
-        .build()
-        .unwrap();
+    let writer = Arc::new(tokio::sync::Mutex::new(()));
+    let system = builder_for(
+        &config,
+        Backend::Simulated { customers: records },
+        writer,
+        migration,
+    )
+    .with_override::<dyn StatusBoard>(board, "EventBoard")
+    .build()
+    .unwrap();
     system.start().await.unwrap();
     let path = config.customer_scanner.paging_state_path.clone();
     let largest = Arc::new(AtomicU64::new(0));

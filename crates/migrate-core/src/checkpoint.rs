@@ -6,44 +6,42 @@
 //! the finished ids above it are listed. A rerun scans from the low-water mark and skips the
 //! listed ids, so nothing unfinished is skipped and nothing finished is done again.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-/// A contiguous range of record ids, `start` inclusive and `end` exclusive; `None` is unbounded.
-/// A run scans one range; several processes can later share a migration by range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+use crate::key::Key;
+
+/// A contiguous range of keys in the database's key order: the keys after `after` and before
+/// `before`, both exclusive; `None` is unbounded. A run scans one range; several processes can
+/// share a migration by range.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KeyRange {
-    /// First id of the range, or unbounded.
-    pub start: Option<i64>,
-    /// First id past the range, or unbounded.
-    pub end: Option<i64>,
+    /// The range holds the keys after this one, or from the first.
+    pub after: Option<Key>,
+    /// The range holds the keys before this one, or to the last.
+    pub before: Option<Key>,
 }
 
 impl KeyRange {
-    /// Every id.
+    /// Every key.
     pub const ALL: KeyRange = KeyRange {
-        start: None,
-        end: None,
+        after: None,
+        before: None,
     };
-
-    /// Whether `id` lies in the range.
-    pub fn contains(&self, id: i64) -> bool {
-        self.start.is_none_or(|s| id >= s) && self.end.is_none_or(|e| id < e)
-    }
 }
 
 impl fmt::Display for KeyRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.start, self.end) {
+        match (&self.after, &self.before) {
             (None, None) => f.write_str("all"),
-            (s, e) => write!(
+            (after, before) => write!(
                 f,
-                "[{}, {})",
-                s.map_or("-inf".to_owned(), |v| v.to_string()),
-                e.map_or("+inf".to_owned(), |v| v.to_string())
+                "({}, {})",
+                after.as_ref().map_or("-inf".to_owned(), |k| k.to_string()),
+                before.as_ref().map_or("+inf".to_owned(), |k| k.to_string())
             ),
         }
     }
@@ -67,7 +65,7 @@ pub struct CheckpointKey {
 
 impl CheckpointKey {
     /// The key of a scan of `range` of `migration`, or of a run over `input` when given.
-    pub fn new(migration: &str, range: KeyRange, input: Option<&[i64]>) -> CheckpointKey {
+    pub fn new(migration: &str, range: KeyRange, input: Option<&[Key]>) -> CheckpointKey {
         CheckpointKey {
             migration: migration.to_owned(),
             range,
@@ -75,13 +73,13 @@ impl CheckpointKey {
         }
     }
 
-    /// `ids:` and a 64-bit FNV-1a digest of the ids in order, in hex: stable across builds
-    /// and platforms (unlike `std`'s hasher), so that a rerun with the same file finds its
-    /// checkpoint.
-    pub fn input_digest(ids: &[i64]) -> String {
+    /// `ids:` and a 64-bit FNV-1a digest of the keys in order (as their lines of a keys file),
+    /// in hex: stable across builds and platforms (unlike `std`'s hasher), so that a rerun with
+    /// the same file finds its checkpoint.
+    pub fn input_digest(keys: &[Key]) -> String {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for id in ids {
-            for byte in id.to_le_bytes() {
+        for key in keys {
+            for byte in key.to_string().bytes().chain([b'\n']) {
                 hash ^= u64::from(byte);
                 hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
             }
@@ -102,10 +100,10 @@ impl CheckpointKey {
 /// Saved progress of an unfinished run.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Every scanned id up to and including this one is finished.
-    pub low_water: Option<i64>,
-    /// Finished ids above the low-water mark, ascending.
-    pub done_above: Vec<i64>,
+    /// Every scanned key up to and including this one, in scan order, is finished.
+    pub low_water: Option<Key>,
+    /// Finished keys scanned after the low-water mark.
+    pub done_above: Vec<Key>,
 }
 
 /// What the scanner should do with an id it read.
@@ -136,12 +134,16 @@ pub struct Tracker {
 struct Window {
     /// Sequence number of `entries[0]`.
     first_seq: u64,
-    /// Ids handed out and not yet folded into the low-water mark, with whether each is finished.
-    entries: VecDeque<(i64, bool)>,
+    /// Keys handed out and not yet folded into the low-water mark, with whether each is
+    /// finished, in scan order.
+    entries: VecDeque<(Key, bool)>,
     /// Everything scanned up to here is finished.
-    low_water: Option<i64>,
-    /// Ids a previous run finished that the scanner has not reached yet.
-    carried: BTreeSet<i64>,
+    low_water: Option<Key>,
+    /// Keys a previous run finished that the scanner has not met again yet. Met keys leave
+    /// the set; keys whose rows vanished stay until the scan ends (the set is never larger
+    /// than the checkpoint it came from). Keys are only compared for equality: the order is
+    /// the database's.
+    carried: HashSet<Key>,
     /// Whether anything changed since the last snapshot.
     dirty: bool,
 }
@@ -169,23 +171,23 @@ impl Tracker {
         }
     }
 
-    /// Where the scan resumes: ids above this one.
-    pub fn resume_after(&self) -> Option<i64> {
-        self.lock().low_water
+    /// Where the scan resumes: keys after this one.
+    pub fn resume_after(&self) -> Option<Key> {
+        self.lock().low_water.clone()
     }
 
-    /// Registers an id the scanner read (ids must come in ascending order).
-    pub fn offer(&self, id: i64) -> Offer {
-        self.lock().offer(id)
+    /// Registers a key the scanner read (keys must come in scan order).
+    pub fn offer(&self, key: Key) -> Offer {
+        self.lock().offer(key)
     }
 
-    /// Registers a page of ascending ids under one lock, calling `send(seq, id)` for each id
-    /// to hand out (those a previous run finished are skipped).
-    pub fn offer_page(&self, ids: &[i64], mut send: impl FnMut(u64, i64)) {
+    /// Registers a page of keys in scan order under one lock, calling `send(seq, key)` for each
+    /// key to hand out (those a previous run finished are skipped).
+    pub fn offer_page(&self, keys: Vec<Key>, mut send: impl FnMut(u64, Key)) {
         let mut w = self.lock();
-        for &id in ids {
-            if let Offer::Send(seq) = w.offer(id) {
-                send(seq, id);
+        for key in keys {
+            if let Offer::Send(seq) = w.offer(key.clone()) {
+                send(seq, key);
             }
         }
     }
@@ -233,16 +235,16 @@ impl Tracker {
     pub fn snapshot(&self) -> (Checkpoint, bool) {
         let mut w = self.lock();
         let changed = std::mem::take(&mut w.dirty);
-        let mut done_above: Vec<i64> = w
+        let mut done_above: Vec<Key> = w
             .entries
             .iter()
             .filter(|(_, done)| *done)
-            .map(|(id, _)| *id)
+            .map(|(key, _)| key.clone())
             .collect();
-        done_above.extend(w.carried.iter().copied());
+        done_above.extend(w.carried.iter().cloned());
         (
             Checkpoint {
-                low_water: w.low_water,
+                low_water: w.low_water.clone(),
                 done_above,
             },
             changed,
@@ -256,32 +258,23 @@ impl Tracker {
 
 impl Window {
     /// See [`Tracker::offer`].
-    fn offer(&mut self, id: i64) -> Offer {
-        let w = self;
-        // Carried ids below `id` were not met: they no longer exist, forget them.
-        while let Some(&first) = w.carried.first() {
-            if first >= id {
-                break;
-            }
-            w.carried.pop_first();
-        }
-        if w.carried.first() == Some(&id) {
-            w.carried.pop_first();
-            w.entries.push_back((id, true));
-            w.fold();
+    fn offer(&mut self, key: Key) -> Offer {
+        if self.carried.remove(&key) {
+            self.entries.push_back((key, true));
+            self.fold();
             return Offer::Skip;
         }
-        let seq = w.first_seq + w.entries.len() as u64;
-        w.entries.push_back((id, false));
+        let seq = self.first_seq + self.entries.len() as u64;
+        self.entries.push_back((key, false));
         Offer::Send(seq)
     }
 
-    /// Moves the low-water mark past every finished id at the front.
+    /// Moves the low-water mark past every finished key at the front.
     fn fold(&mut self) {
         self.dirty = true;
-        while let Some(&(id, true)) = self.entries.front() {
-            self.low_water = Some(id);
-            self.entries.pop_front();
+        while let Some((_, true)) = self.entries.front() {
+            let (key, _) = self.entries.pop_front().expect("a front entry");
+            self.low_water = Some(key);
             self.first_seq += 1;
         }
     }
@@ -291,8 +284,16 @@ impl Window {
 mod tests {
     use super::*;
 
+    fn k(id: i64) -> Key {
+        Key::int(id)
+    }
+
+    fn keys(ids: &[i64]) -> Vec<Key> {
+        ids.iter().copied().map(Key::int).collect()
+    }
+
     fn send(t: &Tracker, id: i64) -> u64 {
-        match t.offer(id) {
+        match t.offer(k(id)) {
             Offer::Send(seq) => seq,
             Offer::Skip => panic!("{id} skipped"),
         }
@@ -308,12 +309,12 @@ mod tests {
         let (cp, changed) = t.snapshot();
         assert!(changed);
         assert_eq!(cp.low_water, None);
-        assert_eq!(cp.done_above, [20, 30]);
+        assert_eq!(cp.done_above, keys(&[20, 30]));
         t.complete([a]);
         assert_eq!(
             t.snapshot().0,
             Checkpoint {
-                low_water: Some(30),
+                low_water: Some(k(30)),
                 done_above: vec![]
             }
         );
@@ -323,52 +324,52 @@ mod tests {
     #[test]
     fn resume_skips_finished_ids_and_keeps_those_not_reached_yet() {
         let t = Tracker::new(Some(Checkpoint {
-            low_water: Some(10),
-            done_above: vec![30, 50, 70],
+            low_water: Some(k(10)),
+            done_above: keys(&[30, 50, 70]),
         }));
-        assert_eq!(t.resume_after(), Some(10));
+        assert_eq!(t.resume_after(), Some(k(10)));
         let s20 = send(&t, 20);
-        assert_eq!(t.offer(30), Offer::Skip);
+        assert_eq!(t.offer(k(30)), Offer::Skip);
         // 40 is in flight; 50 and 70 have not been reached and must stay in the checkpoint.
         let _s40 = send(&t, 40);
         t.complete([s20]);
-        assert_eq!(
-            t.snapshot().0,
-            Checkpoint {
-                low_water: Some(30),
-                done_above: vec![50, 70]
-            }
-        );
+        let (cp, _) = t.snapshot();
+        assert_eq!(cp.low_water, Some(k(30)));
+        let mut above = cp.done_above;
+        above.sort_by_key(|key| key.as_int());
+        assert_eq!(above, keys(&[50, 70]));
     }
 
     #[test]
-    fn carried_ids_that_vanished_are_forgotten() {
+    fn carried_keys_not_met_again_stay_done_and_text_keys_need_no_order() {
+        // Keys are only compared for equality: text in any collation works.
         let t = Tracker::new(Some(Checkpoint {
             low_water: None,
-            done_above: vec![5],
+            done_above: vec![Key::text("b"), Key::text("gone")],
         }));
-        let s = send(&t, 9);
-        t.complete([s]);
-        assert_eq!(
-            t.snapshot().0,
-            Checkpoint {
-                low_water: Some(9),
-                done_above: vec![]
-            }
-        );
+        let a = match t.offer(Key::text("A")) {
+            Offer::Send(seq) => seq,
+            Offer::Skip => panic!("A skipped"),
+        };
+        assert_eq!(t.offer(Key::text("b")), Offer::Skip);
+        t.complete([a]);
+        let (cp, _) = t.snapshot();
+        assert_eq!(cp.low_water, Some(Key::text("b")));
+        // A key whose row vanished is kept: harmless, and bounded by the checkpoint it came from.
+        assert_eq!(cp.done_above, [Key::text("gone")]);
     }
 
     #[test]
     fn given_ids_have_a_checkpoint_of_their_own() {
         let scan = CheckpointKey::new("m", KeyRange::ALL, None);
-        let file = CheckpointKey::new("m", KeyRange::ALL, Some(&[1, 2, 3]));
-        let other = CheckpointKey::new("m", KeyRange::ALL, Some(&[1, 2, 4]));
+        let file = CheckpointKey::new("m", KeyRange::ALL, Some(&keys(&[1, 2, 3])));
+        let other = CheckpointKey::new("m", KeyRange::ALL, Some(&keys(&[1, 2, 4])));
         assert_eq!(scan.scope(), "all");
         assert_ne!(file.scope(), scan.scope());
         assert_ne!(file.scope(), other.scope());
         assert_eq!(
             file,
-            CheckpointKey::new("m", KeyRange::ALL, Some(&[1, 2, 3])),
+            CheckpointKey::new("m", KeyRange::ALL, Some(&keys(&[1, 2, 3]))),
             "the same ids give the same key"
         );
         // Pinned: a rerun after an upgrade must find the checkpoint of the same file.
@@ -394,18 +395,16 @@ mod tests {
         t.complete([stuck]);
         waiting.await.unwrap();
         assert_eq!(t.window_len(), 0);
-        assert_eq!(t.snapshot().0.low_water, Some(3));
+        assert_eq!(t.snapshot().0.low_water, Some(k(3)));
     }
 
     #[test]
-    fn ranges_contain_their_start_but_not_their_end() {
+    fn ranges_read_as_open_intervals() {
         let r = KeyRange {
-            start: Some(10),
-            end: Some(20),
+            after: Some(k(10)),
+            before: Some(k(20)),
         };
-        assert!(r.contains(10) && r.contains(19));
-        assert!(!r.contains(9) && !r.contains(20));
-        assert_eq!(r.to_string(), "[10, 20)");
+        assert_eq!(r.to_string(), "(10, 20)");
         assert_eq!(KeyRange::ALL.to_string(), "all");
     }
 }

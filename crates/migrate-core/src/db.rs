@@ -6,10 +6,11 @@
 
 use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr, SqlStr, Sqlite, Transaction};
 
-use crate::checkpoint::{Checkpoint, CheckpointKey};
+use crate::bookkeeping::BatchJournal;
 use crate::component::BoxError;
 use crate::connection::Backend;
-use crate::migrator::{BatchError, FailureRecord, Outcome, PreflightError, RecordFailure};
+use crate::key::Key;
+use crate::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
 
 /// A database error with the statement's purpose in front.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,7 @@ pub(crate) fn error_kind(error: &sqlx::Error) -> ErrorKind {
         }
         // The rows do not have the shape the statement expects: a schema problem.
         sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. }
         | sqlx::Error::Configuration(_) => ErrorKind::Fatal,
@@ -87,12 +89,22 @@ pub(crate) fn error_kind(error: &sqlx::Error) -> ErrorKind {
 fn postgres_error_kind(sqlstate: &str) -> ErrorKind {
     match sqlstate {
         "40001" | "40P01" | "55P03" | "57014" => ErrorKind::Transient,
-        "25006" => ErrorKind::Fatal,
+        // Read-only transaction, disk full, no such database.
+        "25006" | "53100" | "3D000" => ErrorKind::Fatal,
         s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
             ErrorKind::Transient
         }
         s if s.starts_with("22") || s.starts_with("23") => ErrorKind::Rejected,
-        s if s.starts_with("42") => ErrorKind::Fatal,
+        // Syntax or access rule (undefined table or column, type mismatch, privilege),
+        // authorization (a password rotated, a role dropped), a feature the server lacks, a
+        // system error (I/O).
+        s if s.starts_with("42")
+            || s.starts_with("28")
+            || s.starts_with("0A")
+            || s.starts_with("58") =>
+        {
+            ErrorKind::Fatal
+        }
         _ => ErrorKind::Transient,
     }
 }
@@ -151,31 +163,33 @@ fn numbered(sql: &str) -> String {
 }
 
 /// A statement for `backend`: built only from the static text of this module, so it is safe.
-fn sql_for(backend: &Backend, sql: &'static str) -> SqlStr {
+pub(crate) fn sql_for(backend: &Backend, sql: &'static str) -> SqlStr {
     match backend {
         Backend::Postgres(_) => AssertSqlSafe(numbered(sql)).into_sql_str(),
         _ => sql.into_sql_str(),
     }
 }
 
-/// Bookkeeping tables; created by the scanner and migrator on start when missing.
-const CREATE_CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS migration_checkpoints (
-    migration TEXT NOT NULL,
-    range_key TEXT NOT NULL,
-    low_water BIGINT,
-    done_above TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (migration, range_key))";
-const CREATE_FAILURES: &str = "CREATE TABLE IF NOT EXISTS migration_failures (
-    id BIGINT PRIMARY KEY,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    failed_at TEXT NOT NULL,
-    resolved_at TEXT)";
-/// `resolved_at`, for a `migration_failures` table made before it existed.
-const ADD_RESOLVED_AT: &str = "ALTER TABLE migration_failures ADD COLUMN resolved_at TEXT";
+pub(crate) async fn execute(
+    backend: &Backend,
+    sql: &'static str,
+    doing: &'static str,
+) -> Result<(), DbError> {
+    match backend {
+        Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Backend::Simulated { .. } => Ok(()),
+    }
+    .map_err(context(doing))
+}
 
-async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> Result<(), DbError> {
+/// Runs `sql`, a statement built at run time from text this crate controls.
+pub(crate) async fn execute_owned(
+    backend: &Backend,
+    sql: String,
+    doing: &'static str,
+) -> Result<(), DbError> {
+    let sql = AssertSqlSafe(sql);
     match backend {
         Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
         Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
@@ -185,7 +199,7 @@ async fn execute(backend: &Backend, sql: &'static str, doing: &'static str) -> R
 }
 
 /// Whether `table` exists.
-async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, DbError> {
+pub(crate) async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, DbError> {
     let doing = "looking for a table";
     match backend {
         Backend::Sqlite(pool) => {
@@ -217,7 +231,10 @@ const CUSTOMER_COLUMNS: [&str; 7] = [
 ];
 
 /// The columns of `table`, lowercase; empty when there is no such table.
-async fn columns(backend: &Backend, table: &'static str) -> Result<Vec<String>, DbError> {
+pub(crate) async fn columns(
+    backend: &Backend,
+    table: &'static str,
+) -> Result<Vec<String>, DbError> {
     let doing = "reading the columns of a table";
     match backend {
         Backend::Sqlite(pool) => {
@@ -288,89 +305,6 @@ pub(crate) async fn prepare(backend: &Backend) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Creates `migration_checkpoints` when it is missing.
-pub(crate) async fn create_checkpoints(backend: &Backend) -> Result<(), DbError> {
-    execute(
-        backend,
-        CREATE_CHECKPOINTS,
-        "creating migration_checkpoints",
-    )
-    .await
-}
-
-/// Creates `migration_failures` when it is missing, and adds `resolved_at` to a table made by
-/// an earlier version.
-pub(crate) async fn create_failures(backend: &Backend) -> Result<(), DbError> {
-    execute(backend, CREATE_FAILURES, "creating migration_failures").await?;
-    if !columns(backend, "migration_failures")
-        .await?
-        .iter()
-        .any(|c| c == "resolved_at")
-    {
-        execute(
-            backend,
-            ADD_RESOLVED_AT,
-            "adding resolved_at to migration_failures",
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Whether `migration_failures` exists (with `resolved_at` added when it lacked it): then a
-/// batch marks the failures of the records it migrates resolved.
-pub(crate) async fn failures_table_ready(backend: &Backend) -> Result<bool, DbError> {
-    if !table_exists(backend, "migration_failures").await? {
-        return Ok(false);
-    }
-    create_failures(backend).await?;
-    Ok(true)
-}
-
-/// The audit trail: one row per committed batch, with the ids it migrated as a JSON array,
-/// written in the batch's own transaction. Whatever interrupts a run, a `kill -9` included, it
-/// lists exactly the records the migration changed: a batch and its audit row commit together
-/// or not at all.
-const CREATE_AUDIT: &str = "CREATE TABLE IF NOT EXISTS migration_audit (
-    migration TEXT NOT NULL,
-    migrated_at TEXT NOT NULL,
-    ids TEXT NOT NULL)";
-
-/// The migration's name in `migration_audit` (and its checkpoint's key).
-pub(crate) const CUSTOMER_MIGRATION: &str = "customer-migration";
-
-/// What a batch writes besides the rows, prepared before the first batch writes (never on a dry
-/// run): `migration_audit` exists, and whether failures of earlier runs are to be resolved.
-#[derive(Debug, Clone, Copy)]
-pub struct Bookkeeping {
-    /// `migration_failures` exists: each batch resolves the failures of what it migrates.
-    pub(crate) resolve_failures: bool,
-}
-
-/// Creates `migration_audit` when missing and looks for `migration_failures`; see
-/// [`Bookkeeping`].
-pub(crate) async fn prepare_bookkeeping(backend: &Backend) -> Result<Bookkeeping, DbError> {
-    execute(backend, CREATE_AUDIT, "creating migration_audit").await?;
-    Ok(Bookkeeping {
-        resolve_failures: failures_table_ready(backend).await?,
-    })
-}
-
-/// Failures no run has resolved since they were recorded.
-pub(crate) async fn open_failures(backend: &Backend) -> Result<u64, DbError> {
-    if !failures_table_ready(backend).await? {
-        return Ok(0);
-    }
-    let sql = "SELECT count(*) FROM migration_failures WHERE resolved_at IS NULL";
-    let count: i64 = match backend {
-        Backend::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        Backend::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        Backend::Simulated { .. } => Ok(0),
-    }
-    .map_err(context("counting open failures in migration_failures"))?;
-    Ok(count.max(0) as u64)
-}
-
 /// Up to `limit` customer ids above `after` and below `end`, ascending (keyset pagination).
 pub(crate) async fn page(
     backend: &Backend,
@@ -395,10 +329,17 @@ pub(crate) async fn page(
             "SELECT json_group_array(id) FROM
                (SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?)"
         }
-        (_, false, false) => "SELECT id FROM customers ORDER BY id LIMIT ?",
-        (_, true, false) => "SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?",
-        (_, false, true) => "SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?",
-        (_, true, true) => "SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+        // PostgreSQL: `id` may be a 32-bit `integer` (a `serial`); it is read as 64 bits.
+        (_, false, false) => "SELECT CAST(id AS BIGINT) FROM customers ORDER BY id LIMIT ?",
+        (_, true, false) => {
+            "SELECT CAST(id AS BIGINT) FROM customers WHERE id > ? ORDER BY id LIMIT ?"
+        }
+        (_, false, true) => {
+            "SELECT CAST(id AS BIGINT) FROM customers WHERE id < ? ORDER BY id LIMIT ?"
+        }
+        (_, true, true) => {
+            "SELECT CAST(id AS BIGINT) FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?"
+        }
     };
     let sql = sql_for(backend, sql);
     let limit = limit as i64;
@@ -466,156 +407,6 @@ pub(crate) async fn remaining(
     Ok(count.max(0) as u64)
 }
 
-fn range_key(key: &CheckpointKey) -> String {
-    key.scope()
-}
-
-/// The checkpoint of `key` in `migration_checkpoints`.
-pub(crate) async fn load_checkpoint(
-    backend: &Backend,
-    key: &CheckpointKey,
-) -> Result<Option<Checkpoint>, DbError> {
-    if !table_exists(backend, "migration_checkpoints").await? {
-        return Ok(None);
-    }
-    let sql = sql_for(
-        backend,
-        "SELECT low_water, done_above FROM migration_checkpoints WHERE migration = ? AND range_key = ?",
-    );
-    let row: Option<(Option<i64>, String)> = match backend {
-        Backend::Sqlite(pool) => {
-            sqlx::query_as(sql.clone())
-                .bind(&key.migration)
-                .bind(range_key(key))
-                .fetch_optional(pool)
-                .await
-        }
-        Backend::Postgres(pool) => {
-            sqlx::query_as(sql.clone())
-                .bind(&key.migration)
-                .bind(range_key(key))
-                .fetch_optional(pool)
-                .await
-        }
-        Backend::Simulated { .. } => Ok(None),
-    }
-    .map_err(context("reading migration_checkpoints"))?;
-    let Some((low_water, done_above)) = row else {
-        return Ok(None);
-    };
-    // A damaged list must not read as "nothing done above the mark": say so instead.
-    let done_above = serde_json::from_str(&done_above).map_err(|e| DbError {
-        doing: "reading migration_checkpoints (done_above is damaged; --reset starts over)",
-        source: sqlx::Error::Decode(Box::new(e)),
-    })?;
-    Ok(Some(Checkpoint {
-        low_water,
-        done_above,
-    }))
-}
-
-/// Saves the checkpoint of `key` (one statement: atomic).
-pub(crate) async fn save_checkpoint(
-    backend: &Backend,
-    key: &CheckpointKey,
-    checkpoint: &Checkpoint,
-) -> Result<(), DbError> {
-    let sql = sql_for(
-        backend,
-        "INSERT INTO migration_checkpoints (migration, range_key, low_water, done_above, updated_at)
-         VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (migration, range_key) DO UPDATE SET
-           low_water = excluded.low_water, done_above = excluded.done_above,
-           updated_at = excluded.updated_at",
-    );
-    let done_above = serde_json::to_string(&checkpoint.done_above).expect("ids serialize");
-    let now = chrono::Utc::now().to_rfc3339();
-    macro_rules! run {
-        ($pool:expr) => {
-            sqlx::query(sql.clone())
-                .bind(&key.migration)
-                .bind(range_key(key))
-                .bind(checkpoint.low_water)
-                .bind(&done_above)
-                .bind(&now)
-                .execute($pool)
-                .await
-                .map(drop)
-        };
-    }
-    match backend {
-        Backend::Sqlite(pool) => run!(pool),
-        Backend::Postgres(pool) => run!(pool),
-        Backend::Simulated { .. } => Ok(()),
-    }
-    .map_err(context("writing migration_checkpoints"))
-}
-
-/// Forgets the checkpoint of `key`.
-pub(crate) async fn clear_checkpoint(
-    backend: &Backend,
-    key: &CheckpointKey,
-) -> Result<(), DbError> {
-    if !table_exists(backend, "migration_checkpoints").await? {
-        return Ok(());
-    }
-    let sql = sql_for(
-        backend,
-        "DELETE FROM migration_checkpoints WHERE migration = ? AND range_key = ?",
-    );
-    macro_rules! run {
-        ($pool:expr) => {
-            sqlx::query(sql.clone())
-                .bind(&key.migration)
-                .bind(range_key(key))
-                .execute($pool)
-                .await
-                .map(drop)
-        };
-    }
-    match backend {
-        Backend::Sqlite(pool) => run!(pool),
-        Backend::Postgres(pool) => run!(pool),
-        Backend::Simulated { .. } => Ok(()),
-    }
-    .map_err(context("deleting from migration_checkpoints"))
-}
-
-/// Records failures; a record failing again adds its attempts and keeps the latest error.
-pub(crate) async fn record_failures(
-    backend: &Backend,
-    failures: &[FailureRecord],
-) -> Result<(), DbError> {
-    let sql = sql_for(
-        backend,
-        "INSERT INTO migration_failures (id, error, attempts, failed_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET error = excluded.error,
-           attempts = migration_failures.attempts + excluded.attempts,
-           failed_at = excluded.failed_at, resolved_at = NULL",
-    );
-    macro_rules! run {
-        ($pool:expr) => {{
-            let mut tx = $pool.begin().await.map_err(context("recording failures"))?;
-            for f in failures {
-                sqlx::query(sql.clone())
-                    .bind(f.id)
-                    .bind(&f.error)
-                    .bind(f.attempts as i32)
-                    .bind(f.at.to_rfc3339())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(context("recording failures"))?;
-            }
-            tx.commit().await.map_err(context("recording failures"))
-        }};
-    }
-    match backend {
-        Backend::Sqlite(pool) => run!(pool),
-        Backend::Postgres(pool) => run!(pool),
-        Backend::Simulated { .. } => Ok(()),
-    }
-}
-
 /// Whitespace as Rust's `char::is_whitespace` defines it (the Unicode White_Space property):
 /// what is trimmed from both ends of each name part and of the email. Rust trims with it
 /// ([`trim`]) and the statements bind it as the character set of SQL's `trim` and `btrim`, so
@@ -672,9 +463,8 @@ pub fn split_full_name(full_name: &str) -> Result<(&str, &str), &'static str> {
 /// Both statements trim the characters of [`WHITESPACE`], bound as `$3` on PostgreSQL; SQLite
 /// takes the set for names as `?3` ([`name_trim_set`]) and the email's as `?4`.
 ///
-/// Each batch that migrates records also writes its `migration_audit` row (see [`CREATE_AUDIT`])
-/// in the same transaction: on PostgreSQL within the statement itself, whose `$4` names the
-/// migration.
+/// Each batch also writes its journal (the audit row, the resolution of earlier failures) in the
+/// same transaction: see [`BatchJournal`].
 const MIGRATE_SQLITE: &str = "UPDATE customers SET
     last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1), ?3),
     first_name = trim(substr(full_name, instr(full_name, ',') + 1), ?3),
@@ -683,8 +473,7 @@ const MIGRATE_SQLITE: &str = "UPDATE customers SET
     migrated_at = ?1
   WHERE id IN (SELECT value FROM json_each(?2)) AND schema_version = 1
     AND instr(CAST(full_name AS BLOB), x'00') = 0";
-const MIGRATE_POSTGRES: &str = "WITH migrated AS (
-  UPDATE customers SET
+const MIGRATE_POSTGRES: &str = "UPDATE customers SET
     last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $3),
     first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), $3),
     email = lower(btrim(email, $3)),
@@ -694,15 +483,7 @@ const MIGRATE_POSTGRES: &str = "WITH migrated AS (
     AND strpos(full_name, ',') > 0
     AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $3) <> ''
     AND btrim(substr(full_name, strpos(full_name, ',') + 1), $3) <> ''
-  RETURNING id
-), audit AS (
-  INSERT INTO migration_audit (migration, migrated_at, ids)
-  SELECT $4, $1, json_agg(id ORDER BY id)::text FROM migrated HAVING count(*) > 0
-)
-SELECT id FROM migrated";
-/// The batch's `migration_audit` row on SQLite, in the batch's transaction.
-const AUDIT_SQLITE: &str =
-    "INSERT INTO migration_audit (migration, migrated_at, ids) VALUES (?, ?, ?)";
+  RETURNING CAST(id AS BIGINT)";
 /// The batch's rows in three JSON arrays: the ids of rows already migrated; `[id, full_name]`
 /// of legacy rows (only those need their name looked at; a BLOB is read as the text of its
 /// bytes, as SQLite's text functions read it); and `[id, version]` of rows with any other
@@ -726,7 +507,8 @@ const READ_NAMES_HEX_SQLITE: &str = "SELECT
   FROM customers WHERE id IN (SELECT value FROM json_each(?))";
 // `schema_version` is an INTEGER column: a 32-bit value on PostgreSQL, read as 64 bits here.
 // Either column may be NULL; PostgreSQL text is always valid UTF-8.
-const CLASSIFY_POSTGRES: &str = "SELECT id, CAST(schema_version AS BIGINT), full_name
+const CLASSIFY_POSTGRES: &str =
+    "SELECT CAST(id AS BIGINT), CAST(schema_version AS BIGINT), full_name
   FROM customers WHERE id = ANY($1)";
 
 /// A record of a batch as the batch's transaction read it: what decides its outcome.
@@ -837,10 +619,9 @@ pub(crate) async fn migrate(
     dry_run: bool,
     writer: Option<&tokio::sync::Mutex<()>>,
     lock_timeout: std::time::Duration,
-    bookkeeping: Option<Bookkeeping>,
+    journal: Option<&BatchJournal>,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let resolve = !dry_run && bookkeeping.is_some_and(|b| b.resolve_failures);
     let outcomes = match backend {
         Backend::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
@@ -918,23 +699,14 @@ pub(crate) async fn migrate(
                         ),
                     ));
                 }
-                sqlx::query(AUDIT_SQLITE)
-                    .bind(CUSTOMER_MIGRATION)
-                    .bind(&now)
-                    .bind(&migratable_json)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(context("writing migration_audit"))?;
             }
             let migrated = if dry_run { Vec::new() } else { migratable };
             let outcomes = classify(ids, migrated, rows, dry_run);
-            if resolve && let Some(resolved) = resolved_ids(ids, &outcomes) {
-                sqlx::query(RESOLVE_FAILURES_SQLITE)
-                    .bind(&now)
-                    .bind(serde_json::to_string(&resolved).expect("ids serialize"))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(context("marking failures resolved"))?;
+            if let Some(journal) = journal {
+                let (migrated, settled) = journal_keys(ids, &outcomes);
+                journal
+                    .write_sqlite(&mut tx, &now, &migrated, &settled)
+                    .await?;
             }
             tx.commit().await.map_err(context("committing a batch"))?;
             outcomes
@@ -956,7 +728,6 @@ pub(crate) async fn migrate(
                     .bind(&now)
                     .bind(ids)
                     .bind(WHITESPACE)
-                    .bind(CUSTOMER_MIGRATION)
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(context("migrating a batch of customers"))?
@@ -985,13 +756,11 @@ pub(crate) async fn migrate(
                 .map(|(id, version, name)| (id, Found::postgres(version, name)))
                 .collect();
             let outcomes = classify(ids, migrated, rows, dry_run);
-            if resolve && let Some(resolved) = resolved_ids(ids, &outcomes) {
-                sqlx::query(RESOLVE_FAILURES_POSTGRES)
-                    .bind(&now)
-                    .bind(&resolved)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(context("marking failures resolved"))?;
+            if let Some(journal) = journal {
+                let (migrated, settled) = journal_keys(ids, &outcomes);
+                journal
+                    .write_postgres(&mut tx, &now, &migrated, &settled)
+                    .await?;
             }
             tx.commit().await.map_err(context("committing a batch"))?;
             outcomes
@@ -1001,25 +770,23 @@ pub(crate) async fn migrate(
     Ok(outcomes)
 }
 
-/// The ids of a batch whose failures, recorded by an earlier run, no longer stand: migrated
-/// now, found migrated, or gone. `None` when there are none.
-fn resolved_ids(ids: &[i64], outcomes: &[Outcome]) -> Option<Vec<i64>> {
-    let resolved: Vec<i64> = ids
-        .iter()
-        .zip(outcomes)
-        .filter(|(_, outcome)| !matches!(outcome, Outcome::Failed(_)))
-        .map(|(id, _)| *id)
-        .collect();
-    (!resolved.is_empty()).then_some(resolved)
+/// What a batch's journal lists: the keys migrated now, and the keys settled (migrated, found
+/// migrated, or gone), whose earlier failures no longer stand.
+fn journal_keys(ids: &[i64], outcomes: &[Outcome]) -> (Vec<Key>, Vec<Key>) {
+    let mut migrated = Vec::new();
+    let mut settled = Vec::new();
+    for (&id, outcome) in ids.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Migrated => {
+                migrated.push(Key::int(id));
+                settled.push(Key::int(id));
+            }
+            Outcome::PreviouslyMigrated | Outcome::Gone => settled.push(Key::int(id)),
+            Outcome::Failed(_) => {}
+        }
+    }
+    (migrated, settled)
 }
-
-/// Marks the failures of a batch's records resolved, in the batch's transaction: a failure
-/// record never says a migrated record failed, whatever interrupts the run. Only open ones
-/// change: the first resolution is kept.
-const RESOLVE_FAILURES_SQLITE: &str = "UPDATE migration_failures SET resolved_at = ?
-  WHERE resolved_at IS NULL AND id IN (SELECT value FROM json_each(?))";
-const RESOLVE_FAILURES_POSTGRES: &str = "UPDATE migration_failures SET resolved_at = $1
-  WHERE resolved_at IS NULL AND id = ANY($2)";
 
 /// One outcome per id of a batch: `migrated` were migrated now; `rows` are the batch's rows as
 /// read in the batch's transaction.
@@ -1061,6 +828,50 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_errors_are_classified_by_what_a_retry_can_do() {
+        use ErrorKind::{Fatal, Rejected, Transient};
+        for (sqlstate, kind) in [
+            ("40001", Transient),
+            ("40P01", Transient),
+            ("55P03", Transient),
+            ("57014", Transient),
+            ("08006", Transient),
+            ("53300", Transient),
+            ("57P01", Transient),
+            ("22001", Rejected),
+            ("23505", Rejected),
+            ("42703", Fatal),
+            ("42P01", Fatal),
+            ("42804", Fatal),
+            ("42501", Fatal),
+            ("25006", Fatal),
+            ("53100", Fatal),
+            ("3D000", Fatal),
+            ("28P01", Fatal),
+            ("0A000", Fatal),
+            ("58030", Fatal),
+            ("XX000", Transient),
+        ] {
+            assert_eq!(postgres_error_kind(sqlstate), kind, "{sqlstate}");
+        }
+        // SQLite: primary codes, and extended codes built on them.
+        for (code, kind) in [
+            (5, Transient),   // BUSY
+            (517, Transient), // BUSY_SNAPSHOT
+            (6, Transient),   // LOCKED
+            (1, Fatal),       // ERROR: no such table or column
+            (8, Fatal),       // READONLY
+            (1032, Fatal),    // READONLY_DBMOVED
+            (13, Fatal),      // FULL
+            (19, Rejected),   // CONSTRAINT
+            (2067, Rejected), // CONSTRAINT_UNIQUE
+            (20, Rejected),   // MISMATCH
+        ] {
+            assert_eq!(sqlite_error_kind(code), kind, "{code}");
+        }
+    }
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {

@@ -17,9 +17,11 @@ use crate::checkpoint::Tracker;
 use crate::component::BoxError;
 use crate::config::MigrationConfig;
 use crate::events::{Event, JobId, JobStatus};
-use crate::migrator::{BatchError, CustomerMigrator, FailureRecord, Outcome, RecordFailure};
+use crate::key::Key;
+use crate::migrator::{BatchError, FailureRecord, Migrator, Outcome, RecordFailure};
 use crate::retry::{RateLimit, backoff};
 use crate::scanner::Work;
+use crate::store::ProgressStore;
 use crate::summary::thousands;
 
 /// Record counts, shared by the jobs.
@@ -42,7 +44,9 @@ impl Counts {
 
 /// What every job of one run shares.
 pub(crate) struct Shared {
-    pub(crate) migrator: Arc<dyn CustomerMigrator>,
+    pub(crate) migrator: Arc<dyn Migrator>,
+    /// Where failures are recorded.
+    pub(crate) store: Arc<dyn ProgressStore>,
     pub(crate) board: Arc<dyn StatusBoard>,
     pub(crate) config: MigrationConfig,
     pub(crate) dry_run: bool,
@@ -75,7 +79,7 @@ impl Shared {
     }
 
     /// One call to the migrator, with a panic turned into a transient error.
-    async fn try_migrate(&self, ids: &[i64]) -> Result<Vec<Outcome>, BatchError> {
+    async fn try_migrate(&self, ids: &[Key]) -> Result<Vec<Outcome>, BatchError> {
         match AssertUnwindSafe(self.migrator.migrate(ids, self.dry_run))
             .catch_unwind()
             .await
@@ -97,19 +101,27 @@ impl Shared {
     }
 
     /// Migrates `ids` as one batch; records that fail in a way that may pass are retried alone
-    /// with backoff. Fills `results` with each record's final outcome and its number of
-    /// attempts (a buffer the job reuses: this runs once per batch), in the order of `ids`.
-    ///
-    /// When the run halts (a fatal error here or elsewhere, a stop) before every record has an
-    /// outcome, `results` holds only the first ones: the rest are not done, and the next run
-    /// migrates them.
-    async fn migrate_batch(&self, ids: &[i64], results: &mut Vec<(Outcome, u32)>) {
+    /// with backoff. Fills `results` with one entry per id, in the order of `ids`: the
+    /// record's final outcome and its number of attempts, or `None` when the record is not
+    /// done (the run halted before it was settled: the next run migrates it). `results` is a
+    /// buffer the job reuses: this runs once per batch.
+    async fn migrate_batch(&self, ids: &[Key], results: &mut Vec<Option<(Outcome, u32)>>) {
         results.clear();
         let outcomes = match self.try_migrate(ids).await {
             Ok(outcomes) => outcomes,
             Err(BatchError::Fatal { error, committed }) => {
                 self.abort(error.to_string());
-                results.extend(committed.into_iter().flatten().map(|outcome| (outcome, 1)));
+                match committed {
+                    // What the batch committed counts; a record that could have passed on
+                    // another try is left for the next run rather than recorded as failed.
+                    Some(outcomes) => {
+                        results.extend(outcomes.into_iter().map(|outcome| match outcome {
+                            Outcome::Failed(f) if f.retryable => None,
+                            outcome => Some((outcome, 1)),
+                        }))
+                    }
+                    None => results.resize(ids.len(), None),
+                }
                 return;
             }
             // A batch that failed as a whole: find the culprit by trying each record alone.
@@ -117,32 +129,27 @@ impl Shared {
                 let attempts_made = u32::from(ids.len() == 1);
                 let last = match error {
                     BatchError::Rejected(e) if ids.len() == 1 => {
-                        results.push((Outcome::Failed(RecordFailure::permanent(e.to_string())), 1));
+                        let failure = RecordFailure::permanent(e.to_string());
+                        results.push(Some((Outcome::Failed(failure), 1)));
                         return;
                     }
                     BatchError::Rejected(e) => Failure::Rejected(e.to_string()),
                     other => Failure::Transient(RecordFailure::transient(other.to_string())),
                 };
-                for &id in ids {
-                    match self.migrate_alone(id, attempts_made, last.clone()).await {
-                        Some(result) => results.push(result),
-                        None => return,
-                    }
+                for id in ids {
+                    let result = self.migrate_alone(id, attempts_made, last.clone()).await;
+                    results.push(result);
                 }
                 return;
             }
         };
-        for (&id, outcome) in ids.iter().zip(outcomes) {
-            let result = match outcome {
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            results.push(match outcome {
                 Outcome::Failed(failure) if failure.retryable => {
                     self.migrate_alone(id, 1, Failure::Transient(failure)).await
                 }
                 other => Some((other, 1)),
-            };
-            match result {
-                Some(result) => results.push(result),
-                None => return,
-            }
+            });
         }
     }
 
@@ -150,15 +157,19 @@ impl Shared {
     /// `None` when the run halted first (the record is left for the next run).
     async fn migrate_alone(
         &self,
-        id: i64,
+        id: &Key,
         mut attempts: u32,
         last: Failure,
     ) -> Option<(Outcome, u32)> {
         let initial = Duration::from_millis(self.config.retry_initial_delay_millis);
         let max = Duration::from_millis(self.config.retry_max_delay_millis);
+        // A stop or an abort settles nothing more: what is left goes to the next run.
+        if self.halt.is_cancelled() {
+            return None;
+        }
         let mut last = match last {
             // A rejected batch: one try alone tells whether this record is the one.
-            Failure::Rejected(message) => match self.try_migrate(&[id]).await {
+            Failure::Rejected(message) => match self.try_migrate(std::slice::from_ref(id)).await {
                 Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
                     Outcome::Failed(failure) if failure.retryable => {
                         attempts = 1;
@@ -190,9 +201,11 @@ impl Shared {
                     () = self.halt.cancelled() => return None,
                     () = tokio::time::sleep(backoff(attempts, initial, max)) => {}
                 }
+            } else if self.halt.is_cancelled() {
+                return None;
             }
             attempts += 1;
-            match self.try_migrate(&[id]).await {
+            match self.try_migrate(std::slice::from_ref(id)).await {
                 Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
                     Outcome::Failed(failure) if failure.retryable => last = failure,
                     outcome => return Some((outcome, attempts)),
@@ -220,9 +233,10 @@ impl Shared {
         committed: Option<Vec<Outcome>>,
     ) -> Option<(Outcome, u32)> {
         self.abort(error.to_string());
-        committed
-            .and_then(|mut outcomes| outcomes.pop())
-            .map(|outcome| (outcome, 1))
+        match committed.and_then(|mut outcomes| outcomes.pop()) {
+            Some(Outcome::Failed(f)) if f.retryable => None,
+            outcome => outcome.map(|outcome| (outcome, 1)),
+        }
     }
 }
 
@@ -252,7 +266,13 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
     let batch = shared.batch_size;
     let mut ids = shared.ids.lock().await;
-    let mut taken = ids.recv_many(work, batch).await;
+    // Biased towards the channel: when ids are there, the halt is not even looked at (it takes
+    // a lock); a job waiting for a scanner stuck in a query stops at once on a halt.
+    let mut taken = tokio::select! {
+        biased;
+        taken = ids.recv_many(work, batch) => taken,
+        () = shared.halt.cancelled() => return 0,
+    };
     if taken == 0 || taken >= batch {
         return taken;
     }
@@ -300,32 +320,36 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             }
         }
         ids.clear();
-        ids.extend(work.iter().map(|w| w.id));
+        ids.extend(work.iter().map(|w| w.key.clone()));
         let now = Instant::now();
         if last_text.is_none_or(|t| now.duration_since(t) >= event_interval) {
             last_text = Some(now);
+            let noun = shared.migrator.noun();
             let text = match ids.as_slice() {
-                [one] => format!("Migrating customer {one}"),
-                [first, .., last] => format!("Migrating customers {first} to {last}"),
+                [one] => format!("Migrating {} {one}", noun.one),
+                [first, .., last] => format!("Migrating {} {first} to {last}", noun.many),
                 [] => unreachable!("recv_many took at least one"),
             };
             board.publish(Event::JobText { job, text });
         }
         shared.migrate_batch(&ids, &mut results).await;
-        // Records without a result (the run halted first) are not done: the next run does them.
-        let finished = results.len();
         let (mut migrated, mut previously, mut gone) = (0, 0, 0);
         done.clear();
         failures.clear();
         failed_seqs.clear();
-        for ((&id, item), (outcome, attempts)) in ids.iter().zip(&work).zip(results.drain(..)) {
+        for ((key, item), result) in ids.iter().zip(&work).zip(results.drain(..)) {
+            // A record without a result (the run halted first) is not done: the next run
+            // migrates it.
+            let Some((outcome, attempts)) = result else {
+                continue;
+            };
             match outcome {
                 Outcome::Migrated => migrated += 1,
                 Outcome::PreviouslyMigrated => previously += 1,
                 Outcome::Gone => gone += 1,
                 Outcome::Failed(failure) => {
                     failures.push(FailureRecord {
-                        id,
+                        key: key.clone(),
                         error: failure.message,
                         attempts,
                         at: chrono::Utc::now(),
@@ -345,7 +369,10 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         counts.gone.fetch_add(gone, Ordering::Relaxed);
         if !failures.is_empty() {
             if !shared.dry_run
-                && let Err(error) = shared.migrator.record_failures(&failures).await
+                && let Err(error) = shared
+                    .store
+                    .record_failures(shared.migrator.migration_name(), &failures)
+                    .await
             {
                 // Unrecorded failures are neither counted nor marked done: the next run tries
                 // them again.
@@ -370,15 +397,16 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
                 }
             }
         }
-        handled += (done.len()) as u64;
+        handled += done.len() as u64;
         shared.tracker.complete(done.iter().copied());
-        if finished < taken {
-            break;
-        }
     }
     board.publish(Event::JobText {
         job,
-        text: format!("Done, after {} customers", thousands(handled)),
+        text: format!(
+            "Done, after {} {}",
+            thousands(handled),
+            shared.migrator.noun().count(handled)
+        ),
     });
     board.publish(Event::JobStatus {
         job,

@@ -41,10 +41,12 @@
 extern crate self as migrate_core;
 
 mod board;
+mod bookkeeping;
 mod checkpoint;
 mod component;
 mod config;
 mod connection;
+mod customer;
 mod db;
 mod declarative;
 mod events;
@@ -61,10 +63,12 @@ mod retry;
 mod scanner;
 mod seed;
 mod simulated;
+mod store;
 mod summary;
 mod system;
 
 pub use board::{EventBoard, RecordingBoard, StatusBoard};
+pub use bookkeeping::BatchJournal;
 pub use checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
 pub use component::{BoxError, ComponentDescriptor, ComponentInfo, Lifecycle, NamedInterface};
 pub use config::{
@@ -72,7 +76,8 @@ pub use config::{
     ScannerConfig, StatusBoardConfig,
 };
 pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
-pub use db::split_full_name;
+pub use customer::{CUSTOMER_MIGRATION, CustomerMigration, SimulatedCustomers};
+pub use db::{DbError, split_full_name};
 pub use declarative::{MigrationSpec, SpecError, SqlMigration};
 pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
@@ -81,24 +86,20 @@ pub use lifecycle::LifecycleError;
 pub use migrate_derive::Dependencies;
 pub use migration::{Migration, Noun};
 pub use migrator::{
-    BackendMigrator, BatchError, CustomerMigrator, FailureRecord, Outcome, PreflightError,
-    RecordFailure,
+    BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,
 };
 pub use module::{
-    BuildError, MigrationModule, build_migration_system, migration_builder, overseer,
+    BuildError, MigrationModule, build_migration_system, builder_for, migration_builder, overseer,
 };
 pub use overseer::{
     FIRST_PROCESS_JOB, MigrationOverseer, Overseer, RunError, RunOptions, SCANNER_JOB, SUMMARY_JOB,
 };
 pub use retry::backoff;
-pub use scanner::{
-    CustomerScanner, Halted, PageSource, PagingScanner, Scan, ScanReport, scan_pages,
-};
+pub use scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
 pub use seed::{
-    DemoCustomer, DroppedTable, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer,
-    seed_customers,
+    DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers,
 };
-pub use simulated::SimulatedIds;
+pub use store::{DatabaseStore, FileStore, ProgressStore};
 pub use summary::{Ending, Summary, spell_duration, thousands};
 pub use system::{System, SystemBuilder, SystemModule};
 

@@ -15,12 +15,19 @@ use crate::key::{Key, KeyColumn};
 use crate::migrator::{BatchError, Outcome};
 
 /// What a record is called in messages: `customer` and `customers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Noun {
     /// One record (`customer`).
     pub one: String,
     /// Several (`customers`).
     pub many: String,
+}
+
+impl Default for Noun {
+    /// `record` and `records`.
+    fn default() -> Noun {
+        Noun::new("record", "records")
+    }
 }
 
 impl Noun {

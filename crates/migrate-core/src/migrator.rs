@@ -1,10 +1,10 @@
-//! The customer-migrator component: migrates records, keeps the audit log, records failures.
+//! The migrator component: hands batches of keys to the migration and keeps the audit log.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::component::{BoxError, Lifecycle};
 use crate::config::MigratorConfig;
-use crate::connection::{Backend, Connection};
-use crate::{db, simulated};
+use crate::key::{Key, KeyColumn};
+use crate::migration::{Migration, Noun};
 
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +105,8 @@ impl RecordFailure {
 /// A failed record as it is recorded: nothing is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
-    /// The record's id.
-    pub id: i64,
+    /// The record's key.
+    pub key: Key,
     /// The last error.
     pub error: String,
     /// How many attempts were made.
@@ -117,161 +117,101 @@ pub struct FailureRecord {
 
 /// The migrator component.
 #[async_trait]
-pub trait CustomerMigrator: shaku::Interface + Lifecycle {
-    /// Migrates (or, on a dry run, only checks) the records `ids`, returning one outcome per id
-    /// in the same order. A failure of one record is an `Outcome::Failed` for that record only.
-    /// An `Err` says the whole batch failed, and how (see [`BatchError`]): a transient or
+pub trait Migrator: shaku::Interface + Lifecycle {
+    /// Migrates (or, on a dry run, only checks) the records `keys`, returning one outcome per
+    /// key in the same order. A failure of one record is an `Outcome::Failed` for that record
+    /// only. An `Err` says the whole batch failed, and how (see [`BatchError`]): a transient or
     /// rejected batch took no effect, as when a transaction rolls back, and the engine tries
     /// each record alone; a fatal error stops the run. A panic counts as transient.
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError>;
+    async fn migrate(&self, keys: &[Key], dry_run: bool) -> Result<Vec<Outcome>, BatchError>;
 
-    /// Records failed records durably. A failure to record aborts the run: a failure must never
-    /// be lost.
-    async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError>;
-
-    /// How many recorded failures no later run has resolved (by migrating the record), when
-    /// the store can tell; `None` otherwise.
-    async fn open_failures(&self) -> Result<Option<u64>, BoxError> {
-        Ok(None)
+    /// Checks, before a run starts, what this run needs (on a dry run, a run that writes
+    /// nothing): a [`PreflightError`] for what a person must fix. Called by the overseer
+    /// before any record is read.
+    async fn check(&self, dry_run: bool) -> Result<(), BoxError> {
+        let _ = dry_run;
+        Ok(())
     }
 
-    /// Where failures are recorded, for the summary (`migration_failures table`, a file path).
-    fn failures_location(&self) -> String;
+    /// The migration's name: keys its progress in the store.
+    fn migration_name(&self) -> &str;
 
-    /// How many ids a job hands to `migrate` at once.
+    /// The key columns, for reading keys given by a person (`--file`).
+    fn key_columns(&self) -> &[KeyColumn];
+
+    /// What a record is called in messages.
+    fn noun(&self) -> &Noun;
+
+    /// How many keys a job hands to `migrate` at once.
     fn batch_size(&self) -> usize;
 }
-crate::named_interface!(CustomerMigrator, "customer-migrator");
 
-/// The migrator for the built-in backends: the seed's sleeps on the simulated backend, the real
-/// customer migration on SQLite and PostgreSQL.
+/// The migrator: batches go to the [`Migration`], and each committed batch's records get a line
+/// in the audit log file (`customer-migrator.log-file`), a readable export of the database's
+/// own audit.
 #[derive(shaku::Component, migrate_derive::Dependencies)]
-#[shaku(interface = CustomerMigrator)]
-pub struct BackendMigrator {
-    #[shaku(inject)]
-    connection: Arc<dyn Connection>,
+#[shaku(interface = Migrator)]
+pub struct BatchMigrator {
     /// `[customer-migrator]`
     #[shaku(default)]
     config: MigratorConfig,
+    /// What is migrated; shared with the scanner.
+    migration: Arc<dyn Migration>,
     /// The audit log, opened on first write so that a dry run creates no file.
     #[shaku(default)]
     audit: AppendFile,
-    /// Failures of the simulated backend (databases use the `migration_failures` table).
-    #[shaku(default)]
-    failures: AppendFile,
-    /// Set once `migration_failures` is known to exist (created on the first failure).
-    #[shaku(default)]
-    failures_table: tokio::sync::OnceCell<()>,
-    /// What each batch writes besides the rows, prepared before the first batch writes: the
-    /// audit table, and whether `migration_failures` existed then (each batch then marks the
-    /// failures of the records it migrates resolved; failures recorded by this run are not
-    /// tried again in it, so a table created meanwhile has nothing to resolve).
-    #[shaku(default)]
-    bookkeeping: tokio::sync::OnceCell<db::Bookkeeping>,
-    /// SQLite has one writer at a time. Jobs that wait for it here wait on an async lock and
-    /// go the moment it is free; without it they would wait in SQLite's busy handler, which
-    /// sleeps for growing intervals (1, 2, 5, 10... ms) and leaves the database idle.
-    #[shaku(default)]
-    sqlite_writer: tokio::sync::Mutex<()>,
-    /// Longest wait for a row lock on PostgreSQL (`lock_timeout` of each batch): the run's
-    /// grace period, so that a batch blocked by another session never holds up a stop for
-    /// longer than the grace period allows. A batch that times out is retried.
-    #[shaku(default)]
-    lock_timeout: Duration,
 }
 
-impl std::fmt::Debug for BackendMigrator {
+impl std::fmt::Debug for BatchMigrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendMigrator")
+        f.debug_struct("BatchMigrator")
             .field("config", &self.config)
+            .field("migration", &self.migration.name())
             .finish()
     }
 }
 
-impl BackendMigrator {
-    /// Shaku parameters for this configuration; `lock_timeout` bounds each batch's wait for
-    /// a row lock on PostgreSQL (the run's grace period).
-    pub fn parameters(config: MigratorConfig, lock_timeout: Duration) -> BackendMigratorParameters {
-        BackendMigratorParameters {
+impl BatchMigrator {
+    /// Shaku parameters: the configuration and the migration to run.
+    pub fn parameters(
+        config: MigratorConfig,
+        migration: Arc<dyn Migration>,
+    ) -> BatchMigratorParameters {
+        BatchMigratorParameters {
             config,
+            migration,
             audit: AppendFile::default(),
-            failures: AppendFile::default(),
-            failures_table: tokio::sync::OnceCell::new(),
-            bookkeeping: tokio::sync::OnceCell::new(),
-            sqlite_writer: tokio::sync::Mutex::new(()),
-            lock_timeout,
         }
-    }
-
-    /// The failures file of the simulated backend: the log file's name with `.failures.jsonl`.
-    pub fn failures_file(log_file: &Path) -> PathBuf {
-        let mut name = log_file
-            .file_stem()
-            .map(|s| s.to_os_string())
-            .unwrap_or_default();
-        name.push(".failures.jsonl");
-        log_file.with_file_name(name)
-    }
-
-    /// The seed's sleeps stand in for the database work (the audit log is real).
-    async fn migrate_simulated(&self, ids: &[i64], dry_run: bool) -> Vec<Outcome> {
-        let scale = self.config.sleep_scale;
-        let mut outcomes = Vec::with_capacity(ids.len());
-        for &id in ids {
-            pause(simulated::check_time(id, scale)).await;
-            if simulated::previously_migrated(id) {
-                outcomes.push(Outcome::PreviouslyMigrated);
-                continue;
-            }
-            if dry_run {
-                outcomes.push(Outcome::Migrated);
-                continue;
-            }
-            pause(simulated::migrate_time(id, scale)).await;
-            if simulated::fails(id, self.config.failure_rate) {
-                outcomes.push(Outcome::Failed(RecordFailure::transient(format!(
-                    "simulated failure migrating customer {id}"
-                ))));
-                continue;
-            }
-            outcomes.push(Outcome::Migrated);
-        }
-        outcomes
     }
 }
 
-async fn pause(duration: std::time::Duration) {
-    if !duration.is_zero() {
-        tokio::time::sleep(duration).await;
-    }
-}
-
-/// Audit lines, as in the seed: date, time, id, milliseconds. The clock is read once per
-/// batch: the records of a batch are committed together.
-fn audit_lines(migrated: impl IntoIterator<Item = (i64, u128)>) -> String {
+/// Audit lines, as in the seed: date, time, record, key, milliseconds. The clock is read once
+/// per batch: the records of a batch are committed together.
+fn audit_lines<'a>(
+    noun: &str,
+    migrated: impl IntoIterator<Item = &'a Key>,
+    millis: u128,
+) -> String {
     use std::fmt::Write as _;
     let now = chrono::Local::now()
         .format("%Y-%m-%d %H:%M:%S%.3f")
         .to_string();
     let mut out = String::new();
-    for (id, millis) in migrated {
-        let _ = writeln!(out, "{now} customer {id} migrated in {millis} ms");
+    for key in migrated {
+        let _ = writeln!(out, "{now} {noun} {key} migrated in {millis} ms");
     }
     out
 }
 
 #[async_trait]
-impl Lifecycle for BackendMigrator {
-    /// Checks what can be checked before the run: the audit log can be created, and on a
-    /// database, `customers` has the columns the migration uses.
+impl Lifecycle for BatchMigrator {
+    /// Checks that the migration can work (its table and columns).
     async fn start(&self) -> Result<(), BoxError> {
-        check_log_file(&self.config.log_file)?;
-        db::prepare(self.connection.backend()).await
+        self.migration.check().await
     }
 
     async fn stop(&self) -> Result<(), BoxError> {
         self.audit.close()?;
-        self.failures.close()?;
         Ok(())
     }
 }
@@ -324,7 +264,7 @@ fn audit_failed(path: &Path, error: std::io::Error, outcomes: Vec<Outcome>) -> B
     BatchError::Fatal {
         error: format!(
             "while writing the audit log {}: {error} ({unaudited} records of the last batch were \
-             migrated and committed without an audit line)",
+             migrated and committed without a line in it)",
             path.display()
         )
         .into(),
@@ -333,47 +273,19 @@ fn audit_failed(path: &Path, error: std::io::Error, outcomes: Vec<Outcome>) -> B
 }
 
 #[async_trait]
-impl CustomerMigrator for BackendMigrator {
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
-        let outcomes;
-        let millis;
-        match self.connection.backend() {
-            Backend::Simulated { .. } => {
-                let started = Instant::now();
-                outcomes = self.migrate_simulated(ids, dry_run).await;
-                millis = started.elapsed().as_millis();
-            }
-            backend => {
-                let writer = (!dry_run).then_some(&self.sqlite_writer);
-                let bookkeeping = if dry_run {
-                    None
-                } else {
-                    Some(
-                        *self
-                            .bookkeeping
-                            .get_or_try_init(|| db::prepare_bookkeeping(backend))
-                            .await?,
-                    )
-                };
-                let started = Instant::now();
-                outcomes = db::migrate(
-                    backend,
-                    ids,
-                    dry_run,
-                    writer,
-                    self.lock_timeout,
-                    bookkeeping,
-                )
-                .await?;
-                millis = started.elapsed().as_millis();
-            }
-        }
-        if !dry_run {
+impl Migrator for BatchMigrator {
+    async fn migrate(&self, keys: &[Key], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
+        let started = Instant::now();
+        let outcomes = self.migration.migrate(keys, dry_run).await?;
+        let millis = started.elapsed().as_millis();
+        if !dry_run && outcomes.len() == keys.len() {
             let log = audit_lines(
-                ids.iter()
+                &self.migration.noun().one,
+                keys.iter()
                     .zip(&outcomes)
                     .filter(|(_, outcome)| **outcome == Outcome::Migrated)
-                    .map(|(id, _)| (*id, millis)),
+                    .map(|(key, _)| key),
+                millis,
             );
             if !log.is_empty()
                 && let Err(error) = self.audit.append(&self.config.log_file, log.as_bytes())
@@ -384,59 +296,30 @@ impl CustomerMigrator for BackendMigrator {
         Ok(outcomes)
     }
 
-    async fn open_failures(&self) -> Result<Option<u64>, BoxError> {
-        match self.connection.backend() {
-            // The failures file keeps no resolution: it cannot tell.
-            Backend::Simulated { .. } => Ok(None),
-            backend => Ok(Some(db::open_failures(backend).await?)),
+    /// The audit log must be creatable, unless on a dry run, which writes none.
+    async fn check(&self, dry_run: bool) -> Result<(), BoxError> {
+        if !dry_run {
+            check_log_file(&self.config.log_file)?;
         }
+        Ok(())
     }
 
-    async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError> {
-        match self.connection.backend() {
-            Backend::Simulated { .. } => {
-                let mut lines = Vec::new();
-                for failure in failures {
-                    serde_json::to_writer(&mut lines, failure)?;
-                    lines.push(b'\n');
-                }
-                self.failures
-                    .append(&Self::failures_file(&self.config.log_file), &lines)?;
-                self.failures.sync()?;
-                Ok(())
-            }
-            backend => {
-                let _writer = match backend {
-                    Backend::Sqlite(_) => Some(self.sqlite_writer.lock().await),
-                    _ => None,
-                };
-                self.failures_table
-                    .get_or_try_init(|| db::create_failures(backend))
-                    .await?;
-                Ok(db::record_failures(backend, failures).await?)
-            }
-        }
+    fn migration_name(&self) -> &str {
+        self.migration.name()
     }
 
-    fn failures_location(&self) -> String {
-        match self.connection.backend() {
-            Backend::Simulated { .. } => Self::failures_file(&self.config.log_file)
-                .display()
-                .to_string(),
-            _ => format!(
-                "the migration_failures table of {}",
-                self.connection.display_url()
-            ),
-        }
+    fn key_columns(&self) -> &[KeyColumn] {
+        self.migration.key_columns()
+    }
+
+    fn noun(&self) -> &Noun {
+        self.migration.noun()
     }
 
     fn batch_size(&self) -> usize {
         self.config
             .batch_size
-            .unwrap_or(match self.connection.backend() {
-                Backend::Simulated { .. } => 1,
-                _ => 1000,
-            })
+            .unwrap_or_else(|| self.migration.default_batch_size())
     }
 }
 
@@ -448,37 +331,57 @@ pub struct AppendFile {
 }
 
 impl AppendFile {
-    fn append(&self, path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
+    pub(crate) fn append(&self, path: &Path, bytes: &[u8]) -> Result<(), std::io::Error> {
         let mut guard = self.file.lock().expect("append file lock");
         if guard.is_none() {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir)?;
             }
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(path)
                 .map_err(|e| {
                     std::io::Error::new(e.kind(), format!("while opening {}: {e}", path.display()))
                 })?;
+            // A write cut short (a full disk, a kill) may have left half a line: end it, so that
+            // this run's lines start on lines of their own.
+            if ends_mid_line(&mut file)? {
+                file.write_all(b"\n")?;
+            }
             *guard = Some(file);
         }
         guard.as_mut().expect("opened above").write_all(bytes)
     }
 
-    fn sync(&self) -> Result<(), std::io::Error> {
+    pub(crate) fn sync(&self) -> Result<(), std::io::Error> {
         match &*self.file.lock().expect("append file lock") {
             Some(file) => syncable(file.sync_data()),
             None => Ok(()),
         }
     }
 
-    fn close(&self) -> Result<(), std::io::Error> {
+    pub(crate) fn close(&self) -> Result<(), std::io::Error> {
         match self.file.lock().expect("append file lock").take() {
             Some(file) => syncable(file.sync_all()),
             None => Ok(()),
         }
     }
+}
+
+/// Whether a regular file's last byte is not a newline (false for an empty file, a pipe or a
+/// device, whose end cannot be read back).
+fn ends_mid_line(file: &mut File) -> Result<bool, std::io::Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// A log on a pipe or a device (`/dev/stdout`, a FIFO) cannot be synced, and has nothing to

@@ -1,34 +1,49 @@
-//! The migration system: the seed's five components, wired by shaku.
+//! The migration system: the seed's components, wired by shaku, around any [`Migration`].
 
 use std::sync::Arc;
 
 use crate::board::StatusBoard;
 use crate::config::Config;
 use crate::connection::{Backend, ConnectionError, DatabaseConnection};
+use crate::customer::{CustomerMigration, SimulatedCustomers};
 use crate::graph::GraphError;
-use crate::migrator::BackendMigrator;
+use crate::migration::Migration;
+use crate::migrator::{BatchMigrator, Migrator};
 use crate::overseer::{MigrationOverseer, Overseer};
-use crate::scanner::PagingScanner;
+use crate::scanner::{PagingScanner, Scanner};
+use crate::store::{DatabaseStore, FileStore, ProgressStore};
 use crate::system::{System, SystemBuilder};
+
+// The seed named the scanner and the migrator after its customers; the graph keeps its names.
+crate::named_interface!(Scanner, "customer-scanner");
+crate::named_interface!(Migrator, "customer-migrator");
 
 #[allow(missing_docs)]
 mod declared {
     use crate::board::EventBoard;
     use crate::connection::DatabaseConnection;
-    use crate::migrator::BackendMigrator;
+    use crate::migrator::BatchMigrator;
     use crate::overseer::Overseer;
     use crate::scanner::PagingScanner;
+    use crate::store::DatabaseStore;
 
     crate::system_module! {
         pub MigrationModule {
-            components = [EventBoard, DatabaseConnection, PagingScanner, BackendMigrator, Overseer]
+            components = [
+                EventBoard,
+                DatabaseConnection,
+                DatabaseStore,
+                PagingScanner,
+                BatchMigrator,
+                Overseer,
+            ]
         }
     }
 }
 
-/// The seed's system: status-board, connection, customer-scanner, customer-migrator and
-/// migration-overseer, in that declaration order. Replace any of them through
-/// [`SystemBuilder::with_override`].
+/// The seed's system: status-board, connection, progress-store, customer-scanner,
+/// customer-migrator and migration-overseer, in that declaration order. Replace any of them
+/// through [`SystemBuilder::with_override`].
 pub use declared::MigrationModule;
 
 /// A failure to build the migration system.
@@ -43,24 +58,65 @@ pub enum BuildError {
     Graph(#[from] GraphError),
 }
 
-/// A builder for the migration system with every component's parameters set from `config` and
-/// `backend` (open it first with [`Backend::open`]: shaku builds synchronously). Add overrides,
-/// then `build()`.
+/// A builder for the system running the seed's customer migration on `backend` (the real one
+/// on a database, the seed's sleeps on the simulated backend), with every component's
+/// parameters set from `config`. Open the backend first with [`Backend::open`] (shaku builds
+/// synchronously), add overrides, then `build()`.
 pub fn migration_builder(config: &Config, backend: Backend) -> SystemBuilder<MigrationModule> {
-    SystemBuilder::<MigrationModule>::new()
+    let writer = Arc::new(tokio::sync::Mutex::new(()));
+    let migration: Arc<dyn Migration> = match &backend {
+        Backend::Simulated { customers } => Arc::new(SimulatedCustomers::new(
+            *customers,
+            config.customer_migrator.clone(),
+        )),
+        database => Arc::new(CustomerMigration::new(
+            database.clone(),
+            Arc::clone(&writer),
+            config.customer_migration.grace_period(),
+        )),
+    };
+    builder_for(config, backend, writer, migration)
+}
+
+/// A builder for the system running `migration` (a declarative one, an embedder's own) on
+/// `backend`, where its progress is kept. A migration that writes to an SQLite database
+/// should take turns with the store on `writer` (see
+/// [`Connection::writer`](crate::Connection::writer)).
+pub fn builder_for(
+    config: &Config,
+    backend: Backend,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    migration: Arc<dyn Migration>,
+) -> SystemBuilder<MigrationModule> {
+    let simulated = matches!(backend, Backend::Simulated { .. });
+    let builder = SystemBuilder::<MigrationModule>::new()
         .with_parameters::<DatabaseConnection>(DatabaseConnection::parameters(
             backend,
             &config.connection.url,
+            writer,
         ))
-        .with_parameters::<PagingScanner>(crate::scanner::PagingScannerParameters {
-            config: config.customer_scanner.clone(),
-            checkpoints_table: tokio::sync::OnceCell::new(),
+        .with_parameters::<DatabaseStore>(crate::store::DatabaseStoreParameters {
+            tables: tokio::sync::OnceCell::new(),
         })
-        .with_parameters::<BackendMigrator>(BackendMigrator::parameters(
-            config.customer_migrator.clone(),
-            config.customer_migration.grace_period(),
+        .with_parameters::<PagingScanner>(PagingScanner::parameters(
+            config.customer_scanner.clone(),
+            Arc::clone(&migration),
         ))
-        .with_parameters::<Overseer>(Overseer::parameters(config.customer_migration.clone()))
+        .with_parameters::<BatchMigrator>(BatchMigrator::parameters(
+            config.customer_migrator.clone(),
+            migration,
+        ))
+        .with_parameters::<Overseer>(Overseer::parameters(config.customer_migration.clone()));
+    // The store that fits the backend, chosen once: tables in a database, files otherwise.
+    if simulated {
+        let store: Box<dyn ProgressStore> = Box::new(FileStore::new(
+            config.customer_scanner.paging_state_path.clone(),
+            FileStore::failures_file_beside(&config.customer_migrator.log_file),
+        ));
+        builder.with_implementation::<dyn ProgressStore>(store, "FileStore")
+    } else {
+        builder
+    }
 }
 
 /// Opens the backend named by `config` and builds the migration system, with `board` in place of

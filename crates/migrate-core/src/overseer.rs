@@ -16,9 +16,11 @@ use crate::component::{BoxError, Lifecycle};
 use crate::config::MigrationConfig;
 use crate::events::{Event, JobId, JobStatus};
 use crate::job::{Counts, Shared, panic_message, run_job};
-use crate::migrator::CustomerMigrator;
+use crate::key::Key;
+use crate::migrator::Migrator;
 use crate::retry::RateLimit;
-use crate::scanner::{CustomerScanner, Scan, ScanReport};
+use crate::scanner::{Scan, ScanReport, Scanner};
+use crate::store::ProgressStore;
 use crate::summary::{Ending, Summary, thousands};
 
 /// The scanner's line on the board.
@@ -38,12 +40,10 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Forget any saved progress and start over.
     pub reset: bool,
-    /// Ids to migrate instead of scanning the backend, ascending, without duplicates.
-    pub input: Option<Arc<[i64]>>,
+    /// Keys to migrate instead of scanning, in their order, without duplicates.
+    pub input: Option<Arc<[Key]>>,
     /// The key range to scan.
     pub range: KeyRange,
-    /// The migration's name: keys its checkpoint.
-    pub migration: String,
 }
 
 impl Default for RunOptions {
@@ -53,7 +53,6 @@ impl Default for RunOptions {
             reset: false,
             input: None,
             range: KeyRange::ALL,
-            migration: "customer-migration".to_owned(),
         }
     }
 }
@@ -62,6 +61,10 @@ impl Default for RunOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// A check before the run found that it cannot work (see
+    /// [`Migrator::check`]); nothing ran.
+    #[error("{0}")]
+    Check(#[source] BoxError),
     /// The saved progress could not be read or reset.
     #[error("while reading the checkpoint of {migration} ({range}): {source}")]
     Checkpoint {
@@ -94,11 +97,13 @@ crate::named_interface!(MigrationOverseer, "migration-overseer");
 #[shaku(interface = MigrationOverseer)]
 pub struct Overseer {
     #[shaku(inject)]
-    scanner: Arc<dyn CustomerScanner>,
+    scanner: Arc<dyn Scanner>,
     #[shaku(inject)]
     board: Arc<dyn StatusBoard>,
     #[shaku(inject)]
-    migrator: Arc<dyn CustomerMigrator>,
+    migrator: Arc<dyn Migrator>,
+    #[shaku(inject)]
+    store: Arc<dyn ProgressStore>,
     /// `[customer-migration]`
     #[shaku(default)]
     config: MigrationConfig,
@@ -129,13 +134,14 @@ impl Overseer {
             gone => format!("{} gone, ", thousands(gone)),
         };
         format!(
-            "{} {} customers ({} previously migrated, {gone}{} failures)",
+            "{} {} {} ({} previously migrated, {gone}{} failures)",
             if shared.dry_run {
                 "Migration needed for"
             } else {
                 "Migrated"
             },
             thousands(migrated),
+            shared.migrator.noun().count(migrated),
             thousands(counts.previously_migrated.load(Ordering::Relaxed)),
             thousands(counts.failed.load(Ordering::Relaxed)),
         )
@@ -150,14 +156,22 @@ impl MigrationOverseer for Overseer {
         shutdown: CancellationToken,
     ) -> Result<Summary, RunError> {
         let started = Instant::now();
-        let key = CheckpointKey::new(&options.migration, options.range, options.input.as_deref());
+        let key = CheckpointKey::new(
+            self.migrator.migration_name(),
+            options.range.clone(),
+            options.input.as_deref(),
+        );
+        self.migrator
+            .check(options.dry_run)
+            .await
+            .map_err(RunError::Check)?;
         let checkpoint_error = |source| RunError::Checkpoint {
             migration: key.migration.clone(),
-            range: key.range,
+            range: key.range.clone(),
             source,
         };
         if options.reset && !options.dry_run {
-            self.scanner
+            self.store
                 .clear_checkpoint(&key)
                 .await
                 .map_err(checkpoint_error)?;
@@ -165,7 +179,7 @@ impl MigrationOverseer for Overseer {
         let checkpoint = if options.reset {
             None
         } else {
-            self.scanner
+            self.store
                 .load_checkpoint(&key)
                 .await
                 .map_err(checkpoint_error)?
@@ -185,6 +199,7 @@ impl MigrationOverseer for Overseer {
         let (sender, receiver) = mpsc::channel(block_size);
         let shared = Arc::new(Shared {
             migrator: Arc::clone(&self.migrator),
+            store: Arc::clone(&self.store),
             board: Arc::clone(&self.board),
             config: self.config.clone(),
             dry_run: options.dry_run,
@@ -223,7 +238,7 @@ impl MigrationOverseer for Overseer {
         let total = Arc::new(AtomicU64::new(u64::MAX));
         let scan = Scan {
             job: SCANNER_JOB,
-            range: options.range,
+            range: options.range.clone(),
             input: options.input.clone(),
             tracker: Arc::clone(&tracker),
             sender,
@@ -248,6 +263,9 @@ impl MigrationOverseer for Overseer {
         let checkpoint_every = Duration::from_millis(self.config.checkpoint_interval_millis);
         let mut last_save = Instant::now();
         let mut grace_deadline: Option<Instant> = None;
+        // When the grace period that began with the halt ends: the jobs and the scanner share
+        // it, so that a stop takes the grace period once, not once per part.
+        let mut halted_until: Option<Instant> = None;
         let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             tokio::select! {
@@ -272,7 +290,7 @@ impl MigrationOverseer for Overseer {
                         last_save = Instant::now();
                         let (checkpoint, changed) = tracker.snapshot();
                         if changed
-                            && let Err(error) = self.scanner.save_checkpoint(&key, &checkpoint).await
+                            && let Err(error) = self.store.save_checkpoint(&key, &checkpoint).await
                         {
                             shared.abort(format!("while saving the checkpoint: {error}"));
                         }
@@ -280,6 +298,7 @@ impl MigrationOverseer for Overseer {
                 },
                 () = shared.halt.cancelled(), if grace_deadline.is_none() => {
                     grace_deadline = Some(Instant::now() + self.config.grace_period());
+                    halted_until = grace_deadline;
                     // Closing the channel stops the scanner's send at once; jobs stop taking
                     // on the halted flag. A job may hold the receiver a while (its linger, or
                     // until the scanner's current page arrives), so the loop does not wait.
@@ -296,10 +315,12 @@ impl MigrationOverseer for Overseer {
         }
 
         watcher.abort();
-        // A scanner stuck in a query when the run halted gets the grace period, then is stopped.
-        let scan_result = if shared.halted.load(Ordering::Relaxed) {
+        // A scanner stuck in a query when the run halted gets what is left of the grace
+        // period, then is stopped.
+        let scan_result = if shared.halted.load(Ordering::Relaxed) || halted_until.is_some() {
             let abort = scan_task.abort_handle();
-            match tokio::time::timeout(self.config.grace_period(), scan_task).await {
+            let until = halted_until.unwrap_or_else(|| Instant::now() + self.config.grace_period());
+            match tokio::time::timeout_at(until, scan_task).await {
                 Ok(result) => result,
                 Err(_) => {
                     abort.abort();
@@ -339,9 +360,9 @@ impl MigrationOverseer for Overseer {
         let mut abort_reason = abort_reason;
         if !options.dry_run {
             let saved = if ending == Ending::Completed {
-                self.scanner.clear_checkpoint(&key).await
+                self.store.clear_checkpoint(&key).await
             } else {
-                self.scanner
+                self.store
                     .save_checkpoint(&key, &tracker.snapshot().0)
                     .await
             };
@@ -362,9 +383,14 @@ impl MigrationOverseer for Overseer {
         let open_failures = if options.dry_run {
             None
         } else {
-            self.migrator.open_failures().await.ok().flatten()
+            self.store
+                .open_failures(self.migrator.migration_name())
+                .await
+                .ok()
+                .flatten()
         };
         let summary = Summary {
+            noun: self.migrator.noun().clone(),
             migrated: counts.migrated.load(Ordering::Relaxed),
             previously_migrated: counts.previously_migrated.load(Ordering::Relaxed),
             gone: counts.gone.load(Ordering::Relaxed),
@@ -377,7 +403,7 @@ impl MigrationOverseer for Overseer {
             abort_reason,
             failures_recorded_in: ((failed > 0 || open_failures.is_some_and(|n| n > 0))
                 && !options.dry_run)
-                .then(|| self.migrator.failures_location()),
+                .then(|| self.store.failures_location()),
         };
         board.publish(Event::JobText {
             job: SUMMARY_JOB,

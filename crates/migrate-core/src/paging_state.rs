@@ -87,15 +87,15 @@ mod tests {
         let other = CheckpointKey::new(
             "customer-migration",
             KeyRange {
-                start: Some(100),
-                end: None,
+                after: Some(crate::Key::int(100)),
+                before: None,
             },
             None,
         );
         assert_eq!(load(&path, &key).unwrap(), None);
         let cp = Checkpoint {
-            low_water: Some(42),
-            done_above: vec![50, 60],
+            low_water: Some(crate::Key::int(42)),
+            done_above: vec![crate::Key::int(50), crate::Key::text("sixty")],
         };
         save(&path, &key, Some(&cp)).unwrap();
         save(&path, &other, Some(&Checkpoint::default())).unwrap();

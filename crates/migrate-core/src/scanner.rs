@@ -1,4 +1,4 @@
-//! The customer-scanner component: pages through the ids to migrate and feeds the jobs.
+//! The scanner component: pages through the keys to migrate and feeds the jobs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,20 +8,19 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::StatusBoard;
-use crate::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Tracker};
+use crate::checkpoint::{KeyRange, Tracker};
 use crate::component::{BoxError, Lifecycle};
 use crate::config::ScannerConfig;
-use crate::connection::{Backend, Connection};
 use crate::events::{Event, JobId, JobStatus};
-use crate::simulated::SimulatedIds;
+use crate::key::Key;
+use crate::migration::Migration;
 use crate::summary::thousands;
-use crate::{db, paging_state};
 
-/// One id on its way to a job, with its place in scan order.
-#[derive(Debug, Clone, Copy)]
+/// One key on its way to a job, with its place in scan order.
+#[derive(Debug, Clone)]
 pub(crate) struct Work {
     pub(crate) seq: u64,
-    pub(crate) id: i64,
+    pub(crate) key: Key,
 }
 
 /// One scan, as the overseer hands it to the scanner: where to resume, which range, and where
@@ -32,9 +31,9 @@ pub struct Scan {
     pub job: JobId,
     /// The key range to scan.
     pub range: KeyRange,
-    /// Ids given by the user (`--file`), ascending and without duplicates, instead of the
-    /// backend's own.
-    pub input: Option<Arc<[i64]>>,
+    /// Keys given by the user (`--file`), in the file's order and without duplicates, instead
+    /// of the migration's own pages.
+    pub input: Option<Arc<[Key]>>,
     /// Registers ids in scan order for the checkpoint.
     pub(crate) tracker: Arc<Tracker>,
     /// The bounded channel to the jobs.
@@ -53,25 +52,24 @@ pub struct Scan {
 pub struct Halted;
 
 impl Scan {
-    /// Ids above this one are still to scan (the checkpoint's low-water mark, or the range's
-    /// start).
-    pub fn resume_after(&self) -> Option<i64> {
-        let from_range = self.range.start.map(|s| s.saturating_sub(1));
-        match (self.tracker.resume_after(), from_range) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+    /// Keys after this one are still to scan: the checkpoint's low-water mark, or the range's
+    /// start.
+    pub fn resume_after(&self) -> Option<Key> {
+        self.tracker
+            .resume_after()
+            .or_else(|| self.range.after.clone())
     }
 
-    /// Hands `id` to the jobs, waiting while the channel is full (backpressure). Ids must come
-    /// in ascending order. Ids a previous run finished are skipped. Returns `Err(Halted)` when
-    /// the run is stopping: the scanner should return.
-    pub async fn send(&self, id: i64) -> Result<(), Halted> {
-        self.send_page(&[id]).await
+    /// Hands `key` to the jobs, waiting while the channel is full (backpressure). Keys must
+    /// come in scan order. Keys a previous run finished are skipped. Returns `Err(Halted)`
+    /// when the run is stopping: the scanner should return.
+    pub async fn send(&self, key: Key) -> Result<(), Halted> {
+        self.send_page(vec![key]).await
     }
 
-    /// [`send`](Scan::send) for a whole page of ascending ids, registering them with one lock.
-    pub async fn send_page(&self, ids: &[i64]) -> Result<(), Halted> {
+    /// [`send`](Scan::send) for a whole page of keys in scan order, registering them with one
+    /// lock.
+    pub async fn send_page(&self, keys: Vec<Key>) -> Result<(), Halted> {
         if self.halt.is_cancelled() {
             return Err(Halted);
         }
@@ -82,12 +80,12 @@ impl Scan {
             () = self.tracker.room() => {}
             () = self.halt.cancelled() => return Err(Halted),
         }
-        let mut work = Vec::with_capacity(ids.len());
+        let mut work = Vec::with_capacity(keys.len());
         self.tracker
-            .offer_page(ids, |seq, id| work.push(Work { seq, id }));
+            .offer_page(keys, |seq, key| work.push(Work { seq, key }));
         for item in work {
             // Waits while the channel is full. When the run halts, the overseer closes the
-            // channel, which ends this wait: no need to watch the halt for every id.
+            // channel, which ends this wait: no need to watch the halt for every key.
             self.sender.send(item).await.map_err(|_| Halted)?;
             self.sent.fetch_add(1, Ordering::Relaxed);
         }
@@ -109,105 +107,90 @@ pub struct ScanReport {
     pub complete: bool,
 }
 
-/// Reads ids in pages, in ascending order.
-#[async_trait]
-pub trait PageSource: Send + Sync {
-    /// Up to `limit` ids above `after` and below `end`, ascending.
-    async fn page(
-        &self,
-        after: Option<i64>,
-        end: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<i64>, BoxError>;
-
-    /// How many ids lie above `after` and below `end`, when that is cheap to know.
-    async fn remaining(
-        &self,
-        after: Option<i64>,
-        end: Option<i64>,
-    ) -> Result<Option<u64>, BoxError>;
-}
-
 /// The scanner component.
 #[async_trait]
-pub trait CustomerScanner: shaku::Interface + Lifecycle {
-    /// Reads the ids of `scan.range` (or `scan.input`) after `scan.resume_after()` and sends
+pub trait Scanner: shaku::Interface + Lifecycle {
+    /// Reads the keys of `scan.range` (or `scan.input`) after `scan.resume_after()` and sends
     /// each with [`Scan::send`]. Returns when done or when the run stops.
     async fn scan(&self, scan: Scan) -> Result<ScanReport, BoxError>;
 
-    /// How many ids the channel to the jobs holds (`customer-scanner.block-size`).
+    /// How many keys the channel to the jobs holds (`customer-scanner.block-size`).
     fn block_size(&self) -> usize;
 
-    /// How many ids the scanner reads at once (`customer-scanner.fetch-size`): the scanner may
-    /// run up to a page past the checkpoint window's bound.
+    /// How many keys the scanner reads at once (`customer-scanner.fetch-size`): the scanner
+    /// may run up to a page past the checkpoint window's bound.
     fn fetch_size(&self) -> usize {
         1
     }
-
-    /// The saved progress of an unfinished run, if any.
-    async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError>;
-
-    /// Saves progress atomically: after a crash either the old or the new checkpoint is read.
-    async fn save_checkpoint(
-        &self,
-        key: &CheckpointKey,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), BoxError>;
-
-    /// Forgets the progress: the next run starts over.
-    async fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), BoxError>;
 }
-crate::named_interface!(CustomerScanner, "customer-scanner");
 
-/// Pages through `source` (or `scan.input`), feeding the jobs and reporting on the board:
+/// Pages through `migration` (or `scan.input`), feeding the jobs and reporting on the board:
 /// `Scanned 500 customer rows`, then `Completed table scan, after 1,031 customer rows`.
-/// The loop every [`CustomerScanner`] can use; it holds at most one page.
+/// The loop every [`Scanner`] can use; it holds at most one page.
 pub async fn scan_pages(
-    source: &dyn PageSource,
+    migration: &dyn Migration,
     board: &dyn StatusBoard,
     fetch_size: usize,
     scan: &Scan,
 ) -> Result<ScanReport, BoxError> {
     let job = scan.job;
-    let end = scan.range.end;
+    let rows = format!("{} rows", migration.noun().one);
+    let before = scan.range.before.clone();
     let mut after = scan.resume_after();
+    // Where a run over given keys resumes: after the low-water key, found by equality (the
+    // file's order is the scan order).
+    let mut input_at = match (&scan.input, &after) {
+        (Some(keys), Some(key)) => keys.iter().position(|k| k == key).map_or(0, |i| i + 1),
+        _ => 0,
+    };
     let total = match &scan.input {
-        Some(ids) => Some(
-            ids.iter()
-                .filter(|&&id| after.is_none_or(|a| id > a))
-                .count() as u64,
-        ),
-        None => source.remaining(after, end).await?,
+        Some(keys) => Some((keys.len() - input_at.min(keys.len())) as u64),
+        None => migration.remaining(after.as_ref(), before.as_ref()).await?,
     };
     if let Some(total) = total {
         scan.total.store(total, Ordering::Relaxed);
     }
     board.publish(Event::JobText {
         job,
-        text: "Scanning customer rows".to_owned(),
+        text: format!("Scanning {rows}"),
     });
     let mut scanned = 0u64;
     loop {
-        let page = match &scan.input {
-            Some(ids) => input_page(ids, after, end, fetch_size),
-            None => source.page(after, end, fetch_size).await?,
+        let page: Vec<Key> = match &scan.input {
+            Some(keys) => {
+                let page: Vec<Key> = keys
+                    .iter()
+                    .skip(input_at)
+                    .take(fetch_size)
+                    .cloned()
+                    .collect();
+                input_at += page.len();
+                page
+            }
+            None => {
+                migration
+                    .page(after.as_ref(), before.as_ref(), fetch_size)
+                    .await?
+            }
         };
-        let Some(&last) = page.last() else { break };
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
         scanned += page.len() as u64;
         after = Some(last);
         board.publish(Event::JobText {
             job,
-            text: format!("Scanned {} customer rows", thousands(scanned)),
+            text: format!("Scanned {} {rows}", thousands(scanned)),
         });
         board.publish(Event::JobProgress {
             job,
             done: scanned,
             total: total.map(|t| t.max(scanned)),
         });
-        if scan.send_page(&page).await.is_err() {
+        if scan.send_page(page).await.is_err() {
             board.publish(Event::JobText {
                 job,
-                text: format!("Scan stopped, after {} customer rows", thousands(scanned)),
+                text: format!("Scan stopped, after {} {rows}", thousands(scanned)),
             });
             board.publish(Event::JobStatus {
                 job,
@@ -222,10 +205,7 @@ pub async fn scan_pages(
     }
     board.publish(Event::JobText {
         job,
-        text: format!(
-            "Completed table scan, after {} customer rows",
-            thousands(scanned)
-        ),
+        text: format!("Completed table scan, after {} {rows}", thousands(scanned)),
     });
     board.publish(Event::JobStatus {
         job,
@@ -238,92 +218,50 @@ pub async fn scan_pages(
     })
 }
 
-fn input_page(ids: &[i64], after: Option<i64>, end: Option<i64>, limit: usize) -> Vec<i64> {
-    let start = after.map_or(0, |a| ids.partition_point(|&id| id <= a));
-    ids[start..]
-        .iter()
-        .take_while(|&&id| end.is_none_or(|e| id < e))
-        .take(limit)
-        .copied()
-        .collect()
-}
-
-/// The scanner for the built-in backends: keyset pagination over `customers.id` on a database,
-/// made-up ids on the simulated backend. Checkpoints go to the `migration_checkpoints` table of
-/// the database, or to `paging-state-path` for the simulated backend.
+/// The scanner: keyset pages of the migration, `fetch-size` keys at a time.
 #[derive(shaku::Component, migrate_derive::Dependencies)]
-#[shaku(interface = CustomerScanner)]
+#[shaku(interface = Scanner)]
 pub struct PagingScanner {
     #[shaku(inject)]
     board: Arc<dyn StatusBoard>,
-    #[shaku(inject)]
-    connection: Arc<dyn Connection>,
     /// `[customer-scanner]`
     #[shaku(default)]
     config: ScannerConfig,
-    /// Set once `migration_checkpoints` is known to exist (created on the first save).
-    #[shaku(default)]
-    checkpoints_table: tokio::sync::OnceCell<()>,
+    /// What is migrated; shared with the migrator.
+    migration: Arc<dyn Migration>,
 }
 
 impl std::fmt::Debug for PagingScanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PagingScanner")
             .field("config", &self.config)
+            .field("migration", &self.migration.name())
             .finish()
     }
 }
 
-#[async_trait]
-impl PageSource for PagingScanner {
-    async fn page(
-        &self,
-        after: Option<i64>,
-        end: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<i64>, BoxError> {
-        match self.connection.backend() {
-            Backend::Simulated { customers } => {
-                SimulatedIds {
-                    customers: *customers,
-                }
-                .page(after, end, limit)
-                .await
-            }
-            backend => Ok(db::page(backend, after, end, limit).await?),
-        }
-    }
-
-    async fn remaining(
-        &self,
-        after: Option<i64>,
-        end: Option<i64>,
-    ) -> Result<Option<u64>, BoxError> {
-        match self.connection.backend() {
-            Backend::Simulated { customers } => {
-                SimulatedIds {
-                    customers: *customers,
-                }
-                .remaining(after, end)
-                .await
-            }
-            backend => Ok(Some(db::remaining(backend, after, end).await?)),
-        }
+impl PagingScanner {
+    /// Shaku parameters: the configuration and the migration to page through.
+    pub fn parameters(
+        config: ScannerConfig,
+        migration: Arc<dyn Migration>,
+    ) -> PagingScannerParameters {
+        PagingScannerParameters { config, migration }
     }
 }
 
-#[async_trait]
-impl Lifecycle for PagingScanner {
-    /// On a database: checks that `customers` exists.
-    async fn start(&self) -> Result<(), BoxError> {
-        Ok(db::prepare(self.connection.backend()).await?)
-    }
-}
+impl Lifecycle for PagingScanner {}
 
 #[async_trait]
-impl CustomerScanner for PagingScanner {
+impl Scanner for PagingScanner {
     async fn scan(&self, scan: Scan) -> Result<ScanReport, BoxError> {
-        scan_pages(self, &*self.board, self.config.fetch_size, &scan).await
+        scan_pages(
+            &*self.migration,
+            &*self.board,
+            self.config.fetch_size,
+            &scan,
+        )
+        .await
     }
 
     fn block_size(&self) -> usize {
@@ -332,68 +270,5 @@ impl CustomerScanner for PagingScanner {
 
     fn fetch_size(&self) -> usize {
         self.config.fetch_size
-    }
-
-    async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {
-        match self.connection.backend() {
-            Backend::Simulated { .. } => {
-                let (path, key) = (self.config.paging_state_path.clone(), key.clone());
-                blocking(move || paging_state::load(&path, &key)).await
-            }
-            backend => Ok(db::load_checkpoint(backend, key).await?),
-        }
-    }
-
-    async fn save_checkpoint(
-        &self,
-        key: &CheckpointKey,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), BoxError> {
-        match self.connection.backend() {
-            Backend::Simulated { .. } => {
-                let (path, key) = (self.config.paging_state_path.clone(), key.clone());
-                let checkpoint = checkpoint.clone();
-                blocking(move || paging_state::save(&path, &key, Some(&checkpoint))).await
-            }
-            backend => {
-                self.checkpoints_table
-                    .get_or_try_init(|| db::create_checkpoints(backend))
-                    .await?;
-                Ok(db::save_checkpoint(backend, key, checkpoint).await?)
-            }
-        }
-    }
-
-    async fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), BoxError> {
-        match self.connection.backend() {
-            Backend::Simulated { .. } => {
-                let (path, key) = (self.config.paging_state_path.clone(), key.clone());
-                blocking(move || paging_state::save(&path, &key, None)).await
-            }
-            backend => Ok(db::clear_checkpoint(backend, key).await?),
-        }
-    }
-}
-
-/// Runs file work (a read, an fsync) off the async workers, which the jobs need.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
-) -> Result<T, BoxError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| -> BoxError { format!("the paging state task failed: {e}").into() })?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn input_pages_resume_and_respect_the_range_end() {
-        let ids = [1, 5, 9, 12, 20];
-        assert_eq!(input_page(&ids, None, None, 2), [1, 5]);
-        assert_eq!(input_page(&ids, Some(5), None, 10), [9, 12, 20]);
-        assert_eq!(input_page(&ids, Some(6), Some(20), 10), [9, 12]);
-        assert!(input_page(&ids, Some(20), None, 10).is_empty());
     }
 }

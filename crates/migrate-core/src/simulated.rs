@@ -6,44 +6,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-
-use crate::component::BoxError;
-use crate::scanner::PageSource;
-
-/// The simulated backend's customer ids as a [`PageSource`]: `customers` ids, ascending, the
-/// same on every call. What the scanner reads on `simulated:`; benchmarks feed it to their own
-/// loops to compare against the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SimulatedIds {
-    /// How many ids there are.
-    pub customers: u64,
-}
-
-#[async_trait]
-impl PageSource for SimulatedIds {
-    async fn page(
-        &self,
-        after: Option<i64>,
-        end: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<i64>, BoxError> {
-        let mut ids = page(self.customers, after, limit);
-        ids.retain(|&id| end.is_none_or(|e| id < e));
-        Ok(ids)
-    }
-
-    async fn remaining(
-        &self,
-        after: Option<i64>,
-        end: Option<i64>,
-    ) -> Result<Option<u64>, BoxError> {
-        let all = remaining(self.customers, after);
-        let beyond = end.map_or(0, |e| remaining(self.customers, Some(e - 1)));
-        Ok(Some(all - beyond))
-    }
-}
-
 /// First simulated id; ids then grow by 1 to 100.
 const FIRST_ID: i64 = 10_000;
 /// Ids are spread over this stride, one per stride, at a pseudo-random offset.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::migration::Noun;
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,6 +22,9 @@ pub enum Ending {
 /// Counts and timing of one run. Counts from runs over separate key ranges add up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// What the records are called (`customer`, `customers`).
+    #[serde(default)]
+    pub noun: Noun,
     /// Records migrated by this run (on a dry run: records that need migrating).
     pub migrated: u64,
     /// Records found already migrated.
@@ -86,7 +91,7 @@ impl fmt::Display for Summary {
             f,
             "{verb} {} {} ({} previously migrated, ",
             thousands(self.migrated),
-            plural(self.migrated, "customer", "customers"),
+            self.noun.count(self.migrated),
             thousands(self.previously_migrated),
         )?;
         if self.gone > 0 {
@@ -172,6 +177,7 @@ mod tests {
 
     fn summary(migrated: u64, previously: u64, failed: u64, secs: u64) -> Summary {
         Summary {
+            noun: Noun::new("customer", "customers"),
             migrated,
             previously_migrated: previously,
             gone: 0,

@@ -76,7 +76,10 @@ macro_rules! system_module {
 /// overrides are remembered for the graph.
 pub struct SystemBuilder<M: SystemModule> {
     builder: ModuleBuilder<M>,
+    /// Components replaced by the caller, by interface name, with their implementation's name.
     overridden: Vec<(&'static str, String)>,
+    /// Implementations the system chose when it was built (see `with_implementation`).
+    chosen: Vec<(&'static str, String)>,
 }
 
 impl<M: SystemModule> std::fmt::Debug for SystemBuilder<M> {
@@ -99,6 +102,7 @@ impl<M: SystemModule> SystemBuilder<M> {
         SystemBuilder {
             builder: M::module_builder(),
             overridden: Vec::new(),
+            chosen: Vec::new(),
         }
     }
 
@@ -123,19 +127,37 @@ impl<M: SystemModule> SystemBuilder<M> {
         self
     }
 
+    /// Puts `component` in place of the declared implementation of `I`, as the system's own
+    /// choice rather than a replacement (the graph shows `implementation` without marking it
+    /// overridden): for a variant chosen once when the system is built, such as the store that
+    /// fits the backend. Built outside the module, it injects nothing.
+    pub fn with_implementation<I>(mut self, component: Box<I>, implementation: &str) -> Self
+    where
+        I: Interface + NamedInterface + ?Sized,
+        M: HasComponent<I>,
+    {
+        self.builder = self.builder.with_component_override::<I>(component);
+        self.chosen.push((I::NAME, implementation.to_owned()));
+        self
+    }
+
     /// The graph the system will have, without building any component.
     pub fn graph(&self) -> Result<ComponentGraph, GraphError> {
+        let find = |list: &[(&'static str, String)], name: &str| {
+            list.iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, implementation)| implementation.clone())
+        };
         let components = M::declared_components()
             .into_iter()
             .map(|mut descriptor| {
-                if let Some((_, implementation)) = self
-                    .overridden
-                    .iter()
-                    .rev()
-                    .find(|(name, _)| *name == descriptor.name)
-                {
+                if let Some(implementation) = find(&self.overridden, descriptor.name) {
                     descriptor.overridden = true;
-                    descriptor.implementation.clone_from(implementation);
+                    descriptor.implementation = implementation;
+                    descriptor.dependencies.clear();
+                } else if let Some(implementation) = find(&self.chosen, descriptor.name) {
+                    descriptor.implementation = implementation;
                     descriptor.dependencies.clear();
                 }
                 descriptor

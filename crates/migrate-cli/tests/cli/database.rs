@@ -35,7 +35,7 @@ const DUMP: &str = "SELECT id, full_name, email, CAST(schema_version AS BIGINT),
                     last_name, migrated_at FROM customers ORDER BY id";
 const VERSIONS: &str =
     "SELECT CAST(schema_version AS BIGINT), count(*) FROM customers GROUP BY 1 ORDER BY 1";
-const FAILURE_IDS: &str = "SELECT id FROM migration_failures ORDER BY id";
+const FAILURE_IDS: &str = "SELECT CAST(record_key AS BIGINT) FROM migration_failures ORDER BY 1";
 
 /// What the tables hold after a run.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ async fn read_tables(url: &str) -> Tables {
 /// The ids listed in the `migration_audit` table of the SQLite database at `url`.
 async fn audit_table_ids(url: &str) -> Vec<i64> {
     let pool = SqlitePool::connect(url).await.unwrap();
-    let rows: Vec<String> = sqlx::query_scalar("SELECT ids FROM migration_audit")
+    let rows: Vec<String> = sqlx::query_scalar("SELECT record_keys FROM migration_audit")
         .fetch_all(&pool)
         .await
         .unwrap();

@@ -88,7 +88,8 @@ fn failures_exit_1_with_a_record_per_failed_id_and_counts_that_add_up() {
         .map(|line| {
             let record: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(record["attempts"], 3, "{line}");
-            record["id"].as_i64().unwrap()
+            assert_eq!(record["migration"], "customer-migration", "{line}");
+            record["key"].as_i64().unwrap()
         })
         .collect();
     ids.sort_unstable();

@@ -165,6 +165,13 @@ async fn a_log_file_whose_directory_cannot_be_created_is_a_usage_error() {
     .await;
     let total = sqlite_scalar(&test_url, "SELECT count(*) FROM customers").await;
     assert!(legacy > total / 2, "nothing was migrated");
+    // A dry run writes no log: it does not need one (exit 1: the seeded malformed names).
+    let output = migrate(
+        &scratch,
+        &url,
+        &["customer-migrator.log-file=blocker/migration.log", "-D"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +312,59 @@ async fn a_row_locked_by_another_session_does_not_hold_up_a_stop_on_postgres() {
     pool.close().await;
     assert_eq!(status.code(), Some(130), "{status:?} {:?}", status.signal());
     assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    db.drop_it().await;
+}
+
+/// Another session locks the whole table before the run: the scanner's first query waits. A
+/// Ctrl-C ends the process within one grace period and the bounded close, not one per part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_locked_by_another_session_does_not_hold_up_a_stop_on_postgres() {
+    let Some(db) = PgDatabase::new("tablelock").await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    seed(&scratch, &db.url);
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let url = format!("connection.url={}", db.url);
+    let mut child = scratch
+        .command(&[
+            &url,
+            "status-board.mode=off",
+            "customer-migration.grace-period-millis=3000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let interrupted = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if interrupted.elapsed() > PROCESS_DEADLINE {
+            let _ = child.kill();
+            panic!("the run did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = interrupted.elapsed();
+    holder.rollback().await.unwrap();
+    pool.close().await;
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    // The grace period (3 s), then at most 2 s to close: not 3 s for the jobs, 3 s more for
+    // the scanner and 3 s more to close.
+    assert!(took < Duration::from_millis(6500), "the stop took {took:?}");
     db.drop_it().await;
 }
 

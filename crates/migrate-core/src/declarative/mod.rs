@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::bookkeeping::BatchJournal;
 use crate::component::BoxError;
 use crate::connection::Backend;
 use crate::db::DbError;
@@ -87,9 +88,17 @@ use sql::{Args, Plan, Statement};
 /// only classifies.
 #[derive(Debug)]
 pub struct SqlMigration {
+    /// The file, as read.
     spec: MigrationSpec,
+    /// Its statements for the backend.
     plan: Plan,
+    /// Runs them: one implementation per database, chosen when the migration is built.
     runner: Box<dyn Runner>,
+    /// The database, for the bookkeeping tables.
+    backend: Backend,
+    /// The audit and failure bookkeeping each batch writes in its transaction, prepared
+    /// (its tables created) before the first batch that writes: never on a dry run.
+    journal: tokio::sync::OnceCell<BatchJournal>,
 }
 
 impl SqlMigration {
@@ -118,6 +127,8 @@ impl SqlMigration {
             plan: Plan::new(&spec, dialect),
             spec,
             runner,
+            backend: backend.clone(),
+            journal: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -243,9 +254,16 @@ impl Migration for SqlMigration {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let journal = if dry_run {
+            None
+        } else {
+            let prepare = || BatchJournal::prepare(&self.backend, &self.spec.name);
+            Some(self.journal.get_or_try_init(prepare).await?)
+        };
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let batch = Batch {
             keys,
+            journal,
             args: Args {
                 now: &now,
                 params: &self.spec.params,
@@ -262,11 +280,12 @@ impl Migration for SqlMigration {
     }
 }
 
-/// A batch to migrate: its keys, the values of its statements' parameters, and the message
-/// of its invalid rows.
+/// A batch to migrate: its keys, the values of its statements' parameters, the message of its
+/// invalid rows, and its bookkeeping (none on a dry run).
 #[derive(Debug)]
 struct Batch<'a> {
     keys: &'a [Key],
+    journal: Option<&'a BatchJournal>,
     args: Args<'a>,
     message: &'a str,
 }
@@ -365,6 +384,7 @@ mod tests {
         let keys: Vec<Key> = (1..=5).map(Key::int).collect();
         let batch = Batch {
             keys: &keys,
+            journal: None,
             args: Args::default(),
             message: "bad status",
         };

@@ -93,16 +93,20 @@ fn key_from_row(row: &PgRow, columns: &[KeyColumn]) -> Result<Key, sqlx::Error> 
 
 /// The batch's bookkeeping, written in its transaction before the commit: the audit row of
 /// what it migrated, and the resolution of earlier failures of what is now settled.
-///
-/// The progress store's `BatchJournal::write_postgres` will be called here once it exists.
 async fn write_journal(
     conn: &mut PgConnection,
-    now: &str,
+    batch: &Batch<'_>,
     migrated: &[Key],
     settled: &[Key],
 ) -> Result<(), DbError> {
-    let _ = (conn, now, migrated, settled);
-    Ok(())
+    match batch.journal {
+        Some(journal) => {
+            journal
+                .write_postgres(conn, batch.args.now, migrated, settled)
+                .await
+        }
+        None => Ok(()),
+    }
 }
 
 #[async_trait]
@@ -232,7 +236,7 @@ impl Runner for PostgresRunner {
         let outcomes = super::outcomes(batch, &migrated, &states, dry_run);
         if !dry_run {
             let settled = super::settled(batch.keys, &outcomes);
-            write_journal(&mut tx, batch.args.now, &migrated, &settled).await?;
+            write_journal(&mut tx, batch, &migrated, &settled).await?;
         }
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)

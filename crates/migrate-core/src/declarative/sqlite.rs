@@ -126,16 +126,20 @@ async fn classify(
 
 /// The batch's bookkeeping, written in its transaction before the commit: the audit row of
 /// what it migrated, and the resolution of earlier failures of what is now settled.
-///
-/// The progress store's `BatchJournal::write_sqlite` will be called here once it exists.
 async fn write_journal(
     conn: &mut SqliteConnection,
-    now: &str,
+    batch: &Batch<'_>,
     migrated: &[Key],
     settled: &[Key],
 ) -> Result<(), DbError> {
-    let _ = (conn, now, migrated, settled);
-    Ok(())
+    match batch.journal {
+        Some(journal) => {
+            journal
+                .write_sqlite(conn, batch.args.now, migrated, settled)
+                .await
+        }
+        None => Ok(()),
+    }
 }
 
 #[async_trait]
@@ -259,7 +263,7 @@ impl Runner for SqliteRunner {
         }
         let outcomes = super::outcomes(batch, &pending, &states, false);
         let settled = super::settled(batch.keys, &outcomes);
-        write_journal(&mut tx, batch.args.now, &pending, &settled).await?;
+        write_journal(&mut tx, batch, &pending, &settled).await?;
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)
     }

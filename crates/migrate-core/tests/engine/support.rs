@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BatchError, BoxError, Config, CustomerMigrator, FailureRecord, Lifecycle,
-    MigrationModule, Outcome, RecordFailure, RecordingBoard, StatusBoard, System,
-    migration_builder,
+    Backend, BatchError, BoxError, Checkpoint, CheckpointKey, Config, FailureRecord, FileStore,
+    Key, KeyColumn, KeyKind, Lifecycle, MigrationModule, Migrator, Noun, Outcome, ProgressStore,
+    RecordFailure, RecordingBoard, StatusBoard, System, migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +73,10 @@ pub struct ScriptedMigrator {
     pub batch_size: usize,
     pub stop: Option<(usize, CancellationToken)>,
     pub migrated_this_run: Mutex<usize>,
+    /// Failures cannot be recorded (the store refuses them).
     pub fail_recording: bool,
+    noun: Noun,
+    keys: Vec<KeyColumn>,
 }
 
 impl ScriptedMigrator {
@@ -86,6 +89,8 @@ impl ScriptedMigrator {
             stop: None,
             migrated_this_run: Mutex::new(0),
             fail_recording: false,
+            noun: Noun::new("customer", "customers"),
+            keys: vec![KeyColumn::new("id", KeyKind::Integer)],
         }
     }
 }
@@ -93,8 +98,10 @@ impl ScriptedMigrator {
 impl Lifecycle for ScriptedMigrator {}
 
 #[async_trait]
-impl CustomerMigrator for ScriptedMigrator {
-    async fn migrate(&self, ids: &[i64], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
+impl Migrator for ScriptedMigrator {
+    async fn migrate(&self, keys: &[Key], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
+        let ids: Vec<i64> = keys.iter().map(|k| k.as_int().expect("an id")).collect();
+        let ids = ids.as_slice();
         self.journal.batches.lock().unwrap().push(ids.to_vec());
         self.journal.received.lock().unwrap().extend_from_slice(ids);
         if dry_run {
@@ -149,7 +156,48 @@ impl CustomerMigrator for ScriptedMigrator {
         Ok(outcomes)
     }
 
-    async fn record_failures(&self, failures: &[FailureRecord]) -> Result<(), BoxError> {
+    fn migration_name(&self) -> &str {
+        "customer-migration"
+    }
+
+    fn key_columns(&self) -> &[KeyColumn] {
+        &self.keys
+    }
+
+    fn noun(&self) -> &Noun {
+        &self.noun
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// A store that keeps checkpoints in files, as the simulated backend's, and records failures in
+/// the journal (or refuses to, as a full disk would).
+pub struct JournalStore {
+    files: FileStore,
+    journal: Arc<Journal>,
+    fail_recording: bool,
+}
+
+impl Lifecycle for JournalStore {}
+
+#[async_trait]
+impl ProgressStore for JournalStore {
+    async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {
+        self.files.load_checkpoint(key).await
+    }
+
+    async fn save_checkpoint(&self, key: &CheckpointKey, c: &Checkpoint) -> Result<(), BoxError> {
+        self.files.save_checkpoint(key, c).await
+    }
+
+    async fn clear_checkpoint(&self, key: &CheckpointKey) -> Result<(), BoxError> {
+        self.files.clear_checkpoint(key).await
+    }
+
+    async fn record_failures(&self, _: &str, failures: &[FailureRecord]) -> Result<(), BoxError> {
         if self.fail_recording {
             return Err("the failures table is gone".into());
         }
@@ -161,12 +209,12 @@ impl CustomerMigrator for ScriptedMigrator {
         Ok(())
     }
 
-    fn failures_location(&self) -> String {
-        "the test journal".to_owned()
+    async fn open_failures(&self, _: &str) -> Result<Option<u64>, BoxError> {
+        Ok(None)
     }
 
-    fn batch_size(&self) -> usize {
-        self.batch_size
+    fn failures_location(&self) -> String {
+        "the test journal".to_owned()
     }
 }
 
@@ -188,13 +236,25 @@ pub fn system(
     migrator: ScriptedMigrator,
 ) -> (System<MigrationModule>, Arc<RecordingBoard>) {
     let board = Arc::new(RecordingBoard::default());
+    let store = JournalStore {
+        files: FileStore::new(
+            config.customer_scanner.paging_state_path.clone(),
+            config
+                .customer_migrator
+                .log_file
+                .with_extension("failures.jsonl"),
+        ),
+        journal: Arc::clone(&migrator.journal),
+        fail_recording: migrator.fail_recording,
+    };
     let system = migration_builder(
         config,
         Backend::Simulated {
             customers: config.connection.simulated_customers,
         },
     )
-    .with_override::<dyn CustomerMigrator>(Box::new(migrator), "ScriptedMigrator")
+    .with_override::<dyn Migrator>(Box::new(migrator), "ScriptedMigrator")
+    .with_override::<dyn ProgressStore>(Box::new(store), "JournalStore")
     .with_override::<dyn StatusBoard>(Box::new(SharedBoard(Arc::clone(&board))), "RecordingBoard")
     .build()
     .expect("the system wires");

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use migrate_core::shaku;
 use migrate_core::{
-    Backend, BatchError, BoxError, ComponentInfo, Config, Connection, CustomerMigrator,
-    CustomerScanner, Dependencies, FailureRecord, Lifecycle, LifecycleError, MigrationModule,
-    Outcome, StatusBoard, SystemBuilder, migration_builder, system_module,
+    Backend, BatchError, BoxError, ComponentInfo, Config, Connection, Dependencies, Key, KeyColumn,
+    Lifecycle, LifecycleError, MigrationModule, Migrator, Noun, Outcome, Scanner, StatusBoard,
+    SystemBuilder, migration_builder, system_module,
 };
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -17,6 +17,7 @@ struct Recorder {
     name: &'static str,
     log: Log,
     fail_start: bool,
+    noun: Noun,
 }
 
 #[async_trait]
@@ -42,15 +43,18 @@ impl StatusBoard for Recorder {
 }
 
 #[async_trait]
-impl CustomerMigrator for Recorder {
-    async fn migrate(&self, ids: &[i64], _: bool) -> Result<Vec<Outcome>, BatchError> {
-        Ok(ids.iter().map(|_| Outcome::Migrated).collect())
+impl Migrator for Recorder {
+    async fn migrate(&self, keys: &[Key], _: bool) -> Result<Vec<Outcome>, BatchError> {
+        Ok(keys.iter().map(|_| Outcome::Migrated).collect())
     }
-    async fn record_failures(&self, _: &[FailureRecord]) -> Result<(), BoxError> {
-        Ok(())
+    fn migration_name(&self) -> &str {
+        self.name
     }
-    fn failures_location(&self) -> String {
-        String::new()
+    fn key_columns(&self) -> &[KeyColumn] {
+        &[]
+    }
+    fn noun(&self) -> &Noun {
+        &self.noun
     }
     fn batch_size(&self) -> usize {
         1
@@ -62,6 +66,7 @@ fn recorder(name: &'static str, log: &Log, fail_start: bool) -> Box<Recorder> {
         name,
         log: Arc::clone(log),
         fail_start,
+        noun: Noun::default(),
     })
 }
 
@@ -78,6 +83,7 @@ fn the_graph_has_the_seed_components_and_edges() {
         [
             "status-board",
             "connection",
+            "progress-store",
             "customer-scanner",
             "customer-migrator",
             "migration-overseer"
@@ -86,12 +92,12 @@ fn the_graph_has_the_seed_components_and_edges() {
     assert_eq!(
         graph.edges(),
         [
+            ("progress-store", "connection"),
             ("customer-scanner", "status-board"),
-            ("customer-scanner", "connection"),
-            ("customer-migrator", "connection"),
             ("migration-overseer", "customer-scanner"),
             ("migration-overseer", "status-board"),
             ("migration-overseer", "customer-migrator"),
+            ("migration-overseer", "progress-store"),
         ]
     );
     assert_eq!(
@@ -99,6 +105,7 @@ fn the_graph_has_the_seed_components_and_edges() {
         [
             "status-board",
             "connection",
+            "progress-store",
             "customer-scanner",
             "customer-migrator",
             "migration-overseer"
@@ -111,10 +118,7 @@ async fn components_start_in_dependency_order_and_stop_in_reverse() {
     let log: Log = Arc::default();
     let system = migration_builder(&Config::default(), simulated())
         .with_override::<dyn StatusBoard>(recorder("status-board", &log, false), "Recorder")
-        .with_override::<dyn CustomerMigrator>(
-            recorder("customer-migrator", &log, false),
-            "Recorder",
-        )
+        .with_override::<dyn Migrator>(recorder("customer-migrator", &log, false), "Recorder")
         .build()
         .unwrap();
     system.start().await.unwrap();
@@ -135,10 +139,7 @@ async fn a_failing_start_names_the_component_and_stops_the_started_ones() {
     let log: Log = Arc::default();
     let system = migration_builder(&Config::default(), simulated())
         .with_override::<dyn StatusBoard>(recorder("status-board", &log, false), "Recorder")
-        .with_override::<dyn CustomerMigrator>(
-            recorder("customer-migrator", &log, true),
-            "Recorder",
-        )
+        .with_override::<dyn Migrator>(recorder("customer-migrator", &log, true), "Recorder")
         .build()
         .unwrap();
     let error = system.start().await.unwrap_err();
@@ -167,7 +168,7 @@ async fn a_failing_start_names_the_component_and_stops_the_started_ones() {
 fn an_override_is_marked_in_the_graph_and_in_dot() {
     let log: Log = Arc::default();
     let builder = SystemBuilder::<MigrationModule>::new()
-        .with_override::<dyn CustomerMigrator>(recorder("m", &log, false), "AuditedMigrator");
+        .with_override::<dyn Migrator>(recorder("m", &log, false), "AuditedMigrator");
     let graph = builder.graph().unwrap();
     let migrator = graph
         .components()
@@ -184,16 +185,16 @@ fn an_override_is_marked_in_the_graph_and_in_dot() {
 fn the_override_is_the_component_the_module_hands_out() {
     let log: Log = Arc::default();
     let system = migration_builder(&Config::default(), simulated())
-        .with_override::<dyn CustomerMigrator>(recorder("replacement", &log, false), "Recorder")
+        .with_override::<dyn Migrator>(recorder("replacement", &log, false), "Recorder")
         .build()
         .unwrap();
-    assert_eq!(system.resolve::<dyn CustomerMigrator>().batch_size(), 1);
+    assert_eq!(system.resolve::<dyn Migrator>().batch_size(), 1);
     assert_eq!(
-        system.resolve::<dyn CustomerMigrator>().failures_location(),
-        ""
+        system.resolve::<dyn Migrator>().migration_name(),
+        "replacement"
     );
     // The components not replaced are the module's own.
-    assert_eq!(system.resolve::<dyn CustomerScanner>().block_size(), 100);
+    assert_eq!(system.resolve::<dyn Scanner>().block_size(), 100);
     assert_eq!(
         system.resolve::<dyn Connection>().display_url(),
         "simulated:"

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use migrate_core::{
-    CustomerMigrator, Ending, Event, EventBoard, Outcome, RunOptions, SEEDED_MIGRATED_AT,
-    SUMMARY_JOB, Summary, build_migration_system, demo_customer,
+    Ending, Event, EventBoard, Key, Migrator, Outcome, RunOptions, SEEDED_MIGRATED_AT, SUMMARY_JOB,
+    Summary, build_migration_system, demo_customer,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -215,8 +215,9 @@ async fn a_malformed_row_fails_alone_in_its_batch(db: &TestDb) {
         .await
         .unwrap();
     system.start().await.unwrap();
-    let migrator: Arc<dyn CustomerMigrator> = system.resolve::<dyn CustomerMigrator>();
-    let outcomes = migrator.migrate(&batch, false).await.unwrap();
+    let migrator: Arc<dyn Migrator> = system.resolve::<dyn Migrator>();
+    let keys: Vec<Key> = batch.iter().map(|&id| Key::int(id)).collect();
+    let outcomes = migrator.migrate(&keys, false).await.unwrap();
     system.stop().await.unwrap();
     for (id, outcome) in batch.iter().zip(&outcomes) {
         let expected = if broken.contains(id) {

@@ -302,7 +302,7 @@ impl TestDb {
     /// The ids listed in `migration_audit`, in the order of its rows (empty when there is no
     /// such table yet).
     pub async fn audit_table_ids(&self) -> Vec<i64> {
-        const SQL: &str = "SELECT ids FROM migration_audit";
+        const SQL: &str = "SELECT record_keys FROM migration_audit";
         let rows: Result<Vec<String>, sqlx::Error> = match &self.pool {
             Pool::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
             Pool::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
@@ -315,8 +315,9 @@ impl TestDb {
 
     /// `migration_failures` by id.
     pub async fn failures(&self) -> BTreeMap<i64, Failure> {
-        const SQL: &str = "SELECT id, error, CAST(attempts AS BIGINT) AS attempts \
-                           FROM migration_failures ORDER BY id";
+        const SQL: &str = "SELECT CAST(record_key AS BIGINT) AS id, error, \
+                           CAST(attempts AS BIGINT) AS attempts FROM migration_failures \
+                           ORDER BY 1";
         let rows: Vec<Failure> = match &self.pool {
             Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
             Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,

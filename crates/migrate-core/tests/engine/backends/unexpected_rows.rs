@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use migrate_core::{
-    CustomerMigrator, Ending, EventBoard, Outcome, RunOptions, build_migration_system,
+    Ending, EventBoard, Key, Migrator, Outcome, RunOptions, build_migration_system,
 };
 
 use super::harness::{Pool, TestDb, on_both_backends};
@@ -100,8 +100,9 @@ async fn unexpected_rows_fail_alone_in_their_batch(db: &TestDb) {
         .await
         .unwrap();
     system.start().await.unwrap();
-    let migrator: Arc<dyn CustomerMigrator> = system.resolve::<dyn CustomerMigrator>();
-    let outcomes = migrator.migrate(&ids, false).await;
+    let migrator: Arc<dyn Migrator> = system.resolve::<dyn Migrator>();
+    let keys: Vec<Key> = ids.iter().map(|&id| Key::int(id)).collect();
+    let outcomes = migrator.migrate(&keys, false).await;
     system.stop().await.unwrap();
     let outcomes = outcomes.expect("the batch succeeds");
     for ((id, _, _, expected), outcome) in rows.iter().zip(&outcomes) {
