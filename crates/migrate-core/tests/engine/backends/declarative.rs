@@ -128,11 +128,48 @@ async fn the_customer_split_file_leaves_the_table_the_built_in_migration_leaves(
         other.migrated_at.clone_from(&row.migrated_at);
         assert_eq!(row, &other, "customer {id}");
     }
+    let mut audited: Vec<Key> = audit(&file_db, "customer-split").await.concat();
+    let mut expected: Vec<Key> = keys
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == Outcome::Migrated)
+        .map(|(k, _)| k.clone())
+        .collect();
+    audited.sort_by_key(|k| k.as_int());
+    expected.sort_by_key(|k| k.as_int());
+    assert_eq!(
+        audited, expected,
+        "the audit lists exactly the migrated customers"
+    );
     // A second pass finds nothing to do.
     let again = migrate_all(&migration, &keys, 1000).await;
     assert!(!again.contains(&Outcome::Migrated));
     backend.close().await;
     file_db.finish().await;
+}
+
+/// The keys of each `migration_audit` row of `migration`.
+async fn audit(db: &TestDb, migration: &str) -> Vec<Vec<Key>> {
+    let sql = format!("SELECT record_keys FROM migration_audit WHERE migration = '{migration}'");
+    let sql = sqlx::AssertSqlSafe(sql);
+    let rows: Vec<String> = match &db.pool {
+        Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+    }
+    .unwrap();
+    rows.iter()
+        .map(|json| serde_json::from_str(json).expect("a JSON array of keys"))
+        .collect()
+}
+
+/// Whether the database has `table`.
+async fn table_exists(db: &TestDb, table: &str) -> bool {
+    let sql = if db.is_sqlite() {
+        format!("SELECT count(*) FROM sqlite_master WHERE name = '{table}'")
+    } else {
+        format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'")
+    };
+    db.scalar(&sql).await > 0
 }
 
 /// Regions whose byte order differs from a linguistic collation's (`a` < `B` there).
@@ -245,7 +282,7 @@ async fn orders_page_in_the_databases_order_and_batches_classify_each_record(db:
     let normalized = pick(|(_, _, done)| *done);
     let invalid = pick(|(s, _, done)| !done && s == "lost");
     let missing = order("nowhere", 1);
-    let batch = [pending.clone(), normalized, invalid, missing];
+    let batch = [pending.clone(), normalized, invalid.clone(), missing];
 
     // Another writer holds SQLite's write lock: a dry run does not wait for it.
     let mut writer = match &db.pool {
@@ -269,6 +306,29 @@ async fn orders_page_in_the_databases_order_and_batches_classify_each_record(db:
     drop(writer);
     assert_eq!(dry[0], Outcome::Migrated, "needs migrating");
     assert_eq!(orders(&db.pool).await, before, "a dry run writes nothing");
+    assert!(
+        !table_exists(db, "migration_audit").await,
+        "nor creates bookkeeping"
+    );
+
+    // Failures an earlier run recorded: the batch resolves the one it settles.
+    execute(
+        &db.pool,
+        "CREATE TABLE migration_failures (migration TEXT NOT NULL, record_key TEXT NOT NULL, \
+         error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at TEXT NOT NULL, \
+         resolved_at TEXT, PRIMARY KEY (migration, record_key))",
+    )
+    .await;
+    for key in [&pending, &invalid] {
+        execute(
+            &db.pool,
+            &format!(
+                "INSERT INTO migration_failures VALUES ('orders-normalize', '{key}', 'earlier', \
+                 1, '2024-01-01T00:00:00Z', NULL)"
+            ),
+        )
+        .await;
+    }
 
     let outcomes = migration.migrate(&batch, false).await.unwrap();
     assert_eq!(outcomes[0], Outcome::Migrated);
@@ -282,6 +342,19 @@ async fn orders_page_in_the_databases_order_and_batches_classify_each_record(db:
     assert_eq!(outcomes[1..], dry[1..], "a dry run classifies the same way");
     let after = orders(&db.pool).await;
     assert_eq!(after[&pending], ("shipped".into(), "EUR".into(), true));
+    let open = db
+        .scalar("SELECT count(*) FROM migration_failures WHERE resolved_at IS NULL")
+        .await;
+    assert_eq!(
+        open, 1,
+        "the invalid order's failure stands, the migrated one's is resolved"
+    );
+    let audit: Vec<Vec<Key>> = audit(db, "orders-normalize").await;
+    assert_eq!(
+        audit,
+        [vec![pending.clone()]],
+        "the audit lists what the batch migrated"
+    );
     assert_eq!(
         migration.migrate(&batch[..1], false).await.unwrap(),
         [Outcome::PreviouslyMigrated]
