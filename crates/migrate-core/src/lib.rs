@@ -14,6 +14,9 @@
 //! lacks: a lifecycle (start in dependency order, stop in reverse) and a dependency graph
 //! derived from the components' own `#[shaku(inject)]` fields, printable as Graphviz DOT.
 //!
+//! What is migrated is a [`Migration`]: written in Rust, or declared in a TOML file and run by
+//! [`SqlMigration`] (a table, its key columns, the guard, the `SET` assignments).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use migrate_core::{Config, EventBoard, StatusBoard, RunOptions, build_migration_system};
@@ -51,6 +54,7 @@ mod config;
 mod connection;
 mod customer;
 mod db;
+mod declarative;
 mod events;
 mod graph;
 mod job;
@@ -80,6 +84,7 @@ pub use config::{
 pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
 pub use customer::{CUSTOMER_MIGRATION, CustomerMigration, SimulatedCustomers};
 pub use db::{DbError, split_full_name};
+pub use declarative::{MigrationSpec, SpecError, SqlMigration};
 pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
 pub use key::{Key, KeyColumn, KeyKind, KeyValue};
