@@ -103,7 +103,8 @@ pub use overseer::{
 pub use retry::backoff;
 pub use scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
 pub use seed::{
-    DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers,
+    DemoCustomer, DemoOrder, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, demo_order,
+    seed_customers,
 };
 pub use store::{DatabaseStore, FileStore, ProgressStore};
 pub use summary::{Ending, Summary, spell_duration, thousands};
