@@ -4,6 +4,7 @@ mod board;
 mod config;
 mod database;
 mod declared;
+mod keys;
 /// Which PostgreSQL server the database tests use (shared with the engine's tests).
 #[path = "../../../migrate-core/tests/common/postgres_server.rs"]
 mod postgres_server;
