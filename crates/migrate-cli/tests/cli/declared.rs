@@ -71,7 +71,7 @@ struct Orders {
     open_failures: i64,
 }
 
-async fn orders(url: &str) -> Orders {
+async fn orders_state(url: &str) -> Orders {
     const NORMALIZED: &str = "SELECT region, order_no FROM orders
         WHERE normalized_at IS NOT NULL AND normalized_at <> '2024-01-01T00:00:00Z'";
     const PENDING: &str = "SELECT count(*) FROM orders WHERE normalized_at IS NULL";
@@ -119,7 +119,7 @@ async fn orders(url: &str) -> Orders {
 /// the audit lists exactly what the runs normalized.
 async fn orders_migrate_from_their_file(scratch: &Scratch, url: &str, read_url: &str) {
     seed(scratch, url);
-    let before = orders(read_url).await;
+    let before = orders_state(read_url).await;
     assert!(before.pending > 100, "{before:?}");
 
     let dry = run(scratch, url, &["-D", "--json"]);
@@ -127,7 +127,11 @@ async fn orders_migrate_from_their_file(scratch: &Scratch, url: &str, read_url: 
     let dry = json(&dry);
     assert!(dry["migrated"].as_u64().unwrap() > 0, "{dry}");
     assert!(dry["failed"].as_u64().unwrap() > 0, "{dry}");
-    assert_eq!(orders(read_url).await, before, "a dry run writes nothing");
+    assert_eq!(
+        orders_state(read_url).await,
+        before,
+        "a dry run writes nothing"
+    );
 
     // Slowly, so that Ctrl-C lands in the middle.
     let args = args(
@@ -162,7 +166,7 @@ async fn orders_migrate_from_their_file(scratch: &Scratch, url: &str, read_url: 
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(130));
-    let midway = orders(read_url).await;
+    let midway = orders_state(read_url).await;
     assert!(
         !midway.normalized_by_runs.is_empty() && midway.pending > 0,
         "interrupted in the middle: {} normalized, {} pending",
@@ -179,7 +183,7 @@ async fn orders_migrate_from_their_file(scratch: &Scratch, url: &str, read_url: 
         "the summary speaks of orders: {}",
         stderr(&finished)
     );
-    let after = orders(read_url).await;
+    let after = orders_state(read_url).await;
     // Left: the orders that cannot be normalized, failed in either run, each recorded once.
     assert_eq!(
         after.pending as u64,
@@ -312,4 +316,172 @@ async fn the_customer_split_file_and_the_built_in_migration_leave_the_same_table
     }
     assert_eq!(tables[0].len(), 6000);
     assert!(tables[0] == tables[1], "the two tables differ");
+}
+
+/// Bookkeeping of one migration: open failures, audited keys and checkpoints left.
+async fn bookkeeping(url: &str, migration: &str) -> (i64, usize, i64) {
+    let failures = format!(
+        "SELECT count(*) FROM migration_failures WHERE migration = '{migration}' \
+         AND resolved_at IS NULL"
+    );
+    let audit = format!("SELECT record_keys FROM migration_audit WHERE migration = '{migration}'");
+    let checkpoints =
+        format!("SELECT count(*) FROM migration_checkpoints WHERE migration = '{migration}'");
+    macro_rules! read {
+        ($pool:expr) => {{
+            let pool = $pool;
+            let failures: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(failures))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let audit: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(audit))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let checkpoints: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(checkpoints))
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            pool.close().await;
+            let audited: usize = audit
+                .iter()
+                .map(|keys| {
+                    serde_json::from_str::<Vec<serde_json::Value>>(keys)
+                        .unwrap()
+                        .len()
+                })
+                .sum();
+            (failures, audited, checkpoints)
+        }};
+    }
+    if url.starts_with("sqlite:") {
+        read!(SqlitePool::connect(url).await.unwrap())
+    } else {
+        read!(PgPool::connect(url).await.unwrap())
+    }
+}
+
+/// The customer migration and the orders migration in one database: an interrupted orders run
+/// keeps its checkpoint while the customers complete; each has its own failures and audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_migrations_one_after_the_other_keep_to_their_own_bookkeeping_on_sqlite() {
+    let scratch = Scratch::new();
+    let read_url = format!("sqlite://{}", scratch.path().join("two.db").display());
+    seed(&scratch, "sqlite://two.db");
+    // The orders run is stopped in the middle by a failure limit.
+    let orders = run(
+        &scratch,
+        "sqlite://two.db",
+        &[
+            "customer-migration.max-failures=5",
+            "customer-migrator.batch-size=5",
+        ],
+    );
+    assert_eq!(orders.status.code(), Some(3), "{}", stderr(&orders));
+    let (_, _, orders_checkpoints) = bookkeeping(&read_url, "orders-normalize").await;
+    assert_eq!(
+        orders_checkpoints, 1,
+        "the aborted orders run kept its checkpoint"
+    );
+    // The customers complete, and clear their own checkpoint only.
+    let customers = scratch.run(&[
+        "connection.url=sqlite://two.db",
+        "status-board.mode=off",
+        "--json",
+    ]);
+    assert_eq!(customers.status.code(), Some(1), "{}", stderr(&customers));
+    let summary = json(&customers);
+    let (failures, audited, checkpoints) = bookkeeping(&read_url, "customer-migration").await;
+    assert_eq!(failures as u64, summary["failed"].as_u64().unwrap());
+    assert_eq!(audited as u64, summary["migrated"].as_u64().unwrap());
+    assert_eq!(checkpoints, 0);
+    assert_eq!(bookkeeping(&read_url, "orders-normalize").await.2, 1);
+    // The orders resume from their checkpoint and finish.
+    let resumed = run(&scratch, "sqlite://two.db", &["--json"]);
+    assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
+    let after = orders_state(&read_url).await;
+    let (failures, audited, checkpoints) = bookkeeping(&read_url, "orders-normalize").await;
+    assert_eq!(
+        failures, after.pending,
+        "each order left is one open failure"
+    );
+    assert_eq!(audited, after.normalized_by_runs.len());
+    assert_eq!(checkpoints, 0);
+    // The customers' bookkeeping did not change.
+    let (c_failures, c_audited, _) = bookkeeping(&read_url, "customer-migration").await;
+    assert_eq!(c_failures as u64, summary["failed"].as_u64().unwrap());
+    assert_eq!(c_audited as u64, summary["migrated"].as_u64().unwrap());
+}
+
+/// On PostgreSQL both run at once, in two processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_migrations_at_once_keep_to_their_own_bookkeeping_on_postgres() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let name = format!("dbm_cli_two_{}", std::process::id());
+    let admin = PgPool::connect(&server).await.unwrap();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
+    let url = format!(
+        "{}/{name}{}",
+        &base[..base.rfind('/').unwrap()],
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let scratch = Scratch::new();
+    seed(&scratch, &url);
+    let orders_args = args(&url, &["--json", "customer-migrator.batch-size=10"]);
+    let orders_args: Vec<&str> = orders_args.iter().map(String::as_str).collect();
+    let customer_url = format!("connection.url={url}");
+    let customers_args = [customer_url.as_str(), "status-board.mode=off", "--json"];
+    let orders_child = scratch
+        .command(&orders_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let customers_child = scratch
+        .command(&customers_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let orders = orders_child.wait_with_output().unwrap();
+    let customers = customers_child.wait_with_output().unwrap();
+    assert_eq!(orders.status.code(), Some(1), "{}", stderr(&orders));
+    assert_eq!(customers.status.code(), Some(1), "{}", stderr(&customers));
+    for (migration, output) in [
+        ("orders-normalize", &orders),
+        ("customer-migration", &customers),
+    ] {
+        let summary = json(output);
+        let (failures, audited, checkpoints) = bookkeeping(&url, migration).await;
+        assert_eq!(
+            failures as u64,
+            summary["failed"].as_u64().unwrap(),
+            "{migration}"
+        );
+        assert_eq!(
+            audited as u64,
+            summary["migrated"].as_u64().unwrap(),
+            "{migration}"
+        );
+        assert_eq!(checkpoints, 0, "{migration}");
+    }
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
 }
