@@ -357,6 +357,30 @@ pub async fn run_engine(
     summary
 }
 
+/// Runs the migration declared in `file` of the repository's `migrations/` once, with
+/// `config`, as `db-migrate --migration` does.
+pub async fn run_declared(config: &Config, file: &str, options: RunOptions) -> Summary {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations")
+        .join(file);
+    let backend = open(&config.connection.url, false).await;
+    let migration = migrate_core::SqlMigration::from_file(&path, &backend)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_lock_timeout(config.customer_migration.grace_period());
+    let writer = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let system = migrate_core::builder_for(config, backend, writer, std::sync::Arc::new(migration))
+        .with_override::<dyn StatusBoard>(Box::new(EventBoard::discard()), "test board")
+        .build()
+        .expect("building the system");
+    system.start().await.expect("starting the system");
+    let summary = migrate_core::overseer(&system)
+        .run(options, CancellationToken::new())
+        .await
+        .expect("running");
+    system.stop().await.expect("stopping the system");
+    summary
+}
+
 /// What a legacy row becomes when migrated: `None` when its name is malformed.
 pub fn migrated(row: &Row) -> Option<(String, String, String)> {
     let (first, last) = migrate_core::split_full_name(&row.full_name).ok()?;

@@ -8,9 +8,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use super::harness::{Row, TestDb, migrated, on_both_backends, open, run_engine};
+use super::harness::{Row, TestDb, migrated, on_both_backends, open, run_declared, run_engine};
 
-on_both_backends!(application_writes_during_a_run_are_never_lost);
+on_both_backends!(
+    application_writes_during_a_run_are_never_lost,
+    application_writes_during_a_declared_run_are_never_lost,
+);
 
 /// Rows seeded before the run.
 const SEEDED: i64 = 4000;
@@ -122,6 +125,17 @@ async fn application(
 }
 
 async fn application_writes_during_a_run_are_never_lost(db: &TestDb) {
+    live_run(db, None).await;
+}
+
+/// The same with the customer migration declared in `migrations/customer-split.toml`.
+async fn application_writes_during_a_declared_run_are_never_lost(db: &TestDb) {
+    live_run(db, Some("customer-split.toml")).await;
+}
+
+/// A run of the built-in customer migration, or of the migration `declared` in the
+/// repository's `migrations/`, while the application writes.
+async fn live_run(db: &TestDb, declared: Option<&str>) {
     db.seed(SEEDED as u64).await;
     let before = db.dump().await;
     let malformed: BTreeSet<i64> = before
@@ -151,13 +165,18 @@ async fn application_writes_during_a_run_are_never_lost(db: &TestDb) {
         scan_lead,
         stop.clone(),
     ));
-    let summary = run_engine(
-        &config,
-        RunOptions::default(),
-        CancellationToken::new(),
-        Box::new(EventBoard::discard()),
-    )
-    .await;
+    let summary = match declared {
+        None => {
+            run_engine(
+                &config,
+                RunOptions::default(),
+                CancellationToken::new(),
+                Box::new(EventBoard::discard()),
+            )
+            .await
+        }
+        Some(file) => run_declared(&config, file, RunOptions::default()).await,
+    };
     stop.cancel();
     let writes = app.await.unwrap();
     let after = db.dump().await;
