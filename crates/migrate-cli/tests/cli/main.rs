@@ -8,6 +8,7 @@ mod database;
 mod postgres_server;
 mod run;
 mod seed;
+mod status;
 mod trouble;
 mod util;
 mod visualize;
