@@ -194,10 +194,15 @@ pub struct RunArgs {
     #[arg(short, long, global = true)]
     pub reset: bool,
 
-    /// Migrate the ids in FILE (one per line; blank lines and `#` comments skipped) instead of
-    /// scanning.
+    /// Migrate the keys in FILE instead of scanning: one per line, as the failures show them
+    /// (`42`; `eu,7` for a key of several columns), blank lines and `#` comments skipped.
     #[arg(short, long, global = true, value_name = "FILE")]
     pub file: Option<PathBuf>,
+
+    /// Run the migration declared in FILE (TOML: table, key, pending, set, valid; see
+    /// `migrations/`) instead of the built-in customer migration.
+    #[arg(short = 'm', long, global = true, value_name = "FILE")]
+    pub migration: Option<PathBuf>,
 }
 
 /// Output choices.

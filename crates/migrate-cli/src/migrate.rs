@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use migrate_core::{
     Backend, Config, ConnectionError, Ending, Key, MigrationModule, Migrator, PreflightError,
-    RunOptions, StatusBoard, Summary, System, migration_builder,
+    RunOptions, SqlMigration, StatusBoard, Summary, System, builder_for, migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +51,7 @@ async fn run_system(
     board: Box<dyn StatusBoard>,
     keys: Option<Arc<[Key]>>,
 ) -> Result<(Summary, Option<String>), CliError> {
-    let system = build(config, args.dry_run, board).await?;
+    let system = build(config, args, board).await?;
     // Keys are read as the migration's key columns say, before anything starts.
     let input = match (keys, &args.file) {
         (Some(keys), _) => Some(keys),
@@ -112,13 +112,14 @@ async fn run_system(
     Ok((summary, stop_warning))
 }
 
-/// Opens the database (read-only for a dry run) and builds the system with the terminal board.
+/// Opens the database (read-only for a dry run) and builds the system with the terminal board,
+/// around the migration declared in `migration` when given, the customer migration otherwise.
 async fn build(
     config: &Config,
-    dry_run: bool,
+    args: &RunArgs,
     board: Box<dyn StatusBoard>,
 ) -> Result<System<MigrationModule>, CliError> {
-    let backend = if dry_run {
+    let backend = if args.dry_run {
         Backend::open_read_only(&config.connection).await
     } else {
         Backend::open(&config.connection, false).await
@@ -128,7 +129,19 @@ async fn build(
         missing @ ConnectionError::MissingDatabase { .. } => CliError::Usage(missing.to_string()),
         other => CliError::fatal(&other),
     })?;
-    migration_builder(config, backend)
+    let builder = match &args.migration {
+        None => migration_builder(config, backend),
+        Some(file) => {
+            // A file that cannot be used is a usage error naming the file and the key: nothing
+            // has run.
+            let migration = SqlMigration::from_file(file, &backend)
+                .map_err(|e| CliError::Usage(format!("--migration {}", exit::chain(&e))))?
+                .with_lock_timeout(config.customer_migration.grace_period());
+            let writer = Arc::new(tokio::sync::Mutex::new(()));
+            builder_for(config, backend, writer, Arc::new(migration))
+        }
+    };
+    builder
         .with_override::<dyn StatusBoard>(board, board::IMPLEMENTATION)
         .build()
         .map_err(|e| CliError::fatal(&e))

@@ -133,11 +133,12 @@ pub async fn run(config: &Config, customers: u64, wipe: Wipe) -> Result<u8, CliE
     #[allow(clippy::print_stderr)]
     {
         eprintln!(
-            "Seeded {} customers in {} ({} already migrated, {} malformed)",
+            "Seeded {} customers in {} ({} already migrated, {} malformed) and {} orders",
             thousands(report.customers),
             mask_url(&config.connection.url),
             thousands(report.migrated),
             thousands(report.malformed),
+            thousands(report.orders),
         );
     }
     Ok(SUCCESS)

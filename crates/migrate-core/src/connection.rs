@@ -90,7 +90,7 @@ impl Backend {
         let masked = mask_url(url);
         let open_error = |source| ConnectionError::Open {
             url: masked.clone(),
-            source,
+            source: unnested(source),
         };
         if url.starts_with("simulated:") {
             Ok(Backend::Simulated {
@@ -171,6 +171,26 @@ impl Backend {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// The innermost of configuration errors wrapped in one another. sqlx wraps some of its own (an
+/// unknown `sslmode` reads "error with configuration: error with configuration: unknown value"),
+/// and the context is said once.
+fn unnested(error: sqlx::Error) -> sqlx::Error {
+    match error {
+        sqlx::Error::Configuration(inner)
+            if matches!(
+                inner.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Configuration(_))
+            ) =>
+        {
+            match inner.downcast::<sqlx::Error>() {
+                Ok(inner) => unnested(*inner),
+                Err(inner) => sqlx::Error::Configuration(inner),
+            }
+        }
+        other => other,
     }
 }
 

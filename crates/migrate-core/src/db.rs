@@ -58,7 +58,7 @@ impl From<DbError> for BatchError {
 /// Classifies a driver error. PostgreSQL errors by their SQLSTATE, SQLite errors by their
 /// primary result code; anything unknown is transient, so that it is retried rather than
 /// given up.
-fn error_kind(error: &sqlx::Error) -> ErrorKind {
+pub(crate) fn error_kind(error: &sqlx::Error) -> ErrorKind {
     use sqlx::postgres::PgDatabaseError;
     use sqlx::sqlite::SqliteError;
     match error {
@@ -139,7 +139,7 @@ pub(crate) fn context(doing: &'static str) -> impl FnOnce(sqlx::Error) -> DbErro
 }
 
 /// An answer from the database that is not what the statement promises.
-fn protocol(doing: &'static str, message: impl std::fmt::Display) -> DbError {
+pub(crate) fn protocol(doing: &'static str, message: impl std::fmt::Display) -> DbError {
     DbError {
         doing,
         source: sqlx::Error::Protocol(message.to_string()),
@@ -411,7 +411,7 @@ pub(crate) async fn remaining(
 /// what is trimmed from both ends of each name part and of the email. Rust trims with it
 /// ([`trim`]) and the statements bind it as the character set of SQL's `trim` and `btrim`, so
 /// that both trim exactly the same characters.
-const WHITESPACE: &str = "\t\n\u{B}\u{C}\r \u{85}\u{A0}\u{1680}\
+pub(crate) const WHITESPACE: &str = "\t\n\u{B}\u{C}\r \u{85}\u{A0}\u{1680}\
     \u{2000}\u{2001}\u{2002}\u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200A}\
     \u{2028}\u{2029}\u{202F}\u{205F}\u{3000}";
 

@@ -1,12 +1,21 @@
 //! The engine of `db-migrate`: a large data migration (a backfill) run safely and visibly.
 //!
-//! A scanner reads the ids of the records to migrate in key order and feeds a bounded channel;
-//! a fixed number of jobs take ids from it and hand them to the migrator; the overseer counts
-//! what happened, saves progress so that a rerun resumes without gaps, and reports every step
-//! as an [`Event`] to the status board. The five components are shaku components declared in
-//! [`MigrationModule`]; [`System`] adds what shaku lacks: a lifecycle (start in dependency
-//! order, stop in reverse) and a dependency graph derived from the components' own
-//! `#[shaku(inject)]` fields, printable as Graphviz DOT.
+//! The layers, in the order data flows:
+//!
+//! - a [`Migration`] knows a table: its [`Key`]s in the database's order, and what to do with a
+//!   batch of them ([`CustomerMigration`] is the seed's; write your own);
+//! - the [`Scanner`] pages through the migration's keys and feeds a bounded channel;
+//! - jobs take batches from it and hand them to the [`Migrator`], retrying what may pass;
+//! - the [`Overseer`] counts what happened, saves progress in the [`ProgressStore`] so that a
+//!   rerun resumes without gaps, records every failure there, and reports every step as an
+//!   [`Event`] to the [`StatusBoard`].
+//!
+//! These are shaku components declared in [`MigrationModule`]; [`System`] adds what shaku
+//! lacks: a lifecycle (start in dependency order, stop in reverse) and a dependency graph
+//! derived from the components' own `#[shaku(inject)]` fields, printable as Graphviz DOT.
+//!
+//! What is migrated is a [`Migration`]: written in Rust, or declared in a TOML file and run by
+//! [`SqlMigration`] (a table, its key columns, the guard, the `SET` assignments).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -45,6 +54,7 @@ mod config;
 mod connection;
 mod customer;
 mod db;
+mod declarative;
 mod events;
 mod graph;
 mod job;
@@ -76,6 +86,7 @@ pub use config::{
 pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
 pub use customer::{CUSTOMER_MIGRATION, CustomerMigration, SimulatedCustomers};
 pub use db::{DbError, split_full_name};
+pub use declarative::{MigrationSpec, SpecError, SqlMigration};
 pub use events::{Event, JobId, JobStatus};
 pub use graph::{ComponentGraph, GraphError};
 pub use key::{Key, KeyColumn, KeyKind, KeyValue};
@@ -99,7 +110,8 @@ pub use runs::{
 };
 pub use scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
 pub use seed::{
-    DemoCustomer, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, seed_customers,
+    DemoCustomer, DemoOrder, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, demo_order,
+    seed_customers,
 };
 pub use store::{DatabaseStore, FileStore, ProgressStore};
 pub use summary::{Ending, Summary, spell_duration, thousands};

@@ -55,6 +55,8 @@ pub struct SeedReport {
     pub deleted: u64,
     /// Bookkeeping tables dropped with the refill.
     pub dropped: Vec<DroppedTable>,
+    /// Rows of the `orders` demo table (one for every ten customers), made anew.
+    pub orders: u64,
 }
 
 /// A bookkeeping table, with the rows it held.
@@ -86,7 +88,12 @@ pub(crate) fn list(tables: &[DroppedTable]) -> String {
 /// The tables a migration keeps its progress and failures in. They describe the rows of
 /// `customers`: once those are replaced, a kept checkpoint would make the next run skip the new
 /// rows, and kept failures would name records that no longer exist.
-const BOOKKEEPING: [&str; 2] = ["migration_checkpoints", "migration_failures"];
+const BOOKKEEPING: [&str; 4] = [
+    "migration_checkpoints",
+    "migration_failures",
+    "migration_audit",
+    "migration_runs",
+];
 
 /// When the pre-migrated demo rows were migrated.
 pub const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
@@ -201,6 +208,46 @@ fn create_customers(id_column: &str) -> AssertSqlSafe<String> {
     ))
 }
 
+/// One row of the `orders` demo table, keyed by (`region`, `order_no`): the second example
+/// migration (`migrations/orders-normalize.toml`) tidies its status and currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoOrder {
+    /// Its region: text whose order differs between byte order and a linguistic collation.
+    pub region: &'static str,
+    /// Its number within the region.
+    pub order_no: i64,
+    /// Its status, with stray spaces and capitals (`lost` is no valid status).
+    pub status: &'static str,
+    /// Its currency code, with stray spaces and lower case (`eu` is no valid code).
+    pub currency: &'static str,
+    /// When it was normalized: set on every fifth order, as if done before.
+    pub normalized_at: Option<&'static str>,
+}
+
+/// The `n`-th demo order (from 1), the same on every call.
+pub fn demo_order(n: i64) -> DemoOrder {
+    const REGIONS: [&str; 6] = ["amer", "Bravo", "emea", "Zulu", "apac", "delta"];
+    const STATUSES: [&str; 5] = ["paid", " paid ", "SHIPPED", "Cancelled", "lost"];
+    const CURRENCIES: [&str; 4] = [" usd", "EUR", "eur ", "eu"];
+    let index = n - 1;
+    let done = index % 5 == 0;
+    DemoOrder {
+        region: REGIONS[(index % 6) as usize],
+        order_no: index / 6 + 1,
+        status: if done {
+            "paid"
+        } else {
+            STATUSES[(index % 5) as usize]
+        },
+        currency: if done {
+            "USD"
+        } else {
+            CURRENCIES[(index % 4) as usize]
+        },
+        normalized_at: done.then_some(SEEDED_MIGRATED_AT),
+    }
+}
+
 /// Rows per INSERT statement (7 parameters each: well under both databases' limits).
 const ROWS_PER_INSERT: usize = 1000;
 
@@ -218,6 +265,7 @@ pub async fn seed_customers(
 ) -> Result<SeedReport, SeedError> {
     let mut report = SeedReport {
         customers,
+        orders: customers / 10,
         ..SeedReport::default()
     };
     for id in 1..=customers as i64 {
@@ -262,15 +310,45 @@ pub async fn seed_customers(
                 return Err(SeedError::Bookkeeping { tables: found });
             }
             let mut tx = pool.begin().await.map_err(context("starting to seed"))?;
+            sqlx::query("DELETE FROM customers")
+                .execute(&mut *tx)
+                .await
+                .map_err(context("clearing the demo tables"))?;
+            for table in &found {
+                let drop = AssertSqlSafe(format!("DROP TABLE {}", table.name));
+                sqlx::query(drop)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("clearing the demo tables"))?;
+            }
             for sql in [
-                "DELETE FROM customers",
-                "DROP TABLE IF EXISTS migration_checkpoints",
-                "DROP TABLE IF EXISTS migration_failures",
+                "DROP TABLE IF EXISTS orders",
+                "CREATE TABLE orders (region TEXT NOT NULL, order_no BIGINT NOT NULL,
+                   status TEXT, currency TEXT, normalized_at TEXT,
+                   PRIMARY KEY (region, order_no))",
             ] {
                 sqlx::query(sql)
                     .execute(&mut *tx)
                     .await
-                    .map_err(context("clearing the demo tables"))?;
+                    .map_err(context("making the orders demo table"))?;
+            }
+            let orders: Vec<DemoOrder> = (1..=report.orders as i64).map(demo_order).collect();
+            for chunk in orders.chunks(ROWS_PER_INSERT) {
+                let mut insert = QueryBuilder::<$db>::new(
+                    "INSERT INTO orders (region, order_no, status, currency, normalized_at) ",
+                );
+                insert.push_values(chunk, |mut row, o| {
+                    row.push_bind(o.region)
+                        .push_bind(o.order_no)
+                        .push_bind(o.status)
+                        .push_bind(o.currency)
+                        .push_bind(o.normalized_at);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("inserting demo orders"))?;
             }
             report.deleted = rows as u64;
             report.dropped = found;

@@ -45,10 +45,14 @@ impl<W: Write, S: FnMut() -> (u16, u16)> Screen<'_, W, S> {
     fn draw(&mut self, board: &Board, now: Instant, last: bool) {
         let (columns, rows) = (self.target.size)();
         // The row under the board holds the cursor; a board as tall as the terminal would
-        // scroll its first line away and the next frame would move up one line too few.
-        let room = usize::from(rows).saturating_sub(1).max(1);
+        // scroll its first line away and the next frame would move up one line too few. So a
+        // one-row terminal gets no live frame; the final one, never drawn over, still shows the
+        // summary whole, even where it needs more rows than there are.
+        let room = usize::from(rows).saturating_sub(1);
         let lines = if last {
-            board.final_view(now, room)
+            board.final_view(now, room, |text| {
+                render::rows_taken(text, usize::from(columns))
+            })
         } else {
             board.view(now, room)
         };
@@ -60,7 +64,7 @@ impl<W: Write, S: FnMut() -> (u16, u16)> Screen<'_, W, S> {
         {
             return;
         }
-        if last && self.drawn == 0 && lines.is_empty() {
+        if self.drawn == 0 && lines.is_empty() {
             return;
         }
         self.buffer.clear();

@@ -155,13 +155,15 @@ impl Board {
         }
     }
 
-    /// The lines of a live frame, at most `rows` of them.
+    /// The lines of a live frame, at most `rows` of them (none if `rows` is 0).
     ///
     /// Unfolded: finished lines at the top in finishing order, then active lines by job id (the
     /// order in which jobs were created). When that does not fit, active lines come first (they are what is
     /// happening), then the most recently finished, then `... and N more`.
     pub(crate) fn view(&self, now: Instant, rows: usize) -> Vec<Line> {
-        let rows = rows.max(1);
+        if rows == 0 {
+            return Vec::new();
+        }
         if self.jobs.len() <= rows {
             let mut lines = Vec::with_capacity(self.jobs.len());
             lines.extend(self.finished.iter().map(|&id| self.line(id, now, true)));
@@ -183,9 +185,19 @@ impl Board {
         lines
     }
 
-    /// The lines of the final frame, at most `rows` of them: the finished stack with the closing
-    /// line last. When it does not fit, the newest lines are kept, under `... and N more`.
-    pub(crate) fn final_view(&self, now: Instant, rows: usize) -> Vec<Line> {
+    /// The lines of the final frame, in at most `rows` rows: the finished stack with the closing
+    /// line last.
+    ///
+    /// The last line is written whole (it is the run's summary, shown nowhere else) and takes
+    /// `height(text)` rows, so it is always there, alone if it needs every row or more. The
+    /// others fill the rows left; when they do not fit, the newest are kept under
+    /// `... and N more`.
+    pub(crate) fn final_view(
+        &self,
+        now: Instant,
+        rows: usize,
+        height: impl Fn(&str) -> usize,
+    ) -> Vec<Line> {
         let mut order: Vec<(JobId, bool)> = Vec::with_capacity(self.jobs.len());
         order.extend(
             self.finished
@@ -195,21 +207,28 @@ impl Board {
         );
         order.extend(self.active.iter().map(|&id| (id, false)));
         order.extend(self.closing.map(|id| (id, true)));
-        let rows = rows.max(1);
-        let mut lines = Vec::with_capacity(order.len().min(rows));
-        let skip = if order.len() > rows {
-            let hidden = order.len() - (rows - 1);
-            let hidden_finished = order[..hidden].iter().filter(|(_, f)| *f).count();
+        let Some((&(last, finished), others)) = order.split_last() else {
+            return Vec::new();
+        };
+        let last = self.line(last, now, finished);
+        let room = rows.saturating_sub(height(&last.text));
+        let mut lines = Vec::with_capacity(others.len().min(room) + 1);
+        let skip = if others.len() <= room {
+            0
+        } else if room == 0 {
+            others.len()
+        } else {
+            let hidden = others.len() - (room - 1);
+            let hidden_finished = others[..hidden].iter().filter(|(_, f)| *f).count();
             lines.push(Self::more(hidden, hidden_finished));
             hidden
-        } else {
-            0
         };
         lines.extend(
-            order[skip..]
+            others[skip..]
                 .iter()
                 .map(|&(id, finished)| self.line(id, now, finished)),
         );
+        lines.push(last);
         lines
     }
 }
@@ -346,13 +365,29 @@ mod tests {
             }),
             start,
         );
+        let one_row = |_: &str| 1;
         assert_eq!(
-            texts(&board.final_view(start, 100)),
+            texts(&board.final_view(start, 100, one_row)),
             ["job 0", "job 2", "job 3", "job 4", "job 5", "job 1"]
         );
         assert_eq!(
-            texts(&board.final_view(start, 4)),
+            texts(&board.final_view(start, 4, one_row)),
             ["... and 3 more (3 done)", "job 4", "job 5", "job 1"]
+        );
+        // The summary line is there whatever the room: alone when it fills it, or overfills it.
+        for rows in 0..=1 {
+            assert_eq!(texts(&board.final_view(start, rows, one_row)), ["job 1"]);
+        }
+        assert_eq!(
+            texts(&board.final_view(start, 2, one_row)),
+            ["... and 5 more (4 done)", "job 1"]
+        );
+        // A summary wrapped over three rows leaves the others the rest.
+        let three_rows = |_: &str| 3;
+        assert_eq!(texts(&board.final_view(start, 2, three_rows)), ["job 1"]);
+        assert_eq!(
+            texts(&board.final_view(start, 5, three_rows)),
+            ["... and 4 more (4 done)", "job 5", "job 1"]
         );
     }
 

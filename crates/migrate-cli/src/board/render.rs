@@ -36,6 +36,28 @@ pub(crate) fn fit(text: &str, width: usize) -> Cow<'_, str> {
     }
 }
 
+/// The rows `text` takes once written whole (as [`fit`] leaves it, without a limit) from the
+/// first column of a terminal `columns` wide. A terminal does not split a wide character: one
+/// that does not fit in what is left of a row starts the next.
+pub(crate) fn rows_taken(text: &str, columns: usize) -> usize {
+    let columns = columns.max(1);
+    let mut rows = 1;
+    let mut used = 0;
+    for c in text.chars() {
+        let w = if c.is_control() {
+            1
+        } else {
+            c.width().unwrap_or(0)
+        };
+        if used > 0 && used + w > columns {
+            rows += 1;
+            used = 0;
+        }
+        used += w;
+    }
+    rows
+}
+
 fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -134,6 +156,17 @@ mod tests {
         assert_eq!(fit("日本語", 5), "日本");
         assert_eq!(fit("a\nb\x1b[31m", 10), "a b [31m");
         assert_eq!(fit("é", 1), "é");
+    }
+
+    #[test]
+    fn rows_taken_counts_the_rows_a_whole_line_wraps_onto() {
+        assert_eq!(rows_taken("", 10), 1);
+        assert_eq!(rows_taken("abcdefghij", 10), 1);
+        assert_eq!(rows_taken("abcdefghijk", 10), 2);
+        // Three columns a row hold one of these two-column characters, not two.
+        assert_eq!(rows_taken("日本語", 3), 3);
+        assert_eq!(rows_taken("a\nb", 3), 1);
+        assert_eq!(rows_taken("abc", 0), 3);
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl Write for TermWriter {
 impl Term {
     fn new(columns: u16, rows: u16) -> Term {
         Term {
-            parser: Arc::new(Mutex::new(vt100::Parser::new(rows, columns, 0))),
+            parser: Arc::new(Mutex::new(vt100::Parser::new(rows, columns, 100))),
             size: Arc::new(Mutex::new((columns, rows))),
             frames: Arc::new(AtomicUsize::new(0)),
         }
@@ -79,6 +79,39 @@ impl Term {
             rows.pop();
         }
         rows
+    }
+
+    /// Every row the terminal holds, those scrolled away first, with whether each wraps onto
+    /// the next; trailing empty rows dropped. Also how many rows scrolled away.
+    fn transcript(&self) -> (Vec<(String, bool)>, usize) {
+        let mut parser = self.parser.lock().unwrap();
+        let (_, columns) = parser.screen().size();
+        parser.screen_mut().set_scrollback(usize::MAX);
+        let scrolled = parser.screen().scrollback();
+        let mut rows = Vec::new();
+        for offset in (1..=scrolled).rev() {
+            parser.screen_mut().set_scrollback(offset);
+            let screen = parser.screen();
+            rows.push((
+                screen.rows(0, columns).next().unwrap(),
+                screen.row_wrapped(0),
+            ));
+        }
+        parser.screen_mut().set_scrollback(0);
+        let screen = parser.screen();
+        rows.extend(
+            screen
+                .rows(0, columns)
+                .zip(0..)
+                .map(|(text, row)| (text, screen.row_wrapped(row))),
+        );
+        while rows
+            .last()
+            .is_some_and(|(text, _)| text.trim_end().is_empty())
+        {
+            rows.pop();
+        }
+        (rows, scrolled)
     }
 
     fn wrapped(&self, row: u16) -> bool {
@@ -471,4 +504,91 @@ async fn on_a_narrow_terminal_the_final_screen_is_cut_like_the_live_one_and_keep
     assert!(term.wrapped(4), "the summary wraps, whole");
     let (row, _) = term.parser.lock().unwrap().screen().cursor_position();
     assert_eq!(row, 6, "the cursor rests below the board");
+}
+
+/// The lines of `rows`, with the rows of a wrapped line joined.
+fn join_wrapped(rows: &[(String, bool)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for (text, wrapped) in rows {
+        if *wrapped {
+            line.push_str(text);
+        } else {
+            line.push_str(text.trim_end());
+            lines.push(std::mem::take(&mut line));
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_any_size_the_final_screen_ends_with_the_whole_summary_and_fits_above_the_cursor() {
+    let summary = summary();
+    let closing = summary.to_string();
+    let finished = [
+        (0, "Completed table scan, after 1,031 customer rows"),
+        (3, "Process # 2: Done, after 340 customers"),
+        (2, "Process # 1: Done, after 352 customers"),
+        (4, "Process # 3: Done, after 339 customers"),
+    ];
+    for columns in [20_u16, 40, 80] {
+        for rows in 1_u16..=6 {
+            if rows == 1 && closing.len() > usize::from(columns) {
+                // vt100 overflows wrapping a line on a one-row screen (`Grid::col_wrap`); the
+                // tmux tests cover a one-row terminal at 40 columns.
+                continue;
+            }
+            let term = Term::new(columns, rows);
+            let (board, task) = term.start(false);
+            seed_screen(&board);
+            pass(150).await;
+            for (job, text) in finished {
+                let text = text.split_once(": ").map_or(text, |(_, t)| t);
+                finish(&board, job, text, JobStatus::Success);
+            }
+            pass(150).await;
+            finish(&board, 1, &closing, JobStatus::Success);
+            board.publish(Event::Summary(summary.clone()));
+            task.finish().await;
+
+            let size = format!("{columns}x{rows}");
+            let (transcript, scrolled) = term.transcript();
+            let lines = join_wrapped(&transcript);
+            let shown = format!("{size}: {transcript:#?}");
+            let cut = |text: &str| {
+                text.chars()
+                    .take(usize::from(columns) - 1)
+                    .collect::<String>()
+            };
+            // The rows the summary takes, and those left for the other lines above the cursor.
+            let summary_rows = closing.len().div_ceil(usize::from(columns));
+            let room = usize::from(rows - 1).saturating_sub(summary_rows);
+            let mut expected: Vec<String> = finished.iter().map(|(_, text)| cut(text)).collect();
+            if room < expected.len() {
+                let kept = room.saturating_sub(1);
+                let hidden = expected.len() - kept;
+                expected.drain(..hidden);
+                if room > 0 {
+                    expected.insert(0, cut(&format!("... and {hidden} more ({hidden} done)")));
+                }
+            }
+            expected.push(closing.clone());
+            assert_eq!(lines, expected, "{shown}");
+            assert_eq!(
+                transcript.len(),
+                expected.len() - 1 + summary_rows,
+                "{shown}"
+            );
+            if summary_rows < usize::from(rows) {
+                assert_eq!(
+                    scrolled, 0,
+                    "the final frame fits above the cursor: {shown}"
+                );
+            }
+            assert!(!term.cursor_hidden(), "{size}");
+        }
+    }
 }

@@ -107,6 +107,17 @@ impl Tmux {
         text.lines().map(|l| l.trim_end().to_owned()).collect()
     }
 
+    /// Every line the pane holds, those scrolled away first, wrapped rows joined, trailing
+    /// blank lines dropped.
+    fn history(&self) -> Vec<String> {
+        let text = self.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", self.session]);
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
+        while lines.last().is_some_and(String::is_empty) {
+            lines.pop();
+        }
+        lines
+    }
+
     fn wait_for_exit(&self) -> (Vec<String>, String) {
         let screen = self.wait_for(Duration::from_secs(120), |s| {
             s.iter().any(|l| l.starts_with("EXIT="))
@@ -236,6 +247,48 @@ fn on_a_40_column_terminal_the_final_screen_has_every_line_intact() {
             1,
             "{shown}"
         );
+    }
+}
+
+#[test]
+fn on_a_terminal_of_one_or_two_rows_the_summary_is_shown_whole() {
+    // 40 columns: the summary wraps over two rows, more than a one-row terminal has.
+    for (columns, rows) in [(80, 2), (40, 1)] {
+        let tmux = Tmux::run(
+            &[
+                "connection.simulated-customers=200",
+                "customer-migrator.sleep-scale=0.2",
+                "customer-migration.processes=3",
+                "status-board.mode=console",
+            ],
+            columns,
+            rows,
+        );
+        // The exit line may have scrolled away too: wait on the whole history.
+        let start = Instant::now();
+        let history = loop {
+            let history = tmux.history();
+            if history.iter().any(|l| l.starts_with("EXIT=")) {
+                break history;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "timed out at {columns}x{rows}:\n{}",
+                history.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let shown = format!("{columns}x{rows}:\n{}", history.join("\n"));
+        // The summary last, whole, not the fold line. Above it tmux may keep the last live
+        // frame: it moves a screen cleared from its top-left corner into its history
+        // (`scroll-on-clear`), and a board this short starts there.
+        let [.., summary, exit] = history.as_slice() else {
+            panic!("{shown}");
+        };
+        assert!(is_completed(summary), "{shown}");
+        assert_eq!(exit, "EXIT=0", "{shown}");
+        assert!(history.len() <= 3, "{shown}");
+        assert!(tmux.cursor_visible(), "{shown}");
     }
 }
 

@@ -422,6 +422,21 @@ fn connection_errors_mask_a_password_with_url_delimiters() {
 }
 
 #[test]
+fn a_connection_url_the_driver_cannot_parse_says_each_context_once() {
+    let output = Scratch::new().run(&[
+        "connection.url=postgres://app@127.0.0.1:1/customers?sslmode=bogus",
+        "status-board.mode=off",
+    ]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        "db-migrate: error: while connecting to \
+         postgres://app@127.0.0.1:1/customers?sslmode=bogus: error with configuration: unknown \
+         value \"bogus\" for `ssl_mode`\n"
+    );
+}
+
+#[test]
 fn a_toml_syntax_error_in_the_local_file_names_the_place_but_not_the_password() {
     let scratch = Scratch::new();
     let conf = scratch.path().join("conf");

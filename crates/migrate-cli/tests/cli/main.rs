@@ -3,6 +3,7 @@
 mod board;
 mod config;
 mod database;
+mod declared;
 /// Which PostgreSQL server the database tests use (shared with the engine's tests).
 #[path = "../../../migrate-core/tests/common/postgres_server.rs"]
 mod postgres_server;

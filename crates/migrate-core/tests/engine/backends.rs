@@ -3,6 +3,7 @@
 //! `DB_MIGRATE_TEST_POSTGRES_URL`; start one with `.ci/postgres.sh`).
 
 mod correctness;
+mod declarative;
 mod harness;
 mod live;
 mod masking;

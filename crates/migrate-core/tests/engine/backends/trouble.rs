@@ -250,3 +250,43 @@ async fn a_32_bit_id_is_migrated_on_postgres() {
     );
     db.finish().await;
 }
+
+on_both_backends!(bookkeeping_tables_of_the_first_layout_are_moved_aside_and_failures_kept);
+
+/// A database whose bookkeeping tables an earlier version made (integer ids, one migration):
+/// they are moved aside, the failures copied under `customer-migration`, and the run goes on.
+async fn bookkeeping_tables_of_the_first_layout_are_moved_aside_and_failures_kept(db: &TestDb) {
+    db.seed(500).await;
+    for sql in [
+        "CREATE TABLE migration_checkpoints (migration TEXT NOT NULL, range_key TEXT NOT NULL,
+           low_water BIGINT, done_above TEXT NOT NULL, updated_at TEXT NOT NULL,
+           PRIMARY KEY (migration, range_key))",
+        "INSERT INTO migration_checkpoints VALUES ('customer-migration', 'all', 400, '[]', 'x')",
+        "CREATE TABLE migration_failures (id BIGINT PRIMARY KEY, error TEXT NOT NULL,
+           attempts INTEGER NOT NULL, failed_at TEXT NOT NULL, resolved_at TEXT)",
+        "INSERT INTO migration_failures VALUES (7, 'malformed full_name', 3, 'then', NULL)",
+    ] {
+        db.execute(sql).await.unwrap();
+    }
+    let summary = db.run(&db.config(), RunOptions::default()).await;
+    assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
+    // The old checkpoint (low-water 400) was not used: every row was looked at.
+    assert_eq!(summary.scanned, 500, "{summary:?}");
+    let kept = db
+        .scalar(
+            "SELECT count(*) FROM migration_failures
+              WHERE migration = 'customer-migration' AND record_key = '7'",
+        )
+        .await;
+    assert_eq!(kept, 1, "the failure of the first layout is kept");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM migration_failures_v0")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM migration_checkpoints_v0")
+            .await,
+        1
+    );
+}
