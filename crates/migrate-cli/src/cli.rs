@@ -82,9 +82,9 @@ pub enum Command {
     /// Their keys are the run's input; the failures of those that now succeed are marked
     /// resolved, and those that fail again keep their row with the attempts added.
     RetryFailures {
-        /// The migration whose failures to retry.
-        #[arg(default_value = migrate_core::CUSTOMER_MIGRATION)]
-        name: String,
+        /// The migration whose failures to retry [default: the one the configuration runs,
+        /// customer-migration unless --migration names a file].
+        name: Option<String>,
         /// Configuration overrides, as for the migration.
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -107,12 +107,12 @@ impl Command {
                 }
             }
             Command::RetryFailures {
-                name,
+                name: Some(name),
                 mut overrides,
             } if name.contains('=') => {
                 overrides.insert(0, name);
                 Command::RetryFailures {
-                    name: migrate_core::CUSTOMER_MIGRATION.to_owned(),
+                    name: None,
                     overrides,
                 }
             }

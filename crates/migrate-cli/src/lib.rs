@@ -84,10 +84,16 @@ pub fn run(mut cli: Cli) -> Result<u8, CliError> {
                 })
             }
             Some(Command::Status { name, .. }) => {
-                status::run(settings.config(), name.as_deref(), cli.output.json).await
+                status::run(
+                    settings.config(),
+                    &cli.run,
+                    name.as_deref(),
+                    cli.output.json,
+                )
+                .await
             }
             Some(Command::RetryFailures { name, .. }) => {
-                retry_failures::run(settings.config(), &name, &cli.run, &cli.output).await
+                retry_failures::run(settings.config(), name.as_deref(), &cli.run, &cli.output).await
             }
         }
     })

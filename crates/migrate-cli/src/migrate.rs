@@ -114,7 +114,7 @@ async fn run_system(
 
 /// Opens the database (read-only for a dry run) and builds the system with the terminal board,
 /// around the migration declared in `migration` when given, the customer migration otherwise.
-async fn build(
+pub(crate) async fn build(
     config: &Config,
     args: &RunArgs,
     board: Box<dyn StatusBoard>,

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use migrate_core::{
-    Backend, Config, ConnectionError, Key, MigrationModule, Migrator, ProgressStore, System,
-    migration_builder,
+    Config, EventBoard, Key, MigrationModule, Migrator, ProgressStore, StatusBoard, System,
 };
 
 use crate::cli::{OutputArgs, RunArgs};
@@ -19,7 +18,7 @@ use crate::exit::{self, CliError};
 /// is nothing to retry).
 pub async fn run(
     config: &Config,
-    name: &str,
+    name: Option<&str>,
     args: &RunArgs,
     output: &OutputArgs,
 ) -> Result<u8, CliError> {
@@ -28,7 +27,7 @@ pub async fn run(
             "retry-failures reads its keys from the open failures: --file does not apply".into(),
         ));
     }
-    let keys = open_failure_keys(config, name).await?;
+    let (name, keys) = open_failure_keys(config, args, name).await?;
     if keys.is_empty() {
         #[allow(clippy::print_stderr)]
         {
@@ -45,11 +44,18 @@ pub async fn run(
     crate::migrate::run_keys(config, args, output, Some(keys)).await
 }
 
-/// The keys of the open failures of `name`, read through the progress store of a system built
-/// on a read-only connection, as the migration's key columns say.
-async fn open_failure_keys(config: &Config, name: &str) -> Result<Arc<[Key]>, CliError> {
-    let system = open(config).await?;
+/// The name of the migration (`name`, or the one the configuration runs) and the keys of its
+/// open failures, read through the progress store of a system built on a read-only
+/// connection, as the migration's key columns say.
+async fn open_failure_keys(
+    config: &Config,
+    args: &RunArgs,
+    name: Option<&str>,
+) -> Result<(String, Arc<[Key]>), CliError> {
+    let system = open(config, args).await?;
     let migrator = system.resolve::<dyn Migrator>();
+    let name = name.unwrap_or(migrator.migration_name()).to_owned();
+    let name = name.as_str();
     if migrator.migration_name() != name {
         return Err(CliError::Usage(format!(
             "retry-failures {name}: this configuration runs the migration {}",
@@ -80,7 +86,7 @@ async fn open_failure_keys(config: &Config, name: &str) -> Result<Arc<[Key]>, Cl
         })
         .collect::<Result<Vec<Key>, CliError>>()?;
     close(&system).await;
-    Ok(keys.into())
+    Ok((name.to_owned(), keys.into()))
 }
 
 /// Closes the system's pool: the run opens its own.
@@ -92,17 +98,16 @@ pub(crate) async fn close(system: &System<MigrationModule>) {
         .await;
 }
 
-/// The migration system on a read-only connection, to read the store.
-pub(crate) async fn open(config: &Config) -> Result<System<MigrationModule>, CliError> {
-    let backend = Backend::open_read_only(&config.connection)
-        .await
-        .map_err(|e| match e {
-            missing @ ConnectionError::MissingDatabase { .. } => {
-                CliError::Usage(missing.to_string())
-            }
-            other => CliError::fatal(&other),
-        })?;
-    migration_builder(config, backend)
-        .build()
-        .map_err(|e| CliError::fatal(&e))
+/// The migration system (the one `args` name with `--migration`, the customer migration
+/// otherwise) on a read-only connection, to read the store.
+pub(crate) async fn open(
+    config: &Config,
+    args: &RunArgs,
+) -> Result<System<MigrationModule>, CliError> {
+    let read_only = RunArgs {
+        dry_run: true,
+        ..args.clone()
+    };
+    let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
+    crate::migrate::build(config, &read_only, board).await
 }

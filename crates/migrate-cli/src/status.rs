@@ -22,10 +22,11 @@ const DETAIL_FAILURES: usize = 10;
 /// could be read, even empty.
 pub async fn run(
     config: &migrate_core::Config,
+    args: &crate::cli::RunArgs,
     name: Option<&str>,
     json: bool,
 ) -> Result<u8, CliError> {
-    let system = crate::retry_failures::open(config).await?;
+    let system = crate::retry_failures::open(config, args).await?;
     let store = system.resolve::<dyn ProgressStore>();
     let query = ReportQuery {
         migration: name.map(str::to_owned),
