@@ -67,6 +67,58 @@ pub enum Command {
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// List the migrations recorded in the database: progress, last run, open failures.
+    ///
+    /// With NAME, that migration in detail: the last 5 runs, the first 10 open failures.
+    Status {
+        /// Only this migration.
+        name: Option<String>,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Migrate only the records whose failures are open (flags and exit codes as a run).
+    ///
+    /// Their keys are the run's input; the failures of those that now succeed are marked
+    /// resolved, and those that fail again keep their row with the attempts added.
+    RetryFailures {
+        /// The migration whose failures to retry [default: the one the configuration runs,
+        /// customer-migration unless --migration names a file].
+        name: Option<String>,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+impl Command {
+    /// `status` and `retry-failures` take a NAME before their `KEY=VALUE` overrides; a first
+    /// positional with `=` is an override (no migration name has one), not the NAME.
+    pub fn with_overrides_apart(self) -> Command {
+        match self {
+            Command::Status {
+                name: Some(name),
+                mut overrides,
+            } if name.contains('=') => {
+                overrides.insert(0, name);
+                Command::Status {
+                    name: None,
+                    overrides,
+                }
+            }
+            Command::RetryFailures {
+                name: Some(name),
+                mut overrides,
+            } if name.contains('=') => {
+                overrides.insert(0, name);
+                Command::RetryFailures {
+                    name: None,
+                    overrides,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// The most customers `seed` and `demo` create. The table is filled in one transaction; a

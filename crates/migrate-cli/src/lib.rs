@@ -9,9 +9,11 @@ mod cli;
 pub mod exit;
 mod ids_file;
 mod migrate;
+mod retry_failures;
 mod seed;
 pub mod settings;
 mod signals;
+mod status;
 mod visualize;
 
 pub use cli::{
@@ -21,14 +23,20 @@ pub use exit::CliError;
 
 /// Runs the command line: visualize, show the configuration, seed, or migrate. Returns the exit
 /// code of a run that happened (see [`exit`]); `Err` when nothing could run.
-pub fn run(cli: Cli) -> Result<u8, CliError> {
+pub fn run(mut cli: Cli) -> Result<u8, CliError> {
+    cli.command = cli.command.map(Command::with_overrides_apart);
     if let Some(format) = cli.output.visualize {
         // As in the seed, the graph is drawn before configuration is read or a database opened.
         return visualize::run(format);
     }
     let mut config_args = cli.config.clone();
     match &cli.command {
-        Some(Command::Seed { overrides, .. } | Command::Demo { overrides, .. }) => {
+        Some(
+            Command::Seed { overrides, .. }
+            | Command::Demo { overrides, .. }
+            | Command::Status { overrides, .. }
+            | Command::RetryFailures { overrides, .. },
+        ) => {
             config_args.overrides.extend(overrides.iter().cloned());
         }
         None => {}
@@ -74,6 +82,18 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 } else {
                     code
                 })
+            }
+            Some(Command::Status { name, .. }) => {
+                status::run(
+                    settings.config(),
+                    &cli.run,
+                    name.as_deref(),
+                    cli.output.json,
+                )
+                .await
+            }
+            Some(Command::RetryFailures { name, .. }) => {
+                retry_failures::run(settings.config(), name.as_deref(), &cli.run, &cli.output).await
             }
         }
     })

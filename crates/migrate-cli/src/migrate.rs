@@ -21,10 +21,21 @@ const STOP_TIME: Duration = Duration::from_secs(2);
 
 /// Runs one migration with `config`; returns the exit code for its summary.
 pub async fn run(config: &Config, args: &RunArgs, output: &OutputArgs) -> Result<u8, CliError> {
+    run_keys(config, args, output, None).await
+}
+
+/// Runs one migration with `config` over `keys` when given (instead of `-f` or a scan);
+/// returns the exit code for its summary.
+pub async fn run_keys(
+    config: &Config,
+    args: &RunArgs,
+    output: &OutputArgs,
+    keys: Option<Arc<[Key]>>,
+) -> Result<u8, CliError> {
     let board_output = board::resolve(config.status_board.mode, output.log_format);
     let (terminal_board, board_task) = board::start(&config.status_board, board_output);
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
-    let result = run_system(config, args, board).await;
+    let result = run_system(config, args, board, keys).await;
     board_task.finish().await;
     let (summary, stop_warning) = result?;
     report(&summary, board_output, output.json, stop_warning.as_deref());
@@ -38,18 +49,20 @@ async fn run_system(
     config: &Config,
     args: &RunArgs,
     board: Box<dyn StatusBoard>,
+    keys: Option<Arc<[Key]>>,
 ) -> Result<(Summary, Option<String>), CliError> {
     let system = build(config, args, board).await?;
     // Keys are read as the migration's key columns say, before anything starts.
-    let input = match &args.file {
-        Some(path) => {
+    let input = match (keys, &args.file) {
+        (Some(keys), _) => Some(keys),
+        (None, Some(path)) => {
             let migrator = system.resolve::<dyn Migrator>();
             Some(Arc::<[Key]>::from(ids_file::read(
                 path,
                 migrator.key_columns(),
             )?))
         }
-        None => None,
+        (None, None) => None,
     };
     let options = RunOptions {
         dry_run: args.dry_run,
@@ -101,7 +114,7 @@ async fn run_system(
 
 /// Opens the database (read-only for a dry run) and builds the system with the terminal board,
 /// around the migration declared in `migration` when given, the customer migration otherwise.
-async fn build(
+pub(crate) async fn build(
     config: &Config,
     args: &RunArgs,
     board: Box<dyn StatusBoard>,

@@ -7,6 +7,15 @@
 //! | `migration_checkpoints` | unfinished scan (migration, scope): low-water key, keys done above it |
 //! | `migration_failures` | failed record (migration, key): error, attempts, when, when resolved |
 //! | `migration_audit` | committed batch: the keys it migrated |
+//! | `migration_runs` | run (migration, run id): host, process id, settings, started, heartbeat, ended, ending, counts |
+//!
+//! `migration_runs` has the columns `migration`, `run_id`, `host`, `pid`, `settings` (a small
+//! JSON object: processes, batch size, rate limit, dry run, reset, input digest or range),
+//! `started_at`, `updated_at` (the heartbeat, refreshed every
+//! [`HEARTBEAT_PERIOD`](crate::HEARTBEAT_PERIOD)), `ended_at`, `ending` (`completed`,
+//! `interrupted`, `aborted`; NULL while running, and forever for a run killed with SIGKILL),
+//! `migrated`, `previously_migrated`, `gone`, `failed` and `abort_reason`. A dry run writes no
+//! row.
 //!
 //! Keys are stored as JSON (`42`, `"abc"`, `["eu", 7]`) in checkpoints and the audit, and as
 //! the CSV line `-f` reads (`42`, `abc`, `eu,7`) in `migration_failures.record_key`, so that
@@ -41,6 +50,22 @@ pub(crate) const CREATE_AUDIT: &str = "CREATE TABLE IF NOT EXISTS migration_audi
     migration TEXT NOT NULL,
     migrated_at TEXT NOT NULL,
     record_keys TEXT NOT NULL)";
+pub(crate) const CREATE_RUNS: &str = "CREATE TABLE IF NOT EXISTS migration_runs (
+    migration TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    settings TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    ended_at TEXT,
+    ending TEXT,
+    migrated BIGINT,
+    previously_migrated BIGINT,
+    gone BIGINT,
+    failed BIGINT,
+    abort_reason TEXT,
+    PRIMARY KEY (migration, run_id))";
 
 /// The migration the tables of the first layout belonged to.
 const FIRST_LAYOUT_MIGRATION: &str = "customer-migration";
@@ -54,6 +79,7 @@ pub(crate) async fn create_tables(backend: &Backend) -> Result<(), DbError> {
         ("migration_checkpoints", CREATE_CHECKPOINTS),
         ("migration_failures", CREATE_FAILURES),
         ("migration_audit", CREATE_AUDIT),
+        ("migration_runs", CREATE_RUNS),
     ] {
         if !table_exists(backend, table).await? {
             execute(backend, create, "creating a bookkeeping table").await?;

@@ -65,7 +65,9 @@ mod migrator;
 mod module;
 mod overseer;
 mod paging_state;
+mod report;
 mod retry;
+mod runs;
 mod scanner;
 mod seed;
 mod simulated;
@@ -98,9 +100,14 @@ pub use module::{
     BuildError, MigrationModule, build_migration_system, builder_for, migration_builder, overseer,
 };
 pub use overseer::{
-    FIRST_PROCESS_JOB, MigrationOverseer, Overseer, RunError, RunOptions, SCANNER_JOB, SUMMARY_JOB,
+    FIRST_PROCESS_JOB, MigrationOverseer, NOTICE_JOB, Overseer, RunError, RunOptions, SCANNER_JOB,
+    SUMMARY_JOB,
 };
 pub use retry::backoff;
+pub use runs::{
+    CheckpointRow, FailureRow, HEARTBEAT_PERIOD, MigrationReport, ReportQuery, RunCounts, RunId,
+    RunRecord, RunRow, RunState, STALE_AFTER, StoreReport, host_name,
+};
 pub use scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
 pub use seed::{
     DemoCustomer, DemoOrder, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, demo_order,

@@ -19,6 +19,7 @@ use crate::job::{Counts, Shared, panic_message, run_job};
 use crate::key::Key;
 use crate::migrator::Migrator;
 use crate::retry::RateLimit;
+use crate::runs::{HEARTBEAT_PERIOD, RunId, RunRecord};
 use crate::scanner::{Scan, ScanReport, Scanner};
 use crate::store::ProgressStore;
 use crate::summary::{Ending, Summary, thousands};
@@ -29,6 +30,9 @@ pub const SCANNER_JOB: JobId = JobId(0);
 pub const SUMMARY_JOB: JobId = JobId(1);
 /// The first migration job's line; job `n` (from 0) is `JobId(FIRST_PROCESS_JOB.0 + n)`.
 pub const FIRST_PROCESS_JOB: JobId = JobId(2);
+
+/// A line for notices about the run itself (one that could not be recorded).
+pub const NOTICE_JOB: JobId = JobId(u32::MAX);
 
 /// How often the summary line is refreshed.
 const PROGRESS_PERIOD: Duration = Duration::from_millis(100);
@@ -125,6 +129,62 @@ impl Overseer {
         OverseerParameters { config }
     }
 
+    /// The settings that shape a run, as its row in the progress store keeps them.
+    fn run_settings(&self, options: &RunOptions, batch_size: usize) -> serde_json::Value {
+        serde_json::json!({
+            "processes": self.config.processes.max(1),
+            "batch_size": batch_size,
+            "rate_limit": self.config.rate_limit,
+            "max_failures": self.config.max_failures,
+            "dry_run": options.dry_run,
+            "reset": options.reset,
+            "range": options.range.to_string(),
+            "input": options.input.as_deref().map(|keys| serde_json::json!({
+                "keys": keys.len(),
+                "digest": CheckpointKey::input_digest(keys),
+            })),
+        })
+    }
+
+    /// Records the start of a run in the store (not on a dry run, which writes nothing). A
+    /// store that cannot record it (a role without rights on `migration_runs`, a read-only
+    /// database) does not stop the run, which goes on unrecorded: the board says so on a line
+    /// of its own ([`NOTICE_JOB`]), and the batches meet any real trouble themselves.
+    async fn begin_run(&self, options: &RunOptions, batch_size: usize) -> Option<RunId> {
+        if options.dry_run {
+            return None;
+        }
+        let name = self.migrator.migration_name();
+        let record = RunRecord::new(name, self.run_settings(options, batch_size));
+        match self.store.begin_run(&record).await {
+            Ok(id) => Some(id),
+            Err(error) => {
+                self.notice(format!(
+                    "This run is not recorded among the runs of {name}: {error}"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Shows `text` as a warning on the notice line.
+    fn notice(&self, text: String) {
+        let board = &*self.board;
+        board.publish(Event::JobAdded {
+            job: NOTICE_JOB,
+            prefix: String::new(),
+        });
+        board.publish(Event::JobText {
+            job: NOTICE_JOB,
+            text,
+        });
+        board.publish(Event::JobStatus {
+            job: NOTICE_JOB,
+            status: JobStatus::Warning,
+        });
+        board.publish(Event::JobFinished { job: NOTICE_JOB });
+    }
+
     /// The summary line while the run goes on (the board adds the rate).
     fn progress_text(shared: &Shared) -> String {
         let counts = &shared.counts;
@@ -186,6 +246,7 @@ impl MigrationOverseer for Overseer {
         };
         let block_size = self.scanner.block_size().max(1);
         let batch_size = self.migrator.batch_size().max(1);
+        let run = self.begin_run(&options, batch_size).await;
         // What the jobs and the channel hold, twice, and a page: below that the jobs would
         // wait for the scanner even with no slow record.
         let floor = (2 * self.config.processes.max(1))
@@ -262,6 +323,7 @@ impl MigrationOverseer for Overseer {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let checkpoint_every = Duration::from_millis(self.config.checkpoint_interval_millis);
         let mut last_save = Instant::now();
+        let mut last_heartbeat = Instant::now();
         let mut grace_deadline: Option<Instant> = None;
         // When the grace period that began with the halt ends: the jobs and the scanner share
         // it, so that a stop takes the grace period once, not once per part.
@@ -286,6 +348,14 @@ impl MigrationOverseer for Overseer {
                         done: shared.counts.handled(),
                         total: Some(total.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX),
                     });
+                    // A missed heartbeat is not worth stopping for: the next one may pass, and a
+                    // database that is really gone stops the batches.
+                    if let Some(run) = &run
+                        && last_heartbeat.elapsed() >= HEARTBEAT_PERIOD
+                    {
+                        last_heartbeat = Instant::now();
+                        let _ = self.store.heartbeat(run).await;
+                    }
                     if !options.dry_run && last_save.elapsed() >= checkpoint_every {
                         last_save = Instant::now();
                         let (checkpoint, changed) = tracker.snapshot();
@@ -405,6 +475,13 @@ impl MigrationOverseer for Overseer {
                 && !options.dry_run)
                 .then(|| self.store.failures_location()),
         };
+        // Like its start, the end of a run that cannot be recorded does not change how the
+        // run ended; `status` then shows it as ended without a word.
+        if let Some(run) = &run
+            && let Err(error) = self.store.end_run(run, &summary).await
+        {
+            self.notice(format!("The end of this run is not recorded: {error}"));
+        }
         board.publish(Event::JobText {
             job: SUMMARY_JOB,
             text: summary.to_string(),

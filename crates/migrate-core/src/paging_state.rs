@@ -30,6 +30,11 @@ fn read_all(path: &Path) -> Result<BTreeMap<String, Checkpoint>, BoxError> {
     }
 }
 
+/// Every checkpoint in the file, by `migration/scope`.
+pub(crate) fn all(path: &Path) -> Result<BTreeMap<String, Checkpoint>, BoxError> {
+    read_all(path)
+}
+
 /// The checkpoint saved under `key`, if any.
 pub(crate) fn load(path: &Path, key: &CheckpointKey) -> Result<Option<Checkpoint>, BoxError> {
     Ok(read_all(path)?.remove(&entry(key)))

@@ -19,6 +19,9 @@ use crate::connection::{Backend, Connection};
 use crate::db::{context, sql_for};
 use crate::migrator::{AppendFile, FailureRecord};
 use crate::paging_state;
+use crate::report;
+use crate::runs::{ReportQuery, RunId, RunRecord, StoreReport};
+use crate::summary::Summary;
 
 /// Where the progress of migrations is kept.
 #[async_trait]
@@ -50,6 +53,35 @@ pub trait ProgressStore: shaku::Interface + Lifecycle {
 
     /// Where failures are recorded, for the summary.
     fn failures_location(&self) -> String;
+
+    /// Records that a run starts (never called on a dry run). A store that keeps no runs
+    /// returns the id and keeps nothing, which is what this default does.
+    async fn begin_run(&self, run: &RunRecord) -> Result<RunId, BoxError> {
+        Ok(run.id.clone())
+    }
+
+    /// Refreshes the heartbeat of a running run, every
+    /// [`HEARTBEAT_PERIOD`](crate::HEARTBEAT_PERIOD): a run whose heartbeat stops without an
+    /// ending was killed.
+    async fn heartbeat(&self, _run: &RunId) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Records how a run ended, with its counts.
+    async fn end_run(&self, _run: &RunId, _summary: &Summary) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// What the store holds of its migrations, for `db-migrate status`.
+    async fn report(&self, _query: &ReportQuery) -> Result<StoreReport, BoxError> {
+        Err("this progress store keeps nothing that can be reported".into())
+    }
+
+    /// The keys (as CSV lines) of the open failures of `migration`, oldest first; `None` when
+    /// the store does not know which failures are open.
+    async fn open_failure_keys(&self, _migration: &str) -> Result<Option<Vec<String>>, BoxError> {
+        Ok(None)
+    }
 }
 crate::named_interface!(ProgressStore, "progress-store");
 
@@ -273,10 +305,135 @@ impl ProgressStore for DatabaseStore {
             self.connection.display_url()
         )
     }
+
+    async fn begin_run(&self, run: &RunRecord) -> Result<RunId, BoxError> {
+        self.tables().await?;
+        let backend = self.connection.backend();
+        let sql = sql_for(
+            backend,
+            "INSERT INTO migration_runs
+               (migration, run_id, host, pid, settings, started_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        );
+        let started = run.started_at.to_rfc3339();
+        macro_rules! run {
+            ($pool:expr) => {
+                sqlx::query(sql)
+                    .bind(&run.id.migration)
+                    .bind(&run.id.run)
+                    .bind(&run.host)
+                    .bind(i64::from(run.pid))
+                    .bind(run.settings.to_string())
+                    .bind(&started)
+                    .bind(&started)
+                    .execute($pool)
+                    .await
+                    .map(drop)
+            };
+        }
+        match backend {
+            Backend::Sqlite(pool) => {
+                let _writer = self.connection.writer().lock().await;
+                run!(pool)
+            }
+            Backend::Postgres(pool) => run!(pool),
+            Backend::Simulated { .. } => Ok(()),
+        }
+        .map_err(context("writing migration_runs"))?;
+        Ok(run.id.clone())
+    }
+
+    async fn heartbeat(&self, run: &RunId) -> Result<(), BoxError> {
+        let backend = self.connection.backend();
+        let sql = sql_for(
+            backend,
+            "UPDATE migration_runs SET updated_at = ? WHERE migration = ? AND run_id = ?",
+        );
+        let now = chrono::Utc::now().to_rfc3339();
+        macro_rules! run {
+            ($pool:expr) => {
+                sqlx::query(sql)
+                    .bind(&now)
+                    .bind(&run.migration)
+                    .bind(&run.run)
+                    .execute($pool)
+                    .await
+                    .map(drop)
+            };
+        }
+        match backend {
+            Backend::Sqlite(pool) => {
+                let _writer = self.connection.writer().lock().await;
+                run!(pool)
+            }
+            Backend::Postgres(pool) => run!(pool),
+            Backend::Simulated { .. } => Ok(()),
+        }
+        .map_err(context("updating migration_runs"))?;
+        Ok(())
+    }
+
+    async fn end_run(&self, run: &RunId, summary: &Summary) -> Result<(), BoxError> {
+        let backend = self.connection.backend();
+        let sql = sql_for(
+            backend,
+            "UPDATE migration_runs SET updated_at = ?, ended_at = ?, ending = ?, migrated = ?,
+               previously_migrated = ?, gone = ?, failed = ?, abort_reason = ?
+             WHERE migration = ? AND run_id = ?",
+        );
+        let now = chrono::Utc::now().to_rfc3339();
+        let ending = crate::report::ending_name(summary.ending);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        macro_rules! run {
+            ($pool:expr) => {
+                sqlx::query(sql)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(ending)
+                    .bind(count(summary.migrated))
+                    .bind(count(summary.previously_migrated))
+                    .bind(count(summary.gone))
+                    .bind(count(summary.failed))
+                    .bind(&summary.abort_reason)
+                    .bind(&run.migration)
+                    .bind(&run.run)
+                    .execute($pool)
+                    .await
+                    .map(drop)
+            };
+        }
+        match backend {
+            Backend::Sqlite(pool) => {
+                let _writer = self.connection.writer().lock().await;
+                run!(pool)
+            }
+            Backend::Postgres(pool) => run!(pool),
+            Backend::Simulated { .. } => Ok(()),
+        }
+        .map_err(context("updating migration_runs"))?;
+        Ok(())
+    }
+
+    async fn report(&self, query: &ReportQuery) -> Result<StoreReport, BoxError> {
+        Ok(report::database(
+            self.connection.backend(),
+            self.connection.display_url(),
+            query,
+        )
+        .await?)
+    }
+
+    async fn open_failure_keys(&self, migration: &str) -> Result<Option<Vec<String>>, BoxError> {
+        Ok(Some(
+            report::open_failure_keys(self.connection.backend(), migration).await?,
+        ))
+    }
 }
 
 /// Files, for the simulated backend: checkpoints in one JSON file replaced atomically, failures
-/// appended as JSON lines.
+/// appended as JSON lines, and runs as JSON lines beside the failures (`*.runs.jsonl`: a line
+/// when a run begins, a line when it ends; no heartbeat, so a run without an end line is taken
+/// as running while its process lives).
 #[derive(Debug)]
 pub struct FileStore {
     /// The checkpoints (`customer-scanner.paging-state-path`).
@@ -285,6 +442,10 @@ pub struct FileStore {
     failures_file: PathBuf,
     /// The failures file, opened on first write.
     failures: AppendFile,
+    /// The runs, a JSON object per line (see [`FileStore::runs_file_beside`]).
+    runs_file: PathBuf,
+    /// The runs file, opened on first write.
+    runs: AppendFile,
 }
 
 impl FileStore {
@@ -298,20 +459,44 @@ impl FileStore {
         log_file.with_file_name(name)
     }
 
-    /// A store keeping checkpoints in `paging_state` and failures in `failures_file`.
+    /// The runs file beside a failures file: `x.failures.jsonl` gives `x.runs.jsonl`.
+    pub fn runs_file_beside(failures_file: &std::path::Path) -> PathBuf {
+        let name = failures_file
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = name.strip_suffix(".failures.jsonl").unwrap_or(&name);
+        failures_file.with_file_name(format!("{stem}.runs.jsonl"))
+    }
+
+    /// A store keeping checkpoints in `paging_state`, failures in `failures_file` and runs
+    /// beside it.
     pub fn new(paging_state: PathBuf, failures_file: PathBuf) -> FileStore {
         FileStore {
             paging_state,
+            runs_file: Self::runs_file_beside(&failures_file),
             failures_file,
             failures: AppendFile::default(),
+            runs: AppendFile::default(),
         }
+    }
+
+    /// Appends a line to the runs file, durably.
+    fn append_run_line(&self, line: &report::RunLine) -> Result<(), BoxError> {
+        let mut bytes = serde_json::to_vec(line)?;
+        bytes.push(b'\n');
+        self.runs.append(&self.runs_file, &bytes)?;
+        self.runs.sync()?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Lifecycle for FileStore {
     async fn stop(&self) -> Result<(), BoxError> {
-        Ok(self.failures.close()?)
+        let failures = self.failures.close();
+        self.runs.close()?;
+        Ok(failures?)
     }
 }
 
@@ -365,6 +550,25 @@ impl ProgressStore for FileStore {
 
     fn failures_location(&self) -> String {
         self.failures_file.display().to_string()
+    }
+
+    async fn begin_run(&self, run: &RunRecord) -> Result<RunId, BoxError> {
+        self.append_run_line(&report::RunLine::Begin(run.clone()))?;
+        Ok(run.id.clone())
+    }
+
+    async fn end_run(&self, run: &RunId, summary: &Summary) -> Result<(), BoxError> {
+        self.append_run_line(&report::RunLine::end(run, summary))
+    }
+
+    async fn report(&self, query: &ReportQuery) -> Result<StoreReport, BoxError> {
+        let (paging, failures, runs, query) = (
+            self.paging_state.clone(),
+            self.failures_file.clone(),
+            self.runs_file.clone(),
+            query.clone(),
+        );
+        blocking(move || report::files(&paging, &failures, &runs, &query)).await
     }
 }
 

@@ -10,6 +10,7 @@ mod keys;
 mod postgres_server;
 mod run;
 mod seed;
+mod status;
 mod trouble;
 mod util;
 mod visualize;

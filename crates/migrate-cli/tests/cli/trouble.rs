@@ -62,14 +62,14 @@ async fn sqlite_scalar(url: &str, sql: &'static str) -> i64 {
 }
 
 /// A PostgreSQL database of its own for one test, dropped by [`PgDatabase::drop_it`].
-struct PgDatabase {
-    url: String,
+pub(crate) struct PgDatabase {
+    pub(crate) url: String,
     admin: PgPool,
     name: String,
 }
 
 impl PgDatabase {
-    async fn new(tag: &str) -> Option<PgDatabase> {
+    pub(crate) async fn new(tag: &str) -> Option<PgDatabase> {
         let server = postgres_server()?;
         let name = format!("dbm_cli_{tag}_{}", std::process::id());
         let admin = PgPool::connect(&server).await.unwrap();
@@ -93,7 +93,7 @@ impl PgDatabase {
         Some(PgDatabase { url, admin, name })
     }
 
-    async fn drop_it(self) {
+    pub(crate) async fn drop_it(self) {
         let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(&self.admin)
