@@ -204,6 +204,7 @@ async fn a_role_with_only_row_rights_runs_once_the_tables_exist_on_postgres() {
         "migration_failures",
         "migration_checkpoints",
         "migration_audit",
+        "migration_runs",
     ];
     for table in tables {
         db.execute(&format!(
