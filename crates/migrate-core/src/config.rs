@@ -372,7 +372,7 @@ impl Config {
             "connection.simulated-customers",
             c.simulated_customers,
             0,
-            crate::simulated::MAX_CUSTOMERS,
+            crate::customer::simulated::MAX_CUSTOMERS,
         );
         checks.check(
             ["simulated:", "sqlite:", "postgres:", "postgresql:"]

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, PgPool, SqlitePool};
 
-use crate::component::{BoxError, Lifecycle};
+use crate::components::component::{BoxError, Lifecycle};
 use crate::config::ConnectionConfig;
 
 /// A failure to open the backend named by `connection.url`.

@@ -46,76 +46,60 @@
 
 extern crate self as migrate_core;
 
-mod board;
-mod bookkeeping;
-mod checkpoint;
-mod component;
+mod components;
 mod config;
 mod connection;
 mod customer;
-mod db;
-mod declarative;
-mod events;
-mod graph;
-mod job;
-mod key;
-mod lifecycle;
+mod database;
+mod engine;
 mod migration;
-mod migrator;
 mod module;
-mod overseer;
-mod paging_state;
-mod report;
-mod retry;
-mod runs;
-mod scanner;
-mod seed;
-mod simulated;
 mod store;
-mod summary;
-mod system;
 
-pub use board::{EventBoard, RecordingBoard, StatusBoard};
-pub use bookkeeping::BatchJournal;
-pub use checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
-pub use component::{BoxError, ComponentDescriptor, ComponentInfo, Lifecycle, NamedInterface};
+pub use components::component::{
+    BoxError, ComponentDescriptor, ComponentInfo, Lifecycle, NamedInterface,
+};
+pub use components::graph::{ComponentGraph, GraphError};
+pub use components::lifecycle::LifecycleError;
+pub use components::system::{System, SystemBuilder, SystemModule};
 pub use config::{
     BoardMode, Config, ConnectionConfig, InvalidValue, MigrationConfig, MigratorConfig,
     ScannerConfig, StatusBoardConfig,
 };
 pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
-pub use customer::{CUSTOMER_MIGRATION, CustomerMigration, SimulatedCustomers};
-pub use db::{DbError, split_full_name};
-pub use declarative::{MigrationSpec, SpecError, SqlMigration};
-pub use events::{Event, JobId, JobStatus};
-pub use graph::{ComponentGraph, GraphError};
-pub use key::{Key, KeyColumn, KeyKind, KeyValue};
-pub use lifecycle::LifecycleError;
-pub use migrate_derive::Dependencies;
-pub use migration::{Migration, Noun};
-pub use migrator::{
-    BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,
-};
-pub use module::{
-    BuildError, MigrationModule, build_migration_system, builder_for, migration_builder, overseer,
-};
-pub use overseer::{
-    FIRST_PROCESS_JOB, MigrationOverseer, NOTICE_JOB, Overseer, RunError, RunOptions, SCANNER_JOB,
-    SUMMARY_JOB,
-};
-pub use retry::backoff;
-pub use runs::{
-    CheckpointRow, FailureRow, HEARTBEAT_PERIOD, MigrationReport, ReportQuery, RunCounts, RunId,
-    RunRecord, RunRow, RunState, STALE_AFTER, StoreReport, host_name,
-};
-pub use scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
-pub use seed::{
+pub use customer::seed::{
     DemoCustomer, DemoOrder, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, demo_order,
     seed_customers,
 };
+pub use customer::sql::split_full_name;
+pub use customer::{CUSTOMER_MIGRATION, CustomerMigration, SimulatedCustomers};
+pub use database::DbError;
+pub use engine::board::{EventBoard, RecordingBoard, StatusBoard};
+pub use engine::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
+pub use engine::events::{Event, JobId, JobStatus};
+pub use engine::migrator::{
+    BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,
+};
+pub use engine::overseer::{
+    FIRST_PROCESS_JOB, MigrationOverseer, NOTICE_JOB, Overseer, RunError, RunOptions, SCANNER_JOB,
+    SUMMARY_JOB,
+};
+pub use engine::retry::backoff;
+pub use engine::scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
+pub use engine::summary::{Ending, Summary, spell_duration, thousands};
+pub use migrate_derive::Dependencies;
+pub use migration::declarative::{MigrationSpec, SpecError, SqlMigration};
+pub use migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+pub use migration::{Migration, Noun};
+pub use module::{
+    BuildError, MigrationModule, build_migration_system, builder_for, migration_builder, overseer,
+};
+pub use store::bookkeeping::BatchJournal;
+pub use store::runs::{
+    CheckpointRow, FailureRow, HEARTBEAT_PERIOD, MigrationReport, ReportQuery, RunCounts, RunId,
+    RunRecord, RunRow, RunState, STALE_AFTER, StoreReport, host_name,
+};
 pub use store::{DatabaseStore, FileStore, ProgressStore};
-pub use summary::{Ending, Summary, spell_duration, thousands};
-pub use system::{System, SystemBuilder, SystemModule};
 
 /// shaku, re-exported so that embedders name the same version.
 pub use shaku;

@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
-use crate::board::StatusBoard;
+use crate::components::graph::GraphError;
+use crate::components::system::{System, SystemBuilder};
 use crate::config::Config;
 use crate::connection::{Backend, ConnectionError, DatabaseConnection};
 use crate::customer::{CustomerMigration, SimulatedCustomers};
-use crate::graph::GraphError;
+use crate::engine::board::StatusBoard;
+use crate::engine::migrator::{BatchMigrator, Migrator};
+use crate::engine::overseer::{MigrationOverseer, Overseer};
+use crate::engine::scanner::{PagingScanner, Scanner};
 use crate::migration::Migration;
-use crate::migrator::{BatchMigrator, Migrator};
-use crate::overseer::{MigrationOverseer, Overseer};
-use crate::scanner::{PagingScanner, Scanner};
 use crate::store::{DatabaseStore, FileStore, ProgressStore};
-use crate::system::{System, SystemBuilder};
 
 // The seed named the scanner and the migrator after its customers; the graph keeps its names.
 crate::named_interface!(Scanner, "customer-scanner");
@@ -20,11 +20,11 @@ crate::named_interface!(Migrator, "customer-migrator");
 
 #[allow(missing_docs)]
 mod declared {
-    use crate::board::EventBoard;
     use crate::connection::DatabaseConnection;
-    use crate::migrator::BatchMigrator;
-    use crate::overseer::Overseer;
-    use crate::scanner::PagingScanner;
+    use crate::engine::board::EventBoard;
+    use crate::engine::migrator::BatchMigrator;
+    use crate::engine::overseer::Overseer;
+    use crate::engine::scanner::PagingScanner;
     use crate::store::DatabaseStore;
 
     crate::system_module! {

@@ -1,0 +1,420 @@
+//! One migration job, and what the jobs of a run share: the channel, the tracker, the counts,
+//! retries with backoff, and the halt.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::components::component::BoxError;
+use crate::config::MigrationConfig;
+use crate::engine::board::StatusBoard;
+use crate::engine::checkpoint::Tracker;
+use crate::engine::events::{Event, JobId, JobStatus};
+use crate::engine::migrator::{BatchError, FailureRecord, Migrator, Outcome, RecordFailure};
+use crate::engine::retry::{RateLimit, backoff};
+use crate::engine::scanner::Work;
+use crate::engine::summary::thousands;
+use crate::migration::key::Key;
+use crate::store::ProgressStore;
+
+/// Record counts, shared by the jobs.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) migrated: AtomicU64,
+    pub(crate) previously_migrated: AtomicU64,
+    pub(crate) gone: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+impl Counts {
+    pub(crate) fn handled(&self) -> u64 {
+        self.migrated.load(Ordering::Relaxed)
+            + self.previously_migrated.load(Ordering::Relaxed)
+            + self.gone.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// What every job of one run shares.
+pub(crate) struct Shared {
+    pub(crate) migrator: Arc<dyn Migrator>,
+    /// Where failures are recorded.
+    pub(crate) store: Arc<dyn ProgressStore>,
+    pub(crate) board: Arc<dyn StatusBoard>,
+    pub(crate) config: MigrationConfig,
+    pub(crate) dry_run: bool,
+    pub(crate) batch_size: usize,
+    /// The scanner's channel; jobs take turns receiving from it.
+    pub(crate) ids: tokio::sync::Mutex<mpsc::Receiver<Work>>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) counts: Counts,
+    pub(crate) rate: Option<RateLimit>,
+    /// Cancelled to stop taking work: on shutdown (a child of its token) or on abort.
+    pub(crate) halt: CancellationToken,
+    /// `halt` as a plain flag for the jobs' hot loop: `CancellationToken::is_cancelled` takes a
+    /// lock, and the jobs ask after every batch. Set by a watcher task (see `run`).
+    pub(crate) halted: AtomicBool,
+    /// Why the run aborted, once it has.
+    pub(crate) abort: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn abort(&self, reason: String) {
+        let mut abort = self.abort.lock().expect("abort lock");
+        if abort.is_none() {
+            *abort = Some(reason);
+        }
+        self.halt.cancel();
+    }
+
+    pub(crate) fn abort_reason(&self) -> Option<String> {
+        self.abort.lock().expect("abort lock").clone()
+    }
+
+    /// One call to the migrator, with a panic turned into a transient error.
+    async fn try_migrate(&self, ids: &[Key]) -> Result<Vec<Outcome>, BatchError> {
+        match AssertUnwindSafe(self.migrator.migrate(ids, self.dry_run))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(outcomes)) if outcomes.len() == ids.len() => Ok(outcomes),
+            Ok(Ok(outcomes)) => Err(BatchError::Transient(
+                format!(
+                    "the migrator returned {} outcomes for {} records",
+                    outcomes.len(),
+                    ids.len()
+                )
+                .into(),
+            )),
+            Ok(Err(error)) => Err(error),
+            Err(panic) => Err(BatchError::Transient(
+                format!("the migrator panicked: {}", panic_message(&*panic)).into(),
+            )),
+        }
+    }
+
+    /// Migrates `ids` as one batch; records that fail in a way that may pass are retried alone
+    /// with backoff. Fills `results` with one entry per id, in the order of `ids`: the
+    /// record's final outcome and its number of attempts, or `None` when the record is not
+    /// done (the run halted before it was settled: the next run migrates it). `results` is a
+    /// buffer the job reuses: this runs once per batch.
+    async fn migrate_batch(&self, ids: &[Key], results: &mut Vec<Option<(Outcome, u32)>>) {
+        results.clear();
+        let outcomes = match self.try_migrate(ids).await {
+            Ok(outcomes) => outcomes,
+            Err(BatchError::Fatal { error, committed }) => {
+                self.abort(error.to_string());
+                match committed {
+                    // What the batch committed counts; a record that could have passed on
+                    // another try is left for the next run rather than recorded as failed.
+                    Some(outcomes) => {
+                        results.extend(outcomes.into_iter().map(|outcome| match outcome {
+                            Outcome::Failed(f) if f.retryable => None,
+                            outcome => Some((outcome, 1)),
+                        }))
+                    }
+                    None => results.resize(ids.len(), None),
+                }
+                return;
+            }
+            // A batch that failed as a whole: find the culprit by trying each record alone.
+            Err(error) => {
+                let attempts_made = u32::from(ids.len() == 1);
+                let last = match error {
+                    BatchError::Rejected(e) if ids.len() == 1 => {
+                        let failure = RecordFailure::permanent(e.to_string());
+                        results.push(Some((Outcome::Failed(failure), 1)));
+                        return;
+                    }
+                    BatchError::Rejected(e) => Failure::Rejected(e.to_string()),
+                    other => Failure::Transient(RecordFailure::transient(other.to_string())),
+                };
+                for id in ids {
+                    let result = self.migrate_alone(id, attempts_made, last.clone()).await;
+                    results.push(result);
+                }
+                return;
+            }
+        };
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            results.push(match outcome {
+                Outcome::Failed(failure) if failure.retryable => {
+                    self.migrate_alone(id, 1, Failure::Transient(failure)).await
+                }
+                other => Some((other, 1)),
+            });
+        }
+    }
+
+    /// Tries one record alone until it succeeds, fails for good, or runs out of attempts.
+    /// `None` when the run halted first (the record is left for the next run).
+    async fn migrate_alone(
+        &self,
+        id: &Key,
+        mut attempts: u32,
+        last: Failure,
+    ) -> Option<(Outcome, u32)> {
+        let initial = Duration::from_millis(self.config.retry_initial_delay_millis);
+        let max = Duration::from_millis(self.config.retry_max_delay_millis);
+        // A stop or an abort settles nothing more: what is left goes to the next run.
+        if self.halt.is_cancelled() {
+            return None;
+        }
+        let mut last = match last {
+            // A rejected batch: one try alone tells whether this record is the one.
+            Failure::Rejected(message) => match self.try_migrate(std::slice::from_ref(id)).await {
+                Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
+                    Outcome::Failed(failure) if failure.retryable => {
+                        attempts = 1;
+                        failure
+                    }
+                    outcome => return Some((outcome, 1)),
+                },
+                Err(BatchError::Rejected(error)) => {
+                    return Some((
+                        Outcome::Failed(RecordFailure::permanent(error.to_string())),
+                        1,
+                    ));
+                }
+                Err(BatchError::Fatal { error, committed }) => {
+                    return self.fatal_alone(error, committed);
+                }
+                Err(other) => {
+                    attempts = 1;
+                    RecordFailure::transient(format!("{other} (after: {message})"))
+                }
+            },
+            Failure::Transient(failure) => failure,
+        };
+        while attempts < self.config.retry_attempts {
+            if attempts > 0 {
+                // A stop or an abort does not wait for a long backoff to pass.
+                tokio::select! {
+                    biased;
+                    () = self.halt.cancelled() => return None,
+                    () = tokio::time::sleep(backoff(attempts, initial, max)) => {}
+                }
+            } else if self.halt.is_cancelled() {
+                return None;
+            }
+            attempts += 1;
+            match self.try_migrate(std::slice::from_ref(id)).await {
+                Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
+                    Outcome::Failed(failure) if failure.retryable => last = failure,
+                    outcome => return Some((outcome, attempts)),
+                },
+                Err(BatchError::Rejected(error)) => {
+                    return Some((
+                        Outcome::Failed(RecordFailure::permanent(error.to_string())),
+                        attempts,
+                    ));
+                }
+                Err(BatchError::Fatal { error, committed }) => {
+                    return self.fatal_alone(error, committed);
+                }
+                Err(error) => last = RecordFailure::transient(error.to_string()),
+            }
+        }
+        Some((Outcome::Failed(last), attempts.max(1)))
+    }
+
+    /// A fatal error while trying one record alone: the run aborts; the record counts when its
+    /// migration was committed before the error.
+    fn fatal_alone(
+        &self,
+        error: BoxError,
+        committed: Option<Vec<Outcome>>,
+    ) -> Option<(Outcome, u32)> {
+        self.abort(error.to_string());
+        match committed.and_then(|mut outcomes| outcomes.pop()) {
+            Some(Outcome::Failed(f)) if f.retryable => None,
+            outcome => outcome.map(|outcome| (outcome, 1)),
+        }
+    }
+}
+
+/// The failure that sends a record to be tried alone.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// It, or its batch, failed in a way that may pass: retry with backoff.
+    Transient(RecordFailure),
+    /// Its batch was refused by the database (this message): try it once alone.
+    Rejected(String),
+}
+
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic".to_owned()
+    }
+}
+
+/// Takes up to a batch of ids for one job: what the channel holds, then, if that is less than
+/// a batch, what arrives within `batch-linger-millis`. The job keeps the receiver meanwhile, so
+/// jobs fill their batches in turn instead of all sharing what is there. Returns 0 when the
+/// channel is closed and drained.
+async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
+    let batch = shared.batch_size;
+    let mut ids = shared.ids.lock().await;
+    // Biased towards the channel: when ids are there, the halt is not even looked at (it takes
+    // a lock); a job waiting for a scanner stuck in a query stops at once on a halt.
+    let mut taken = tokio::select! {
+        biased;
+        taken = ids.recv_many(work, batch) => taken,
+        () = shared.halt.cancelled() => return 0,
+    };
+    if taken == 0 || taken >= batch {
+        return taken;
+    }
+    let deadline = Instant::now() + Duration::from_millis(shared.config.batch_linger_millis);
+    while taken < batch {
+        match tokio::time::timeout_at(deadline, ids.recv_many(work, batch - taken)).await {
+            Ok(0) | Err(_) => break,
+            Ok(more) => taken += more,
+        }
+    }
+    taken
+}
+
+/// One migration job: takes ids until the channel is drained or the run halts.
+pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
+    let board = &*shared.board;
+    board.publish(Event::JobAdded { job, prefix });
+    let event_interval = Duration::from_millis(shared.config.event_interval_millis);
+    let mut last_text: Option<Instant> = None;
+    let mut work = Vec::with_capacity(shared.batch_size);
+    let mut ids = Vec::with_capacity(shared.batch_size);
+    let mut results = Vec::with_capacity(shared.batch_size);
+    let mut failures = Vec::new();
+    let mut failed_seqs = Vec::new();
+    let mut done = Vec::with_capacity(shared.batch_size);
+    let mut had_failure = false;
+    let mut handled = 0u64;
+    loop {
+        work.clear();
+        if shared.halted.load(Ordering::Relaxed) {
+            break;
+        }
+        // No select on the halt here: when the run halts, the scanner returns and drops its
+        // sender, which wakes a job waiting for ids. What a job takes after the halt is not
+        // started, so not marked done: the next run migrates it.
+        let taken = take_batch(&shared, &mut work).await;
+        if taken == 0 || shared.halted.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(rate) = &shared.rate {
+            tokio::select! {
+                biased;
+                () = shared.halt.cancelled() => break,
+                () = rate.acquire(taken) => {}
+            }
+        }
+        ids.clear();
+        ids.extend(work.iter().map(|w| w.key.clone()));
+        let now = Instant::now();
+        if last_text.is_none_or(|t| now.duration_since(t) >= event_interval) {
+            last_text = Some(now);
+            let noun = shared.migrator.noun();
+            let text = match ids.as_slice() {
+                [one] => format!("Migrating {} {one}", noun.one),
+                [first, .., last] => format!("Migrating {} {first} to {last}", noun.many),
+                [] => unreachable!("recv_many took at least one"),
+            };
+            board.publish(Event::JobText { job, text });
+        }
+        shared.migrate_batch(&ids, &mut results).await;
+        let (mut migrated, mut previously, mut gone) = (0, 0, 0);
+        done.clear();
+        failures.clear();
+        failed_seqs.clear();
+        for ((key, item), result) in ids.iter().zip(&work).zip(results.drain(..)) {
+            // A record without a result (the run halted first) is not done: the next run
+            // migrates it.
+            let Some((outcome, attempts)) = result else {
+                continue;
+            };
+            match outcome {
+                Outcome::Migrated => migrated += 1,
+                Outcome::PreviouslyMigrated => previously += 1,
+                Outcome::Gone => gone += 1,
+                Outcome::Failed(failure) => {
+                    failures.push(FailureRecord {
+                        key: key.clone(),
+                        error: failure.message,
+                        attempts,
+                        at: chrono::Utc::now(),
+                    });
+                    failed_seqs.push(item.seq);
+                    continue;
+                }
+            }
+            done.push(item.seq);
+        }
+        // What the batch committed counts, whatever happens to its failures next.
+        let counts = &shared.counts;
+        counts.migrated.fetch_add(migrated, Ordering::Relaxed);
+        counts
+            .previously_migrated
+            .fetch_add(previously, Ordering::Relaxed);
+        counts.gone.fetch_add(gone, Ordering::Relaxed);
+        if !failures.is_empty() {
+            if !shared.dry_run
+                && let Err(error) = shared
+                    .store
+                    .record_failures(shared.migrator.migration_name(), &failures)
+                    .await
+            {
+                // Unrecorded failures are neither counted nor marked done: the next run tries
+                // them again.
+                shared.abort(format!("while recording failures: {error}"));
+            } else {
+                done.extend_from_slice(&failed_seqs);
+                let failed = failures.len() as u64;
+                let total_failed = counts.failed.fetch_add(failed, Ordering::Relaxed) + failed;
+                if !had_failure {
+                    had_failure = true;
+                    board.publish(Event::JobStatus {
+                        job,
+                        status: JobStatus::Warning,
+                    });
+                }
+                let limit = shared.config.max_failures;
+                if limit > 0 && total_failed > limit {
+                    shared.abort(format!(
+                        "more than {} records failed (customer-migration.max-failures)",
+                        thousands(limit)
+                    ));
+                }
+            }
+        }
+        handled += done.len() as u64;
+        shared.tracker.complete(done.iter().copied());
+    }
+    board.publish(Event::JobText {
+        job,
+        text: format!(
+            "Done, after {} {}",
+            thousands(handled),
+            shared.migrator.noun().count(handled)
+        ),
+    });
+    board.publish(Event::JobStatus {
+        job,
+        status: if had_failure {
+            JobStatus::Warning
+        } else {
+            JobStatus::Success
+        },
+    });
+    board.publish(Event::JobFinished { job });
+}

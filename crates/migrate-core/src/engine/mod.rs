@@ -1,0 +1,15 @@
+//! The engine: one run of any migration. The scanner pages through its keys (`scanner`), jobs
+//! migrate batches of them with retries (`job`, `retry`, through the `migrator`), the tracker
+//! keeps gap-free progress (`checkpoint`), the overseer runs it all (`overseer`), and every step
+//! is an event for the status board (`events`, `board`), down to the summary (`summary`).
+//! Nothing here names a table or a column: that is the migration's business.
+
+pub(crate) mod board;
+pub(crate) mod checkpoint;
+pub(crate) mod events;
+pub(crate) mod job;
+pub(crate) mod migrator;
+pub(crate) mod overseer;
+pub(crate) mod retry;
+pub(crate) mod scanner;
+pub(crate) mod summary;

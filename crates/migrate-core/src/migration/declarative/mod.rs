@@ -1,0 +1,416 @@
+//! Migrations declared in a TOML file: [`SqlMigration`], a [`Migration`] whose table, key and
+//! change are data.
+//!
+//! - `spec.rs` reads and checks the file ([`MigrationSpec`], [`SpecError`]);
+//! - `sql.rs` writes its statements for SQLite or PostgreSQL (a pure function of the file);
+//! - `sqlite.rs` and `postgres.rs` run them, one implementation of [`Runner`] per database,
+//!   chosen once when the migration is built;
+//! - this file holds what both share: the outcome of each key of a batch, and the batch's
+//!   bookkeeping call.
+
+mod postgres;
+mod spec;
+mod sql;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::components::component::BoxError;
+use crate::connection::Backend;
+use crate::database::DbError;
+use crate::engine::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
+use crate::migration::key::{Key, KeyColumn};
+use crate::migration::{Migration, Noun};
+use crate::store::bookkeeping::BatchJournal;
+
+pub use spec::{MigrationSpec, SpecError};
+
+use spec::Dialect;
+use sql::{Args, Plan, Statement};
+
+/// A migration declared in a TOML file: any table, any key, a change written as SQL.
+///
+/// # The file
+///
+/// ```toml
+/// # migrations/orders-normalize.toml: tidy the status and currency of old orders.
+/// name = "orders-normalize"          # default: the file's name without `.toml`
+/// table = "orders"                   # or "schema.table"; names are quoted as written
+/// # The key columns, in the order that sorts the table: integer, text or uuid.
+/// key = [
+///   { column = "region", type = "text" },
+///   { column = "order_no", type = "integer" },
+/// ]
+/// noun = { one = "order", many = "orders" }   # default: record, records
+/// batch-size = 500                   # default: 1000
+///
+/// # Which rows still need the change: the write's guard, so that no row is changed twice.
+/// pending = "normalized_at IS NULL"
+/// # Pending rows that are not valid are not changed: each is a failure with `message`.
+/// valid = "lower(trim(status)) IN ('new', 'paid', 'shipped', 'cancelled')"
+/// message = "unknown order status"
+///
+/// # The change: column = SQL expression, evaluated on the row as it was.
+/// [set]
+/// status = "lower(trim(status))"
+/// currency = "upper(trim(currency))"
+/// normalized_at = "{now}"            # the batch's time, RFC 3339 text: 2026-01-02T03:04:05Z
+///
+/// # Text values bound as parameters, used as {name} in any expression.
+/// [params]
+/// blanks = " \t"
+///
+/// # What differs on one database: replaces `pending`, `valid`, or assignments of `set`
+/// # (one column at a time; a column only set here is added).
+/// [postgres.set]
+/// status = "lower(btrim(status, {blanks}))"
+/// ```
+///
+/// Expressions and predicates are SQL fragments that belong to the file's author, pasted into
+/// the statements as written (predicates between parentheses); names (`table`, key and `set`
+/// columns) must be plain identifiers and are always quoted. A predicate that is NULL counts as
+/// false. `{now}` and the `[params]` names are the only tokens: braces around anything else
+/// (a JSON literal) are SQL text. On SQLite, keep UUIDs as canonical lowercase text.
+///
+/// # What it runs
+///
+/// Pages are keyset pages on row values, `WHERE (k1, k2) > (?, ?) ORDER BY k1, k2 LIMIT ?`,
+/// returned in the database's order (its collation for text, never re-sorted here). A batch is
+/// one transaction: the update applies `set` to the batch's rows that are pending and valid,
+/// and every other key is classified in the same transaction: a missing row is
+/// [`Outcome::Gone`], a row no longer pending [`Outcome::PreviouslyMigrated`], a pending row
+/// that is not valid a permanent failure with `message`, and a pending, valid row that the
+/// update did not change (a concurrent write) a transient failure, tried again. A dry run
+/// only classifies.
+#[derive(Debug)]
+pub struct SqlMigration {
+    /// The file, as read.
+    spec: MigrationSpec,
+    /// Its statements for the backend.
+    plan: Plan,
+    /// Runs them: one implementation per database, chosen when the migration is built.
+    runner: Box<dyn Runner>,
+    /// The database, for the bookkeeping tables.
+    backend: Backend,
+    /// The audit and failure bookkeeping each batch writes in its transaction, prepared
+    /// (its tables created) before the first batch that writes: never on a dry run.
+    journal: tokio::sync::OnceCell<BatchJournal>,
+}
+
+impl SqlMigration {
+    /// Reads the migration file at `path` for `backend`.
+    pub fn from_file(path: impl AsRef<Path>, backend: &Backend) -> Result<SqlMigration, SpecError> {
+        SqlMigration::new(MigrationSpec::from_file(path)?, backend)
+    }
+
+    /// The migration `spec` on `backend` (SQLite or PostgreSQL).
+    pub fn new(spec: MigrationSpec, backend: &Backend) -> Result<SqlMigration, SpecError> {
+        let (dialect, runner): (Dialect, Box<dyn Runner>) = match backend {
+            Backend::Sqlite(pool) => (
+                Dialect::Sqlite,
+                Box::new(sqlite::SqliteRunner::new(pool.clone())),
+            ),
+            Backend::Postgres(pool) => (
+                Dialect::Postgres,
+                Box::new(postgres::PostgresRunner::new(
+                    pool.clone(),
+                    DEFAULT_LOCK_TIMEOUT,
+                )),
+            ),
+            Backend::Simulated { .. } => return Err(SpecError::Simulated { file: spec.file }),
+        };
+        Ok(SqlMigration {
+            plan: Plan::new(&spec, dialect),
+            spec,
+            runner,
+            backend: backend.clone(),
+            journal: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Bounds each batch's wait for a row lock on PostgreSQL (its `lock_timeout`): a batch
+    /// blocked longer fails and is retried, so that it never holds up a stop for longer.
+    pub fn with_lock_timeout(mut self, lock_timeout: Duration) -> SqlMigration {
+        self.runner.set_lock_timeout(lock_timeout);
+        self
+    }
+
+    /// The file and what it declares.
+    pub fn spec(&self) -> &MigrationSpec {
+        &self.spec
+    }
+}
+
+/// The lock timeout of a batch on PostgreSQL unless [`SqlMigration::with_lock_timeout`] says
+/// otherwise: long enough for an application's short transactions, short enough for a stop.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[async_trait]
+impl Migration for SqlMigration {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn noun(&self) -> &Noun {
+        &self.spec.noun
+    }
+
+    fn key_columns(&self) -> &[KeyColumn] {
+        &self.spec.key
+    }
+
+    async fn check(&self) -> Result<(), BoxError> {
+        let file = &self.spec.file;
+        let table = &self.spec.table;
+        let Some(columns) = self.runner.columns(table).await? else {
+            return Err(PreflightError::new(format!(
+                "{file}: there is no table {table} (named by `table`)"
+            ))
+            .into());
+        };
+        let has = |name: &str| columns.iter().any(|c| self.runner.same_column(c, name));
+        let missing: Vec<&str> = self
+            .spec
+            .key
+            .iter()
+            .map(|k| k.name.as_str())
+            .chain(
+                self.spec
+                    .resolve(self.plan.dialect)
+                    .set
+                    .iter()
+                    .map(|(_, c, _)| *c),
+            )
+            .filter(|name| !has(name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(PreflightError::new(format!(
+                "{file}: table {table} has no column {} (named by `key` or `set`)",
+                missing.join(", ")
+            ))
+            .into());
+        }
+        let statements = self
+            .plan
+            .fragments
+            .iter()
+            .map(|(key, s)| (format!("in `{key}`"), s))
+            .chain([
+                ("in the page query".to_owned(), self.plan.page(true, true)),
+                ("in the count query".to_owned(), self.plan.count(true, true)),
+                ("in the classifying query".to_owned(), &self.plan.classify),
+                ("in the update".to_owned(), &self.plan.update),
+            ]);
+        for (place, statement) in statements {
+            if let Err(error) = self.runner.prepare(&self.plan, statement).await {
+                return Err(match error {
+                    sqlx::Error::Database(e) => {
+                        PreflightError::new(format!("{file}: {place}: {e}")).into()
+                    }
+                    other => Box::new(crate::database::context(
+                        "preparing the migration's statements",
+                    )(other)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn page(
+        &self,
+        after: Option<&Key>,
+        end: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>, BoxError> {
+        let args = Args {
+            after,
+            end,
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            ..Args::default()
+        };
+        let statement = self.plan.page(after.is_some(), end.is_some());
+        Ok(self.runner.page(&self.plan, statement, args).await?)
+    }
+
+    async fn remaining(
+        &self,
+        after: Option<&Key>,
+        end: Option<&Key>,
+    ) -> Result<Option<u64>, BoxError> {
+        let args = Args {
+            after,
+            end,
+            ..Args::default()
+        };
+        let statement = self.plan.count(after.is_some(), end.is_some());
+        Ok(Some(self.runner.count(&self.plan, statement, args).await?))
+    }
+
+    async fn migrate(&self, keys: &[Key], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let journal = if dry_run {
+            None
+        } else {
+            let prepare = || BatchJournal::prepare(&self.backend, &self.spec.name);
+            Some(self.journal.get_or_try_init(prepare).await?)
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let batch = Batch {
+            keys,
+            journal,
+            args: Args {
+                now: &now,
+                params: &self.spec.params,
+                batch: keys,
+                ..Args::default()
+            },
+            message: self.spec.message.as_deref().unwrap_or("not valid"),
+        };
+        Ok(self.runner.migrate(&self.plan, &batch, dry_run).await?)
+    }
+
+    fn default_batch_size(&self) -> usize {
+        self.spec.batch_size.unwrap_or(1000)
+    }
+}
+
+/// A batch to migrate: its keys, the values of its statements' parameters, the message of its
+/// invalid rows, and its bookkeeping (none on a dry run).
+#[derive(Debug)]
+struct Batch<'a> {
+    keys: &'a [Key],
+    journal: Option<&'a BatchJournal>,
+    args: Args<'a>,
+    message: &'a str,
+}
+
+/// Runs the statements of a [`Plan`] on one kind of database.
+#[async_trait]
+trait Runner: Send + Sync + std::fmt::Debug {
+    /// The columns of `table` (`schema.table`), or `None` when there is no such table.
+    async fn columns(&self, table: &str) -> Result<Option<Vec<String>>, DbError>;
+
+    /// Whether the column found as `found` is the column the file names `name` (SQLite
+    /// ignores the case of names, quoted or not; PostgreSQL does not, once they are quoted).
+    fn same_column(&self, found: &str, name: &str) -> bool;
+
+    /// Prepares `statement` without running it: the database's verdict on the file's SQL.
+    async fn prepare(&self, plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error>;
+
+    /// A page of keys, in the database's order.
+    async fn page(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<Vec<Key>, DbError>;
+
+    /// A count of keys.
+    async fn count(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<u64, DbError>;
+
+    /// Migrates (or, on a dry run, classifies) a batch in one transaction, its bookkeeping
+    /// included: one outcome per key.
+    async fn migrate(
+        &self,
+        plan: &Plan,
+        batch: &Batch<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, DbError>;
+
+    /// See [`SqlMigration::with_lock_timeout`].
+    fn set_lock_timeout(&mut self, _lock_timeout: Duration) {}
+}
+
+/// One outcome per key of a batch: `migrated` were updated now; `states` are the states the
+/// batch's transaction read of the other rows ([`sql::PENDING`] and so on; a key without a
+/// state has no row).
+fn outcomes(
+    batch: &Batch<'_>,
+    migrated: &[Key],
+    states: &HashMap<Key, i64>,
+    dry_run: bool,
+) -> Vec<Outcome> {
+    let migrated: std::collections::HashSet<&Key> = migrated.iter().collect();
+    batch
+        .keys
+        .iter()
+        .map(|key| {
+            if migrated.contains(key) {
+                return Outcome::Migrated;
+            }
+            match states.get(key) {
+                // Deleted since it was paged: nothing to migrate.
+                None => Outcome::Gone,
+                Some(&sql::NOT_PENDING) => Outcome::PreviouslyMigrated,
+                Some(&sql::INVALID) => Outcome::Failed(RecordFailure::permanent(batch.message)),
+                Some(_) if dry_run => Outcome::Migrated,
+                // Pending and valid, yet the update did not change it: a concurrent write
+                // changed it between the statements. Another try will see it as it is now.
+                Some(_) => Outcome::Failed(RecordFailure::transient(format!(
+                    "{key} changed while it was being migrated"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The keys of a batch whose records are settled: migrated now, found migrated, or gone (an
+/// earlier failure of theirs no longer stands).
+fn settled(keys: &[Key], outcomes: &[Outcome]) -> Vec<Key> {
+    keys.iter()
+        .zip(outcomes)
+        .filter(|(_, outcome)| !matches!(outcome, Outcome::Failed(_)))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_key_of_a_batch_gets_its_own_outcome() {
+        let keys: Vec<Key> = (1..=5).map(Key::int).collect();
+        let batch = Batch {
+            keys: &keys,
+            journal: None,
+            args: Args::default(),
+            message: "bad status",
+        };
+        let states = HashMap::from([
+            (Key::int(2), sql::NOT_PENDING),
+            (Key::int(3), sql::INVALID),
+            (Key::int(4), sql::PENDING),
+        ]);
+        let outcomes = outcomes(&batch, &[Key::int(1)], &states, false);
+        assert_eq!(outcomes[0], Outcome::Migrated);
+        assert_eq!(outcomes[1], Outcome::PreviouslyMigrated);
+        assert_eq!(
+            outcomes[2],
+            Outcome::Failed(RecordFailure::permanent("bad status"))
+        );
+        assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.retryable));
+        assert_eq!(outcomes[4], Outcome::Gone);
+        assert_eq!(
+            settled(&keys, &outcomes),
+            [Key::int(1), Key::int(2), Key::int(5)]
+        );
+        let dry = super::outcomes(&batch, &[], &states, true);
+        assert_eq!(
+            dry[3],
+            Outcome::Migrated,
+            "a dry run says what needs migrating"
+        );
+    }
+}

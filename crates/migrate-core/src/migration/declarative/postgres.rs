@@ -1,0 +1,248 @@
+//! A declared migration's statements on PostgreSQL.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
+use sqlx::{
+    Arguments, AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr, Type,
+};
+
+use crate::database::{DbError, context, protocol};
+use crate::engine::migrator::Outcome;
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+
+use super::sql::{Args, Bind, Plan, Statement, Value, quote_table};
+use super::{Batch, Runner};
+
+#[derive(Debug)]
+pub(super) struct PostgresRunner {
+    pool: PgPool,
+    /// Longest wait of a batch for a row lock (see `SqlMigration::with_lock_timeout`).
+    lock_timeout: Duration,
+}
+
+impl PostgresRunner {
+    pub(super) fn new(pool: PgPool, lock_timeout: Duration) -> PostgresRunner {
+        PostgresRunner { pool, lock_timeout }
+    }
+}
+
+/// `statement`'s SQL and its arguments for `args`.
+fn bound(
+    plan: &Plan,
+    statement: &Statement,
+    args: &Args<'_>,
+    doing: &'static str,
+) -> Result<(sqlx::SqlStr, PgArguments), DbError> {
+    let mut arguments = PgArguments::default();
+    for bind in &statement.binds {
+        let added = match bind
+            .value(args, &plan.key)
+            .map_err(|e| protocol(doing, e))?
+        {
+            Value::Int(n) => arguments.add(n),
+            Value::Text(text) => arguments.add(text.into_owned()),
+            Value::Ints(values) => arguments.add(values),
+            Value::Texts(values) => arguments.add(values),
+        };
+        added.map_err(|e| protocol(doing, e))?;
+    }
+    // The statement is the file's own SQL, which its author owns (see `sql`).
+    Ok((
+        AssertSqlSafe(statement.sql.clone()).into_sql_str(),
+        arguments,
+    ))
+}
+
+/// The type each parameter of `statement` is bound as (what [`bound`] binds).
+fn parameter_types(plan: &Plan, statement: &Statement) -> Vec<PgTypeInfo> {
+    let scalar = |kind: KeyKind| match kind {
+        KeyKind::Integer => <i64 as Type<Postgres>>::type_info(),
+        KeyKind::Text | KeyKind::Uuid => <String as Type<Postgres>>::type_info(),
+    };
+    statement
+        .binds
+        .iter()
+        .map(|bind| match *bind {
+            Bind::Param(_) | Bind::Batch => <String as Type<Postgres>>::type_info(),
+            Bind::After(i) | Bind::End(i) => scalar(plan.key[i].kind),
+            Bind::Limit => <i64 as Type<Postgres>>::type_info(),
+            Bind::BatchColumn(i) => match plan.key[i].kind {
+                KeyKind::Integer => <Vec<i64> as Type<Postgres>>::type_info(),
+                KeyKind::Text | KeyKind::Uuid => <Vec<String> as Type<Postgres>>::type_info(),
+            },
+        })
+        .collect()
+}
+
+/// The key in the first columns of `row` (integers read as `bigint`, text and UUIDs as
+/// `text`: see `sql::Gen::read_columns`).
+fn key_from_row(row: &PgRow, columns: &[KeyColumn]) -> Result<Key, sqlx::Error> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| match column.kind {
+            KeyKind::Integer => row.try_get::<i64, _>(i).map(KeyValue::Int),
+            KeyKind::Text | KeyKind::Uuid => row.try_get::<String, _>(i).map(KeyValue::Text),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Key::new)
+}
+
+/// The batch's bookkeeping, written in its transaction before the commit: the audit row of
+/// what it migrated, and the resolution of earlier failures of what is now settled.
+async fn write_journal(
+    conn: &mut PgConnection,
+    batch: &Batch<'_>,
+    migrated: &[Key],
+    settled: &[Key],
+) -> Result<(), DbError> {
+    match batch.journal {
+        Some(journal) => {
+            journal
+                .write_postgres(conn, batch.args.now, migrated, settled)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Runner for PostgresRunner {
+    async fn columns(&self, table: &str) -> Result<Option<Vec<String>>, DbError> {
+        let doing = "reading the columns of the migration's table";
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(quote_table(table))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(context(doing))?;
+        if !exists {
+            return Ok(None);
+        }
+        let columns = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute
+              WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+        )
+        .bind(quote_table(table))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(context(doing))?;
+        Ok(Some(columns))
+    }
+
+    fn same_column(&self, found: &str, name: &str) -> bool {
+        found == name
+    }
+
+    async fn prepare(&self, plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error> {
+        let sql = AssertSqlSafe(statement.sql.clone()).into_sql_str();
+        let types = parameter_types(plan, statement);
+        (&self.pool).prepare_with(sql, &types).await.map(drop)
+    }
+
+    async fn page(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<Vec<Key>, DbError> {
+        let doing = "reading a page of keys";
+        let (sql, arguments) = bound(plan, statement, &args, doing)?;
+        let rows = sqlx::query_with(sql, arguments)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(context(doing))?;
+        rows.iter()
+            .map(|row| key_from_row(row, &plan.key).map_err(context(doing)))
+            .collect()
+    }
+
+    async fn count(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<u64, DbError> {
+        let doing = "counting keys";
+        let (sql, arguments) = bound(plan, statement, &args, doing)?;
+        let count: i64 = sqlx::query_scalar_with(sql, arguments)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(context(doing))?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// The update reads and writes each row in one statement, guarded by the predicates, so
+    /// a concurrent application write is never overwritten with stale values; then one read
+    /// classifies the keys it did not change (each statement sees the latest commits).
+    async fn migrate(
+        &self,
+        plan: &Plan,
+        batch: &Batch<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(context("starting a batch"))?;
+        // For this transaction only: a row locked by another session fails the batch (55P03,
+        // retried) instead of blocking it for longer than this.
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", self.lock_timeout.as_millis().max(1)))
+            .execute(&mut *tx)
+            .await
+            .map_err(context("setting the batch's lock timeout"))?;
+        let migrated: Vec<Key> = if dry_run {
+            Vec::new()
+        } else {
+            let doing = "running the migration's update";
+            let (sql, arguments) = bound(plan, &plan.update, &batch.args, doing)?;
+            let rows = sqlx::query_with(sql, arguments)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(context(doing))?;
+            rows.iter()
+                .map(|row| key_from_row(row, &plan.key).map_err(context(doing)))
+                .collect::<Result<_, _>>()?
+        };
+        let done: HashSet<&Key> = migrated.iter().collect();
+        let rest: Vec<Key> = batch
+            .keys
+            .iter()
+            .filter(|key| !done.contains(key))
+            .cloned()
+            .collect();
+        let mut states = HashMap::new();
+        if !rest.is_empty() {
+            let doing = "classifying a batch";
+            let args = Args {
+                batch: &rest,
+                ..batch.args
+            };
+            let (sql, arguments) = bound(plan, &plan.classify, &args, doing)?;
+            let rows = sqlx::query_with(sql, arguments)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(context(doing))?;
+            for row in &rows {
+                let key = key_from_row(row, &plan.key).map_err(context(doing))?;
+                let state: i32 = row.try_get(plan.key.len()).map_err(context(doing))?;
+                states.insert(key, i64::from(state));
+            }
+        }
+        let outcomes = super::outcomes(batch, &migrated, &states, dry_run);
+        if !dry_run {
+            let settled = super::settled(batch.keys, &outcomes);
+            write_journal(&mut tx, batch, &migrated, &settled).await?;
+        }
+        tx.commit().await.map_err(context("committing a batch"))?;
+        Ok(outcomes)
+    }
+
+    fn set_lock_timeout(&mut self, lock_timeout: Duration) {
+        self.lock_timeout = lock_timeout;
+    }
+}

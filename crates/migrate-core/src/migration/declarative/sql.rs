@@ -1,0 +1,465 @@
+//! The statements of a declared migration, written for SQLite or PostgreSQL.
+//!
+//! Names from the file are plain identifiers (checked when it is read) and always quoted here;
+//! the SQL fragments are the file's own and are pasted as they are, between parentheses where
+//! they are combined with other conditions. Every value (keys, limits, `{now}`, `[params]`) is
+//! a bound parameter: each statement says which, in the order of their numbers.
+
+use std::borrow::Cow;
+
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+
+use super::spec::{Dialect, Expr, MigrationSpec, Param, Piece};
+
+/// What a statement's parameter is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// `{now}` or a `[params]` value.
+    Param(Param),
+    /// The `i`-th value of the key the page starts after.
+    After(usize),
+    /// The `i`-th value of the key the page ends before.
+    End(usize),
+    /// The page's size.
+    Limit,
+    /// SQLite: the batch's keys as one JSON array (a key of several columns as an array).
+    Batch,
+    /// PostgreSQL: the `i`-th value of every key of the batch, as an array.
+    BatchColumn(usize),
+}
+
+/// A statement, and what to bind to its parameters `1..=binds.len()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    pub(crate) binds: Vec<Bind>,
+}
+
+/// A value to bind.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value<'a> {
+    Int(i64),
+    Text(Cow<'a, str>),
+    Ints(Vec<i64>),
+    Texts(Vec<String>),
+}
+
+/// What the parameters of one execution are bound to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Args<'a> {
+    pub(crate) now: &'a str,
+    pub(crate) params: &'a [(String, String)],
+    pub(crate) after: Option<&'a Key>,
+    pub(crate) end: Option<&'a Key>,
+    pub(crate) limit: i64,
+    pub(crate) batch: &'a [Key],
+}
+
+/// Every statement a declared migration runs on one database.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) dialect: Dialect,
+    pub(crate) key: Vec<KeyColumn>,
+    /// Keyset pages, by whether they start after a key and end before one.
+    pages: [Statement; 4],
+    /// The counts of the same ranges.
+    counts: [Statement; 4],
+    /// The state of each row of a batch: 0 not pending, 1 pending and valid, 2 pending but not
+    /// valid; with its key (SQLite: `[k1, k2, state]` JSON arrays, in one JSON array).
+    pub(crate) classify: Statement,
+    /// The guarded update of a batch (PostgreSQL: returning the keys it updated).
+    pub(crate) update: Statement,
+    /// Each fragment of the file in a statement of its own, with the file's key it comes from:
+    /// preparing them names the fragment a database error is about.
+    pub(crate) fragments: Vec<(String, Statement)>,
+}
+
+/// Row states of [`Plan::classify`].
+pub(crate) const NOT_PENDING: i64 = 0;
+pub(crate) const PENDING: i64 = 1;
+pub(crate) const INVALID: i64 = 2;
+
+impl Plan {
+    /// The statements of `spec` on `dialect`.
+    pub(crate) fn new(spec: &MigrationSpec, dialect: Dialect) -> Plan {
+        let rules = spec.resolve(dialect);
+        let table = quote_table(&spec.table);
+        let key = &spec.key;
+        let keys = Gen { dialect, key };
+        let ranges = [(false, false), (true, false), (false, true), (true, true)];
+        let pages = ranges.map(|(after, end)| keys.page(&table, after, end));
+        let counts = ranges.map(|(after, end)| keys.count(&table, after, end));
+
+        let valid = rules.valid.as_ref().map(|(_, e)| *e);
+        let mut classify = Builder::new(dialect);
+        let state = |b: &mut Builder| {
+            b.push("CASE WHEN (");
+            b.expr(rules.pending.1);
+            b.push(") THEN ");
+            match valid {
+                Some(valid) => {
+                    b.push("CASE WHEN (");
+                    b.expr(valid);
+                    b.push(&format!(") THEN {PENDING} ELSE {INVALID} END"));
+                }
+                None => b.push(&PENDING.to_string()),
+            }
+            b.push(&format!(" ELSE {NOT_PENDING} END"));
+        };
+        match dialect {
+            Dialect::Sqlite => {
+                classify.push("SELECT json_group_array(json_array(");
+                classify.push(&keys.columns(""));
+                classify.push(", ");
+                state(&mut classify);
+                classify.push(&format!(")) FROM {table} WHERE "));
+            }
+            Dialect::Postgres => {
+                classify.push("SELECT ");
+                classify.push(&keys.read_columns());
+                classify.push(", ");
+                state(&mut classify);
+                classify.push(&format!(" FROM {table} WHERE "));
+            }
+        }
+        keys.in_batch(&mut classify);
+
+        let mut update = Builder::new(dialect);
+        update.push(&format!("UPDATE {table} SET "));
+        for (i, (_, column, expr)) in rules.set.iter().enumerate() {
+            if i > 0 {
+                update.push(", ");
+            }
+            update.push(&format!("{} = ", quote(column)));
+            update.expr(expr);
+        }
+        update.push(" WHERE ");
+        keys.in_batch(&mut update);
+        update.push(" AND (");
+        update.expr(rules.pending.1);
+        update.push(")");
+        if let Some(valid) = valid {
+            update.push(" AND (");
+            update.expr(valid);
+            update.push(")");
+        }
+        if dialect == Dialect::Postgres {
+            update.push(" RETURNING ");
+            update.push(&keys.read_columns());
+        }
+
+        let mut fragments = Vec::new();
+        for (path, expr) in std::iter::once(&rules.pending).chain(rules.valid.as_ref()) {
+            let mut b = Builder::new(dialect);
+            b.push(&format!("SELECT 1 FROM {table} WHERE ("));
+            b.expr(expr);
+            b.push(")");
+            fragments.push((path.clone(), b.finish()));
+        }
+        for (path, column, expr) in &rules.set {
+            let mut b = Builder::new(dialect);
+            b.push(&format!("UPDATE {table} SET {} = ", quote(column)));
+            b.expr(expr);
+            b.push(" WHERE 1 = 0");
+            fragments.push((path.clone(), b.finish()));
+        }
+
+        Plan {
+            dialect,
+            key: key.clone(),
+            pages,
+            counts,
+            classify: classify.finish(),
+            update: update.finish(),
+            fragments,
+        }
+    }
+
+    /// The page of keys after `after` and before `end`.
+    pub(crate) fn page(&self, after: bool, end: bool) -> &Statement {
+        &self.pages[usize::from(after) + 2 * usize::from(end)]
+    }
+
+    /// The count of keys after `after` and before `end`.
+    pub(crate) fn count(&self, after: bool, end: bool) -> &Statement {
+        &self.counts[usize::from(after) + 2 * usize::from(end)]
+    }
+}
+
+impl Bind {
+    /// The value bound for this parameter in the execution `args`, or why there is none (a
+    /// key of another shape than the migration's).
+    pub(crate) fn value<'a>(self, args: &Args<'a>, key: &[KeyColumn]) -> Result<Value<'a>, String> {
+        let scalar = |value: &'a KeyValue| match value {
+            KeyValue::Int(n) => Value::Int(*n),
+            KeyValue::Text(text) => Value::Text(Cow::Borrowed(text)),
+        };
+        let nth = |k: Option<&'a Key>, i: usize| {
+            k.and_then(|k| k.values().get(i))
+                .map(scalar)
+                .ok_or_else(|| format!("a key of {} columns was expected", key.len()))
+        };
+        Ok(match self {
+            Bind::Param(Param::Now) => Value::Text(Cow::Borrowed(args.now)),
+            Bind::Param(Param::Named(i)) => Value::Text(Cow::Borrowed(&args.params[i].1)),
+            Bind::After(i) => nth(args.after, i)?,
+            Bind::End(i) => nth(args.end, i)?,
+            Bind::Limit => Value::Int(args.limit),
+            Bind::Batch => Value::Text(Cow::Owned(
+                serde_json::to_string(args.batch).expect("keys serialize"),
+            )),
+            Bind::BatchColumn(i) => {
+                let wrong = |k: &Key| format!("key {k} does not fit the key columns");
+                match key[i].kind {
+                    KeyKind::Integer => Value::Ints(
+                        args.batch
+                            .iter()
+                            .map(|k| match k.values().get(i) {
+                                Some(KeyValue::Int(n)) => Ok(*n),
+                                _ => Err(wrong(k)),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    KeyKind::Text | KeyKind::Uuid => Value::Texts(
+                        args.batch
+                            .iter()
+                            .map(|k| match k.values().get(i) {
+                                Some(KeyValue::Text(t)) => Ok(t.clone()),
+                                _ => Err(wrong(k)),
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                }
+            }
+        })
+    }
+}
+
+/// Writes the parts of statements that depend on the key.
+struct Gen<'a> {
+    dialect: Dialect,
+    key: &'a [KeyColumn],
+}
+
+impl Gen<'_> {
+    /// The key columns, quoted, separated by commas, each with `suffix`.
+    fn columns(&self, suffix: &str) -> String {
+        self.key
+            .iter()
+            .map(|c| format!("{}{suffix}", quote(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// PostgreSQL: the key columns as they are read: integers as `bigint`, text and UUIDs as
+    /// `text`.
+    fn read_columns(&self) -> String {
+        self.key
+            .iter()
+            .map(|c| match c.kind {
+                KeyKind::Integer => format!("CAST({} AS bigint)", quote(&c.name)),
+                KeyKind::Text | KeyKind::Uuid => format!("CAST({} AS text)", quote(&c.name)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key as a row value: `"a"` for one column, `("a", "b")` for several.
+    fn row(&self) -> String {
+        match self.key {
+            [one] => quote(&one.name),
+            _ => format!("({})", self.columns("")),
+        }
+    }
+
+    /// `row > (?, ?)` (or `<`): a key's values as parameters, cast to `uuid` on PostgreSQL.
+    fn compare(&self, b: &mut Builder, op: &str, bind: fn(usize) -> Bind) {
+        b.push(&format!("{} {op} ", self.row()));
+        if self.key.len() > 1 {
+            b.push("(");
+        }
+        for (i, column) in self.key.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.param(bind(i));
+            if self.dialect == Dialect::Postgres && column.kind == KeyKind::Uuid {
+                b.push("::uuid");
+            }
+        }
+        if self.key.len() > 1 {
+            b.push(")");
+        }
+    }
+
+    /// `WHERE row > after AND row < end`, or nothing.
+    fn range(&self, b: &mut Builder, after: bool, end: bool) {
+        if after {
+            b.push(" WHERE ");
+            self.compare(b, ">", Bind::After);
+        }
+        if end {
+            b.push(if after { " AND " } else { " WHERE " });
+            self.compare(b, "<", Bind::End);
+        }
+    }
+
+    /// A page of keys in the database's order. On SQLite the page crosses as one JSON array
+    /// (rows cross from SQLite's thread one at a time, at a cost that would dominate); the
+    /// aggregate's own `ORDER BY` (SQLite 3.44+) makes its order the page's order by promise,
+    /// not by the accident of how the subquery is read.
+    fn page(&self, table: &str, after: bool, end: bool) -> Statement {
+        let mut b = Builder::new(self.dialect);
+        let order = self.columns("");
+        match self.dialect {
+            Dialect::Sqlite => {
+                let element = match self.key {
+                    [one] => quote(&one.name),
+                    _ => format!("json_array({order})"),
+                };
+                b.push(&format!(
+                    "SELECT json_group_array({element} ORDER BY {order}) FROM (SELECT {order} FROM {table}"
+                ));
+                self.range(&mut b, after, end);
+                b.push(&format!(" ORDER BY {order} LIMIT "));
+                b.param(Bind::Limit);
+                b.push(")");
+            }
+            Dialect::Postgres => {
+                b.push(&format!("SELECT {} FROM {table}", self.read_columns()));
+                self.range(&mut b, after, end);
+                b.push(&format!(" ORDER BY {order} LIMIT "));
+                b.param(Bind::Limit);
+            }
+        }
+        b.finish()
+    }
+
+    fn count(&self, table: &str, after: bool, end: bool) -> Statement {
+        let mut b = Builder::new(self.dialect);
+        b.push(&format!("SELECT count(*) FROM {table}"));
+        self.range(&mut b, after, end);
+        b.finish()
+    }
+
+    /// The condition that a row's key is one of the batch's.
+    fn in_batch(&self, b: &mut Builder) {
+        match (self.dialect, self.key) {
+            (Dialect::Sqlite, [one]) => {
+                b.push(&format!(
+                    "{} IN (SELECT value FROM json_each(",
+                    quote(&one.name)
+                ));
+                b.param(Bind::Batch);
+                b.push("))");
+            }
+            (Dialect::Sqlite, _) => {
+                let parts: Vec<String> = (0..self.key.len())
+                    .map(|i| format!("value ->> {i}"))
+                    .collect();
+                b.push(&format!(
+                    "{} IN (SELECT {} FROM json_each(",
+                    self.row(),
+                    parts.join(", ")
+                ));
+                b.param(Bind::Batch);
+                b.push("))");
+            }
+            (Dialect::Postgres, [one]) => {
+                b.push(&format!("{} = ANY(", quote(&one.name)));
+                b.param(Bind::BatchColumn(0));
+                b.push(&format!("::{}[])", pg_type(one.kind)));
+            }
+            (Dialect::Postgres, _) => {
+                b.push(&format!("{} IN (SELECT * FROM unnest(", self.row()));
+                for (i, column) in self.key.iter().enumerate() {
+                    if i > 0 {
+                        b.push(", ");
+                    }
+                    b.param(Bind::BatchColumn(i));
+                    b.push(&format!("::{}[]", pg_type(column.kind)));
+                }
+                b.push("))");
+            }
+        }
+    }
+}
+
+/// The PostgreSQL type a key column's values are compared as.
+fn pg_type(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Integer => "bigint",
+        KeyKind::Text => "text",
+        KeyKind::Uuid => "uuid",
+    }
+}
+
+/// Accumulates a statement's text and its parameters.
+struct Builder {
+    dialect: Dialect,
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Builder {
+    fn new(dialect: Dialect) -> Builder {
+        Builder {
+            dialect,
+            sql: String::new(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+    }
+
+    /// A placeholder for `bind`: numbered (`?3`, `$3`), the same number each time the same
+    /// value is used.
+    fn param(&mut self, bind: Bind) {
+        let n = match self.binds.iter().position(|b| *b == bind) {
+            Some(i) => i + 1,
+            None => {
+                self.binds.push(bind);
+                self.binds.len()
+            }
+        };
+        let sigil = match self.dialect {
+            Dialect::Sqlite => '?',
+            Dialect::Postgres => '$',
+        };
+        self.sql.push(sigil);
+        self.sql.push_str(&n.to_string());
+    }
+
+    /// A fragment of the file, its tokens as parameters.
+    fn expr(&mut self, expr: &Expr) {
+        for piece in &expr.0 {
+            match piece {
+                Piece::Sql(sql) => self.push(sql),
+                Piece::Param(param) => self.param(Bind::Param(*param)),
+            }
+        }
+    }
+
+    fn finish(self) -> Statement {
+        Statement {
+            sql: self.sql,
+            binds: self.binds,
+        }
+    }
+}
+
+/// `"name"`: the file's names are plain identifiers (no quote to escape), quoted so that a
+/// keyword or a capital letter means what the file says.
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// `"schema"."table"` or `"table"`.
+pub(crate) fn quote_table(name: &str) -> String {
+    name.split('.').map(quote).collect::<Vec<_>>().join(".")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+use super::*;
+use crate::migration::declarative::spec::MigrationSpec;
+
+const ORDERS: &str = include_str!("../../../../../../migrations/orders-normalize.toml");
+
+fn plan(text: &str, dialect: Dialect) -> Plan {
+    Plan::new(&MigrationSpec::parse(text, "t.toml").unwrap(), dialect)
+}
+
+/// One integer key, a schema, and `{now}` used twice.
+const ONE_KEY: &str = "table = \"app.customers\"\nkey = { column = \"id\", type = \"integer\" }\n\
+    pending = \"v = 1\"\n[set]\nv = \"2\"\nat = \"{now}\"\nnote = \"coalesce(note, {now})\"\n";
+
+/// A UUID key after a text key.
+const UUID_KEY: &str = "table = \"t\"\nkey = [{ column = \"tenant\", type = \"text\" }, \
+    { column = \"uid\", type = \"uuid\" }]\npending = \"p\"\n[set]\nx = \"1\"\n";
+
+#[test]
+fn sqlite_pages_cross_as_one_json_array_in_the_databases_order() {
+    let orders = plan(ORDERS, Dialect::Sqlite);
+    assert_eq!(
+        orders.page(true, true).sql,
+        "SELECT json_group_array(json_array(\"region\", \"order_no\") ORDER BY \"region\", \
+         \"order_no\") FROM (SELECT \"region\", \"order_no\" FROM \"orders\" WHERE (\"region\", \
+         \"order_no\") > (?1, ?2) AND (\"region\", \"order_no\") < (?3, ?4) ORDER BY \"region\", \
+         \"order_no\" LIMIT ?5)"
+    );
+    assert_eq!(
+        orders.page(true, true).binds,
+        [
+            Bind::After(0),
+            Bind::After(1),
+            Bind::End(0),
+            Bind::End(1),
+            Bind::Limit
+        ]
+    );
+    let one = plan(ONE_KEY, Dialect::Sqlite);
+    assert_eq!(
+        one.page(false, false).sql,
+        "SELECT json_group_array(\"id\" ORDER BY \"id\") FROM (SELECT \"id\" FROM \
+         \"app\".\"customers\" ORDER BY \"id\" LIMIT ?1)"
+    );
+    assert_eq!(
+        one.count(true, false).sql,
+        "SELECT count(*) FROM \"app\".\"customers\" WHERE \"id\" > ?1"
+    );
+}
+
+#[test]
+fn sqlite_batches_are_classified_then_updated_through_json() {
+    let orders = plan(ORDERS, Dialect::Sqlite);
+    let valid = "lower(trim(status)) IN ('new', 'paid', 'shipped', 'cancelled') AND \
+                 length(trim(currency)) = 3";
+    assert_eq!(
+        orders.classify.sql,
+        format!(
+            "SELECT json_group_array(json_array(\"region\", \"order_no\", CASE WHEN \
+             (normalized_at IS NULL) THEN CASE WHEN ({valid}) THEN 1 ELSE 2 END ELSE 0 END)) \
+             FROM \"orders\" WHERE (\"region\", \"order_no\") IN (SELECT value ->> 0, value ->> 1 \
+             FROM json_each(?1))"
+        )
+    );
+    assert_eq!(
+        orders.update.sql,
+        format!(
+            "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
+             upper(trim(currency)), \"normalized_at\" = ?1 WHERE (\"region\", \"order_no\") IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?2)) AND (normalized_at IS NULL) \
+             AND ({valid})"
+        )
+    );
+    assert_eq!(orders.update.binds, [Bind::Param(Param::Now), Bind::Batch]);
+    let one = plan(ONE_KEY, Dialect::Sqlite);
+    assert_eq!(
+        one.update.sql,
+        "UPDATE \"app\".\"customers\" SET \"v\" = 2, \"at\" = ?1, \"note\" = coalesce(note, ?1) \
+         WHERE \"id\" IN (SELECT value FROM json_each(?2)) AND (v = 1)",
+        "a parameter used twice has one number"
+    );
+    assert_eq!(
+        one.classify.sql,
+        "SELECT json_group_array(json_array(\"id\", CASE WHEN (v = 1) THEN 1 ELSE 0 END)) FROM \
+         \"app\".\"customers\" WHERE \"id\" IN (SELECT value FROM json_each(?1))"
+    );
+}
+
+#[test]
+fn postgres_reads_keys_as_bigint_or_text_and_batches_as_arrays() {
+    let orders = plan(ORDERS, Dialect::Postgres);
+    assert_eq!(
+        orders.page(true, false).sql,
+        "SELECT CAST(\"region\" AS text), CAST(\"order_no\" AS bigint) FROM \"orders\" WHERE \
+         (\"region\", \"order_no\") > ($1, $2) ORDER BY \"region\", \"order_no\" LIMIT $3"
+    );
+    assert!(
+        orders.update.sql.starts_with(
+            "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
+             upper(trim(currency)), \"normalized_at\" = $1 WHERE (\"region\", \"order_no\") IN \
+             (SELECT * FROM unnest($2::text[], $3::bigint[])) AND (normalized_at IS NULL) AND ("
+        ),
+        "{}",
+        orders.update.sql
+    );
+    assert!(
+        orders
+            .update
+            .sql
+            .ends_with(") RETURNING CAST(\"region\" AS text), CAST(\"order_no\" AS bigint)")
+    );
+    assert_eq!(
+        orders.update.binds,
+        [
+            Bind::Param(Param::Now),
+            Bind::BatchColumn(0),
+            Bind::BatchColumn(1)
+        ]
+    );
+    let one = plan(ONE_KEY, Dialect::Postgres);
+    assert_eq!(
+        one.classify.sql,
+        "SELECT CAST(\"id\" AS bigint), CASE WHEN (v = 1) THEN 1 ELSE 0 END FROM \
+         \"app\".\"customers\" WHERE \"id\" = ANY($1::bigint[])"
+    );
+    let uuid = plan(UUID_KEY, Dialect::Postgres);
+    assert_eq!(
+        uuid.page(true, true).sql,
+        "SELECT CAST(\"tenant\" AS text), CAST(\"uid\" AS text) FROM \"t\" WHERE (\"tenant\", \
+         \"uid\") > ($1, $2::uuid) AND (\"tenant\", \"uid\") < ($3, $4::uuid) ORDER BY \"tenant\", \
+         \"uid\" LIMIT $5"
+    );
+    assert!(
+        uuid.update
+            .sql
+            .contains("IN (SELECT * FROM unnest($1::text[], $2::uuid[]))")
+    );
+}
+
+#[test]
+fn each_fragment_is_prepared_alone_under_its_key() {
+    let one = plan(ONE_KEY, Dialect::Postgres);
+    let keys: Vec<&str> = one.fragments.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["pending", "set.v", "set.at", "set.note"]);
+    assert_eq!(
+        one.fragments[3].1.sql,
+        "UPDATE \"app\".\"customers\" SET \"note\" = coalesce(note, $1) WHERE 1 = 0"
+    );
+    assert_eq!(
+        one.fragments[0].1.sql,
+        "SELECT 1 FROM \"app\".\"customers\" WHERE (v = 1)"
+    );
+}
+
+#[test]
+fn parameters_take_their_values_from_the_execution() {
+    let columns = [
+        KeyColumn::new("region", KeyKind::Text),
+        KeyColumn::new("order_no", KeyKind::Integer),
+    ];
+    let batch = [
+        Key::new([KeyValue::Text("eu".into()), KeyValue::Int(1)]),
+        Key::new([KeyValue::Text("us".into()), KeyValue::Int(2)]),
+    ];
+    let params = [("ws".to_owned(), " ".to_owned())];
+    let args = Args {
+        now: "2026-01-01T00:00:00Z",
+        params: &params,
+        after: Some(&batch[0]),
+        limit: 10,
+        batch: &batch,
+        ..Args::default()
+    };
+    let value = |bind: Bind| bind.value(&args, &columns);
+    assert_eq!(
+        value(Bind::Param(Param::Named(0))),
+        Ok(Value::Text(" ".into()))
+    );
+    assert_eq!(value(Bind::After(1)), Ok(Value::Int(1)));
+    assert_eq!(value(Bind::Limit), Ok(Value::Int(10)));
+    assert_eq!(
+        value(Bind::Batch),
+        Ok(Value::Text("[[\"eu\",1],[\"us\",2]]".into()))
+    );
+    assert_eq!(
+        value(Bind::BatchColumn(0)),
+        Ok(Value::Texts(vec!["eu".into(), "us".into()]))
+    );
+    assert_eq!(value(Bind::BatchColumn(1)), Ok(Value::Ints(vec![1, 2])));
+    assert!(value(Bind::End(0)).is_err(), "no end key");
+    let wrong = [Key::text("x")];
+    let args = Args {
+        batch: &wrong,
+        ..args
+    };
+    assert!(Bind::BatchColumn(1).value(&args, &columns).is_err());
+}

@@ -1,0 +1,270 @@
+//! A declared migration's statements on SQLite.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Arguments, AssertSqlSafe, Executor, SqlSafeStr, SqliteConnection, SqlitePool};
+
+use crate::database::{DbError, context, protocol};
+use crate::engine::migrator::Outcome;
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+
+use super::sql::{self, Args, Plan, Statement, Value};
+use super::{Batch, Runner};
+
+#[derive(Debug)]
+pub(super) struct SqliteRunner {
+    pool: SqlitePool,
+    /// SQLite has one writer at a time: batches wait for it here, on an async lock that hands
+    /// it over the moment it is free, rather than in SQLite's busy handler, which sleeps for
+    /// growing intervals. Held from `BEGIN IMMEDIATE` to the commit; never by a dry run.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl SqliteRunner {
+    pub(super) fn new(pool: SqlitePool) -> SqliteRunner {
+        SqliteRunner {
+            pool,
+            writer: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// `statement`'s SQL and its arguments for `args`.
+fn bound(
+    plan: &Plan,
+    statement: &Statement,
+    args: &Args<'_>,
+    doing: &'static str,
+) -> Result<(sqlx::SqlStr, SqliteArguments), DbError> {
+    let mut arguments = SqliteArguments::default();
+    for bind in &statement.binds {
+        let added = match bind
+            .value(args, &plan.key)
+            .map_err(|e| protocol(doing, e))?
+        {
+            Value::Int(n) => arguments.add(n),
+            Value::Text(text) => arguments.add(text.into_owned()),
+            Value::Ints(_) | Value::Texts(_) => {
+                unreachable!("SQLite statements bind JSON, not arrays")
+            }
+        };
+        added.map_err(|e| protocol(doing, e))?;
+    }
+    // The statement is the file's own SQL, which its author owns (see `sql`).
+    Ok((
+        AssertSqlSafe(statement.sql.clone()).into_sql_str(),
+        arguments,
+    ))
+}
+
+/// A key from its JSON form: a value for one column, an array for several.
+fn key_from_json(value: &serde_json::Value, columns: &[KeyColumn]) -> Result<Key, String> {
+    match (columns, value) {
+        ([_], _) => key_from_values(std::slice::from_ref(value), columns),
+        (_, serde_json::Value::Array(values)) => key_from_values(values, columns),
+        _ => Err(format!("{value} is not a key of {} columns", columns.len())),
+    }
+}
+
+/// A key from the JSON values of its columns.
+fn key_from_values(values: &[serde_json::Value], columns: &[KeyColumn]) -> Result<Key, String> {
+    if values.len() != columns.len() {
+        return Err(format!(
+            "{} values for a key of {} columns",
+            values.len(),
+            columns.len()
+        ));
+    }
+    columns
+        .iter()
+        .zip(values)
+        .map(|(column, value)| match (column.kind, value) {
+            (KeyKind::Integer, serde_json::Value::Number(n)) if n.is_i64() => {
+                Ok(KeyValue::Int(n.as_i64().expect("checked")))
+            }
+            (KeyKind::Text | KeyKind::Uuid, serde_json::Value::String(text)) => {
+                Ok(KeyValue::Text(text.clone()))
+            }
+            (kind, value) => Err(format!(
+                "key column {} holds {value}, which is not {kind}",
+                column.name
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Key::new)
+}
+
+/// The state of each row of the batch, by key, as [`Plan::classify`] reads it.
+async fn classify(
+    conn: &mut SqliteConnection,
+    plan: &Plan,
+    args: &Args<'_>,
+) -> Result<HashMap<Key, i64>, DbError> {
+    let doing = "classifying a batch";
+    let (sql, arguments) = bound(plan, &plan.classify, args, doing)?;
+    let json: String = sqlx::query_scalar_with(sql, arguments)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    let rows: Vec<Vec<serde_json::Value>> =
+        serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
+    rows.into_iter()
+        .map(|row| {
+            let (state, key) = row
+                .split_last()
+                .ok_or_else(|| protocol(doing, "an empty row"))?;
+            let key = key_from_values(key, &plan.key).map_err(|e| protocol(doing, e))?;
+            let state = state
+                .as_i64()
+                .ok_or_else(|| protocol(doing, format!("state {state}")))?;
+            Ok((key, state))
+        })
+        .collect()
+}
+
+/// The batch's bookkeeping, written in its transaction before the commit: the audit row of
+/// what it migrated, and the resolution of earlier failures of what is now settled.
+async fn write_journal(
+    conn: &mut SqliteConnection,
+    batch: &Batch<'_>,
+    migrated: &[Key],
+    settled: &[Key],
+) -> Result<(), DbError> {
+    match batch.journal {
+        Some(journal) => {
+            journal
+                .write_sqlite(conn, batch.args.now, migrated, settled)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Runner for SqliteRunner {
+    async fn columns(&self, table: &str) -> Result<Option<Vec<String>>, DbError> {
+        let (schema, table) = match table.split_once('.') {
+            Some((schema, table)) => (schema, table),
+            None => ("main", table),
+        };
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?, ?)")
+            .bind(table)
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(context("reading the columns of the migration's table"))?;
+        Ok((!columns.is_empty()).then_some(columns))
+    }
+
+    fn same_column(&self, found: &str, name: &str) -> bool {
+        found.eq_ignore_ascii_case(name)
+    }
+
+    async fn prepare(&self, _plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error> {
+        let sql = AssertSqlSafe(statement.sql.clone()).into_sql_str();
+        (&self.pool).prepare(sql).await.map(drop)
+    }
+
+    async fn page(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<Vec<Key>, DbError> {
+        let doing = "reading a page of keys";
+        let (sql, arguments) = bound(plan, statement, &args, doing)?;
+        let json: String = sqlx::query_scalar_with(sql, arguments)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(context(doing))?;
+        // In the order of the array: the database's (see `sql::Gen::page`).
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
+        values
+            .iter()
+            .map(|value| key_from_json(value, &plan.key).map_err(|e| protocol(doing, e)))
+            .collect()
+    }
+
+    async fn count(
+        &self,
+        plan: &Plan,
+        statement: &Statement,
+        args: Args<'_>,
+    ) -> Result<u64, DbError> {
+        let doing = "counting keys";
+        let (sql, arguments) = bound(plan, statement, &args, doing)?;
+        let count: i64 = sqlx::query_scalar_with(sql, arguments)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(context(doing))?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// Under SQLite's single write lock nothing changes between statements, so the batch is
+    /// classified first, with one statement whose answer crosses as one JSON value, and the
+    /// update is given only the pending, valid keys; it must change exactly those. (An update
+    /// `RETURNING` its keys would send them back one row at a time.) A dry run reads without
+    /// a transaction or the write lock: one statement sees one snapshot.
+    async fn migrate(
+        &self,
+        plan: &Plan,
+        batch: &Batch<'_>,
+        dry_run: bool,
+    ) -> Result<Vec<Outcome>, DbError> {
+        if dry_run {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(context("starting a batch"))?;
+            let states = classify(&mut conn, plan, &batch.args).await?;
+            return Ok(super::outcomes(batch, &[], &states, true));
+        }
+        let _writer = self.writer.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(context("starting a batch"))?;
+        let states = classify(&mut tx, plan, &batch.args).await?;
+        let pending: Vec<Key> = batch
+            .keys
+            .iter()
+            .filter(|key| states.get(*key) == Some(&sql::PENDING))
+            .cloned()
+            .collect();
+        if !pending.is_empty() {
+            let doing = "running the migration's update";
+            let args = Args {
+                batch: &pending,
+                ..batch.args
+            };
+            let (sql, arguments) = bound(plan, &plan.update, &args, doing)?;
+            let updated = sqlx::query_with(sql, arguments)
+                .execute(&mut *tx)
+                .await
+                .map_err(context(doing))?
+                .rows_affected();
+            if updated != pending.len() as u64 {
+                // The predicates gave another answer in the update than in the classifying
+                // read under the same lock (a predicate that is not deterministic): roll
+                // back, and let each record be tried alone.
+                return Err(protocol(
+                    doing,
+                    format!(
+                        "{updated} rows updated where {} were expected",
+                        pending.len()
+                    ),
+                ));
+            }
+        }
+        let outcomes = super::outcomes(batch, &pending, &states, false);
+        let settled = super::settled(batch.keys, &outcomes);
+        write_journal(&mut tx, batch, &pending, &settled).await?;
+        tx.commit().await.map_err(context("committing a batch"))?;
+        Ok(outcomes)
+    }
+}
