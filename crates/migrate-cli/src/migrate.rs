@@ -134,10 +134,11 @@ pub(crate) async fn build(
         Some(file) => {
             // A file that cannot be used is a usage error naming the file and the key: nothing
             // has run.
+            let writer = Arc::new(tokio::sync::Mutex::new(()));
             let migration = SqlMigration::from_file(file, &backend)
                 .map_err(|e| CliError::Usage(format!("--migration {}", exit::chain(&e))))?
-                .with_lock_timeout(config.customer_migration.grace_period());
-            let writer = Arc::new(tokio::sync::Mutex::new(()));
+                .with_lock_timeout(config.customer_migration.grace_period())
+                .sharing_writer(Arc::clone(&writer));
             builder_for(config, backend, writer, Arc::new(migration))
         }
     };

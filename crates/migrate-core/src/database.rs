@@ -39,6 +39,25 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// The batch error for a statement that was prepared before the run (see
+    /// [`Migration::check`](crate::Migration::check)): an SQL error at run time then comes
+    /// from a row's data (a function refusing a value), not from the schema, so SQLite's
+    /// generic `ERROR` refuses the batch's records instead of stopping the run.
+    pub(crate) fn into_checked_batch_error(self) -> BatchError {
+        const SQLITE_ERROR: i32 = 1;
+        let generic_sqlite_error = matches!(&self.source, sqlx::Error::Database(e)
+            if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && e.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff)
+                    == Some(SQLITE_ERROR));
+        if generic_sqlite_error {
+            BatchError::Rejected(self.into())
+        } else {
+            self.into()
+        }
+    }
+}
+
 impl From<DbError> for BatchError {
     fn from(error: DbError) -> BatchError {
         match error.kind() {
@@ -91,7 +110,18 @@ fn postgres_error_kind(sqlstate: &str) -> ErrorKind {
         s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
             ErrorKind::Transient
         }
-        s if s.starts_with("22") || s.starts_with("23") => ErrorKind::Rejected,
+        // A value refused, a constraint, a subquery returning several rows, an exception
+        // raised by a function or a trigger for this row: the records at fault fail.
+        s if s.starts_with("22")
+            || s.starts_with("23")
+            || s.starts_with("21")
+            || s.starts_with("P0")
+            || s.starts_with("38")
+            || s.starts_with("39")
+            || s.starts_with("2F") =>
+        {
+            ErrorKind::Rejected
+        }
         // Syntax or access rule (undefined table or column, type mismatch, privilege),
         // authorization (a password rotated, a role dropped), a feature the server lacks, a
         // system error (I/O).
@@ -140,6 +170,15 @@ pub(crate) fn protocol(doing: &'static str, message: impl std::fmt::Display) -> 
     DbError {
         doing,
         source: sqlx::Error::Protocol(message.to_string()),
+    }
+}
+
+/// A statement that did something the migration's own definition forbids (an update reaching
+/// rows outside its batch): no retry can help, so it is fatal.
+pub(crate) fn misdefined(doing: &'static str, message: impl std::fmt::Display) -> DbError {
+    DbError {
+        doing,
+        source: sqlx::Error::Configuration(message.to_string().into()),
     }
 }
 
@@ -260,6 +299,8 @@ mod tests {
             ("57P01", Transient),
             ("22001", Rejected),
             ("23505", Rejected),
+            ("21000", Rejected),
+            ("P0001", Rejected),
             ("42703", Fatal),
             ("42P01", Fatal),
             ("42804", Fatal),

@@ -87,7 +87,7 @@ impl CheckpointKey {
         format!("ids:{hash:016x}")
     }
 
-    /// What the checkpoint covers within its migration, as stored: `all`, `[10, 20)`, or
+    /// What the checkpoint covers within its migration, as stored: `all`, `(10, 20)`, or
     /// `ids:0123456789abcdef all` for a run over given ids.
     pub fn scope(&self) -> String {
         match &self.input {

@@ -221,6 +221,13 @@ impl MigrationOverseer for Overseer {
             options.range.clone(),
             options.input.as_deref(),
         );
+        if options.input.is_some() && options.range != KeyRange::ALL {
+            // Given keys are migrated in their own order: a range of the database's order
+            // cannot bound them.
+            return Err(RunError::Check(
+                "a run over given keys takes no key range: give one or the other".into(),
+            ));
+        }
         self.migrator
             .check(options.dry_run)
             .await

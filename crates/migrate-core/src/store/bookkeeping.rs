@@ -71,6 +71,10 @@ pub(crate) const CREATE_RUNS: &str = "CREATE TABLE IF NOT EXISTS migration_runs 
 const FIRST_LAYOUT_MIGRATION: &str = "customer-migration";
 
 /// Creates the bookkeeping tables that are missing, moving tables of the first layout aside.
+///
+/// Several processes may start at once, and a process may be killed between two steps, so
+/// every step is idempotent: a table another process created meanwhile is taken as created,
+/// and failures of the first layout are copied whenever some are missing.
 pub(crate) async fn create_tables(backend: &Backend) -> Result<(), DbError> {
     upgrade_first_layout(backend).await?;
     // Only what is missing: `CREATE TABLE IF NOT EXISTS` needs the right to create in the
@@ -81,46 +85,95 @@ pub(crate) async fn create_tables(backend: &Backend) -> Result<(), DbError> {
         ("migration_audit", CREATE_AUDIT),
         ("migration_runs", CREATE_RUNS),
     ] {
-        if !table_exists(backend, table).await? {
-            execute(backend, create, "creating a bookkeeping table").await?;
+        create_missing(backend, table, create).await?;
+    }
+    copy_first_layout_failures(backend).await
+}
+
+/// Creates `table` with `create` unless it exists, or exists by the time creating it failed.
+async fn create_missing(
+    backend: &Backend,
+    table: &'static str,
+    create: &'static str,
+) -> Result<(), DbError> {
+    if table_exists(backend, table).await? {
+        return Ok(());
+    }
+    match execute(backend, create, "creating a bookkeeping table").await {
+        Err(_) if table_exists(backend, table).await? => Ok(()),
+        other => other,
+    }
+}
+
+/// Renames `migration_checkpoints` and `migration_failures` of the first layout (integer ids,
+/// one migration) to `*_v0`. The old checkpoint is not carried over: the next run scans again,
+/// and its guard finds the migrated rows. The failures are copied by
+/// [`copy_first_layout_failures`].
+async fn upgrade_first_layout(backend: &Backend) -> Result<(), DbError> {
+    for (table, old_column, rename) in [
+        (
+            "migration_checkpoints",
+            "range_key",
+            "ALTER TABLE migration_checkpoints RENAME TO migration_checkpoints_v0",
+        ),
+        (
+            "migration_failures",
+            "id",
+            "ALTER TABLE migration_failures RENAME TO migration_failures_v0",
+        ),
+    ] {
+        if !columns(backend, table)
+            .await?
+            .iter()
+            .any(|c| c == old_column)
+        {
+            continue;
+        }
+        let moved = execute(
+            backend,
+            rename,
+            "moving a bookkeeping table of the first layout aside",
+        )
+        .await;
+        // Another process may have moved it meanwhile.
+        if moved.is_err()
+            && columns(backend, table)
+                .await?
+                .iter()
+                .any(|c| c == old_column)
+        {
+            return moved;
         }
     }
     Ok(())
 }
 
-/// Renames `migration_checkpoints` and `migration_failures` of the first layout (integer ids,
-/// one migration) to `*_v0`, and copies the failures into the new layout. The old checkpoint
-/// is not carried over: the next run scans again, and its guard finds the migrated rows.
-async fn upgrade_first_layout(backend: &Backend) -> Result<(), DbError> {
-    let doing = "moving a bookkeeping table of the first layout aside";
-    if columns(backend, "migration_checkpoints")
-        .await?
-        .iter()
-        .any(|c| c == "range_key")
-    {
-        let rename = "ALTER TABLE migration_checkpoints RENAME TO migration_checkpoints_v0";
-        execute(backend, rename, doing).await?;
+/// Copies the failures of `migration_failures_v0` that the new table lacks, under
+/// `customer-migration`: a kill between the rename and the copy loses none.
+async fn copy_first_layout_failures(backend: &Backend) -> Result<(), DbError> {
+    let old = columns(backend, "migration_failures_v0").await?;
+    if old.is_empty() {
+        return Ok(());
     }
-    let failures = columns(backend, "migration_failures").await?;
-    if failures.iter().any(|c| c == "id") {
-        let rename = "ALTER TABLE migration_failures RENAME TO migration_failures_v0";
-        execute(backend, rename, doing).await?;
-        execute(backend, CREATE_FAILURES, "creating migration_failures").await?;
-        let resolved = if failures.iter().any(|c| c == "resolved_at") {
-            "resolved_at"
-        } else {
-            "NULL"
-        };
-        let copy = format!(
-            "INSERT INTO migration_failures
-               (migration, record_key, error, attempts, failed_at, resolved_at)
-             SELECT '{FIRST_LAYOUT_MIGRATION}', CAST(id AS TEXT), error, attempts, failed_at,
-               {resolved}
-             FROM migration_failures_v0"
-        );
-        execute_owned(backend, copy, "copying the failures of the first layout").await?;
+    let resolved = if old.iter().any(|c| c == "resolved_at") {
+        "v.resolved_at"
+    } else {
+        "NULL"
+    };
+    let copy = format!(
+        "INSERT INTO migration_failures
+           (migration, record_key, error, attempts, failed_at, resolved_at)
+         SELECT '{FIRST_LAYOUT_MIGRATION}', CAST(v.id AS TEXT), v.error, v.attempts,
+           v.failed_at, {resolved}
+         FROM migration_failures_v0 v
+         WHERE NOT EXISTS (SELECT 1 FROM migration_failures f
+           WHERE f.migration = '{FIRST_LAYOUT_MIGRATION}' AND f.record_key = CAST(v.id AS TEXT))"
+    );
+    match execute_owned(backend, copy, "copying the failures of the first layout").await {
+        // Two processes copying at once: the other one's rows are the same rows.
+        Err(e) if e.kind() == crate::database::ErrorKind::Rejected => Ok(()),
+        other => other,
     }
-    Ok(())
 }
 
 /// What a batch writes besides its rows, in its own transaction: the audit row listing the keys

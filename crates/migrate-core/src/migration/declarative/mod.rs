@@ -139,6 +139,17 @@ impl SqlMigration {
         self
     }
 
+    /// Takes turns for SQLite's single writer on `writer`, the lock the progress store's
+    /// writes take too ([`Connection::writer`](crate::Connection::writer)): without it the
+    /// two would meet in SQLite's busy handler, and a short busy timeout would fail them.
+    pub fn sharing_writer(
+        mut self,
+        writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    ) -> SqlMigration {
+        self.runner.set_writer(writer);
+        self
+    }
+
     /// The file and what it declares.
     pub fn spec(&self) -> &MigrationSpec {
         &self.spec
@@ -272,7 +283,10 @@ impl Migration for SqlMigration {
             },
             message: self.spec.message.as_deref().unwrap_or("not valid"),
         };
-        Ok(self.runner.migrate(&self.plan, &batch, dry_run).await?)
+        self.runner
+            .migrate(&self.plan, &batch, dry_run)
+            .await
+            .map_err(DbError::into_checked_batch_error)
     }
 
     fn default_batch_size(&self) -> usize {
@@ -330,6 +344,9 @@ trait Runner: Send + Sync + std::fmt::Debug {
 
     /// See [`SqlMigration::with_lock_timeout`].
     fn set_lock_timeout(&mut self, _lock_timeout: Duration) {}
+
+    /// See [`SqlMigration::sharing_writer`].
+    fn set_writer(&mut self, _writer: std::sync::Arc<tokio::sync::Mutex<()>>) {}
 }
 
 /// One outcome per key of a batch: `migrated` were updated now; `states` are the states the

@@ -9,7 +9,7 @@ use sqlx::{
     Arguments, AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr, Type,
 };
 
-use crate::database::{DbError, context, protocol};
+use crate::database::{DbError, context, misdefined, protocol};
 use crate::engine::migrator::Outcome;
 use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 
@@ -208,6 +208,18 @@ impl Runner for PostgresRunner {
                 .map(|row| key_from_row(row, &plan.key).map_err(context(doing)))
                 .collect::<Result<_, _>>()?
         };
+        // The update may only touch the batch's rows: anything else means an expression
+        // escaped the batch's restriction. Nothing of it is kept.
+        let in_batch: HashSet<&Key> = batch.keys.iter().collect();
+        if let Some(stray) = migrated.iter().find(|key| !in_batch.contains(key)) {
+            return Err(misdefined(
+                "running the migration's update",
+                format!(
+                    "the update changed row {stray}, which is not in the batch: check the \
+                     migration's expressions; the batch was rolled back"
+                ),
+            ));
+        }
         let done: HashSet<&Key> = migrated.iter().collect();
         let rest: Vec<Key> = batch
             .keys

@@ -539,17 +539,23 @@ impl Reader<'_> {
                         "a column's name is letters, digits and `_`, not starting with a digit",
                     ));
                 }
-                if key.iter().any(|k| k.name == column.get_ref().as_ref()) {
+                // Both databases match column names without regard to ASCII case.
+                if key
+                    .iter()
+                    .any(|k| k.name.eq_ignore_ascii_case(column.get_ref().as_ref()))
+                {
                     return Err(self.invalid(
                         column.span(),
                         &path,
                         "a key column cannot be changed: pages would lose their place",
                     ));
                 }
-                rules.set.push((
-                    column.get_ref().to_string(),
-                    self.expr(value, &path, params)?,
-                ));
+                let expr = self.expr(value, &path, params)?;
+                // One expression per column: a comma at the top level would assign more.
+                if let Some(problem) = top_level_comma(self.string(value, &path)?) {
+                    return Err(self.invalid(value.span(), &path, problem));
+                }
+                rules.set.push((column.get_ref().to_string(), expr));
             }
         }
         Ok(rules)
@@ -565,6 +571,9 @@ impl Reader<'_> {
         let text = self.string(value, path)?;
         if text.trim().is_empty() {
             return Err(self.invalid(value.span(), path, "is empty"));
+        }
+        if let Err(problem) = fragment(text) {
+            return Err(self.invalid(value.span(), path, problem));
         }
         parse_template(text, params).map_err(|problem| self.invalid(value.span(), path, problem))
     }
@@ -705,6 +714,83 @@ fn is_table_name(name: &str) -> bool {
         Some((schema, table)) => is_identifier(schema) && is_identifier(table),
         None => is_identifier(name),
     }
+}
+
+/// Checks that `text` is one self-contained SQL fragment, as the statements it is pasted into
+/// need: its parentheses balance outside string literals and quoted names, and it has no `;`
+/// and no comment (a `)` or a `--` could otherwise close or hide the batch's own restriction,
+/// and the update would reach rows outside the batch). Returns what is wrong.
+fn fragment(text: &str) -> Result<(), String> {
+    let mut depth = 0i32;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                // A literal or a quoted name runs to its closing quote; doubled quotes escape.
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => {
+                            if chars.peek() == Some(&c) {
+                                chars.next();
+                            } else {
+                                break;
+                            }
+                        }
+                        Some(_) => {}
+                        None => return Err(format!("a {c} is not closed")),
+                    }
+                }
+            }
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(
+                        "has a `)` that closes nothing: an expression must stand on its \
+                                own"
+                        .to_owned(),
+                    );
+                }
+            }
+            ';' => return Err("has a `;`: one expression, not statements".to_owned()),
+            '-' if chars.peek() == Some(&'-') => {
+                return Err(
+                    "has an SQL comment (`--`): write comments in the file with `#`".to_owned(),
+                );
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                return Err(
+                    "has an SQL comment (`/*`): write comments in the file with `#`".to_owned(),
+                );
+            }
+            _ => {}
+        }
+    }
+    if depth > 0 {
+        return Err("has a `(` that is not closed".to_owned());
+    }
+    Ok(())
+}
+
+/// A problem when a `set` expression has a comma outside parentheses and quotes: it would
+/// assign other columns (a key among them) than the one it is written for.
+fn top_level_comma(text: &str) -> Option<&'static str> {
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                return Some("has a comma outside parentheses: one expression per column");
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `text` cut at its `{name}` tokens: `{now}` or a `[params]` name. Braces that do not

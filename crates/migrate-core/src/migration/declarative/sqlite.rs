@@ -19,14 +19,15 @@ pub(super) struct SqliteRunner {
     /// SQLite has one writer at a time: batches wait for it here, on an async lock that hands
     /// it over the moment it is free, rather than in SQLite's busy handler, which sleeps for
     /// growing intervals. Held from `BEGIN IMMEDIATE` to the commit; never by a dry run.
-    writer: tokio::sync::Mutex<()>,
+    /// Shared with the progress store's writes (see `SqlMigration::sharing_writer`).
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteRunner {
     pub(super) fn new(pool: SqlitePool) -> SqliteRunner {
         SqliteRunner {
             pool,
-            writer: tokio::sync::Mutex::new(()),
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -144,6 +145,10 @@ async fn write_journal(
 
 #[async_trait]
 impl Runner for SqliteRunner {
+    fn set_writer(&mut self, writer: std::sync::Arc<tokio::sync::Mutex<()>>) {
+        self.writer = writer;
+    }
+
     async fn columns(&self, table: &str) -> Result<Option<Vec<String>>, DbError> {
         let (schema, table) = match table.split_once('.') {
             Some((schema, table)) => (schema, table),

@@ -403,7 +403,7 @@ async fn check_names_what_is_missing_or_wrong(db: &TestDb) {
     assert!(message.contains("curency"), "{message}");
     let message = check(&base.replace("normalized_at IS NULL", "normalised_at IS NULL")).await;
     assert!(message.contains("in `pending`: "), "{message}");
-    let message = check(&base.replace("lower(trim(status)) IN", "lower(trim(status) IN")).await;
+    let message = check(&base.replace("lower(trim(status)) IN", "lowr(trim(status)) IN")).await;
     assert!(message.contains("in `valid`: "), "{message}");
     backend.close().await;
 }

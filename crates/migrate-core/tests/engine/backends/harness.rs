@@ -364,10 +364,11 @@ pub async fn run_declared(config: &Config, file: &str, options: RunOptions) -> S
         .join("../../migrations")
         .join(file);
     let backend = open(&config.connection.url, false).await;
+    let writer = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     let migration = migrate_core::SqlMigration::from_file(&path, &backend)
         .unwrap_or_else(|e| panic!("{e}"))
-        .with_lock_timeout(config.customer_migration.grace_period());
-    let writer = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        .with_lock_timeout(config.customer_migration.grace_period())
+        .sharing_writer(std::sync::Arc::clone(&writer));
     let system = migrate_core::builder_for(config, backend, writer, std::sync::Arc::new(migration))
         .with_override::<dyn StatusBoard>(Box::new(EventBoard::discard()), "test board")
         .build()

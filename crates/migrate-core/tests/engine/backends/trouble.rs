@@ -291,3 +291,35 @@ async fn bookkeeping_tables_of_the_first_layout_are_moved_aside_and_failures_kep
         1
     );
 }
+
+on_both_backends!(failures_moved_aside_but_not_copied_are_copied_by_the_next_run);
+
+/// A kill between moving the first layout's failures aside and copying them: the next run
+/// copies them.
+async fn failures_moved_aside_but_not_copied_are_copied_by_the_next_run(db: &TestDb) {
+    db.seed(300).await;
+    for sql in [
+        "CREATE TABLE migration_failures_v0 (id BIGINT PRIMARY KEY, error TEXT NOT NULL,
+           attempts INTEGER NOT NULL, failed_at TEXT NOT NULL)",
+        "INSERT INTO migration_failures_v0 VALUES (7, 'malformed full_name', 3, 'then')",
+        "INSERT INTO migration_failures_v0 VALUES (8, 'malformed full_name', 1, 'then')",
+    ] {
+        db.execute(sql).await.unwrap();
+    }
+    let summary = db.run(&db.config(), RunOptions::default()).await;
+    assert_eq!(summary.ending, Ending::Completed, "{summary:?}");
+    let copied = db
+        .scalar(
+            "SELECT count(*) FROM migration_failures
+              WHERE migration = 'customer-migration' AND record_key IN ('7', '8')",
+        )
+        .await;
+    assert_eq!(copied, 2);
+    // Once: a second run copies nothing more.
+    db.run(&db.config(), RunOptions::default()).await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM migration_failures WHERE record_key IN ('7', '8')")
+            .await,
+        2
+    );
+}

@@ -218,3 +218,44 @@ fn identifiers_are_plain() {
     assert!(!is_table_name("a.b.c"));
     assert!(!is_table_name(".orders"));
 }
+
+#[test]
+fn an_expression_cannot_escape_its_place_in_the_statement() {
+    let base = "table = \"orders\"\nkey = [{ column = \"id\", type = \"integer\" }]\n";
+    // A `)` that closes the batch's restriction would let the update reach other rows.
+    let escape = format!("{base}pending = \"v = 1) OR (note IS NULL\"\n[set]\nv = \"2\"\n");
+    assert!(error(&escape).contains("`pending`"), "{}", error(&escape));
+    assert!(
+        error(&escape).contains("closes nothing"),
+        "{}",
+        error(&escape)
+    );
+    for (pending, why) in [
+        ("v = 1; DELETE FROM orders", "`;`"),
+        ("v = 1 --", "comment"),
+        ("v = 1 /* x */", "comment"),
+        ("(v = 1", "not closed"),
+        ("v = 'open", "not closed"),
+    ] {
+        let text = format!("{base}pending = {pending:?}\n[set]\nv = \"2\"\n");
+        assert!(error(&text).contains(why), "{pending}: {}", error(&text));
+    }
+    // Parentheses and quotes inside literals are the literal's.
+    let fine = format!("{base}pending = \"note = ')' AND v IN (1, 2)\"\n[set]\nv = \"'a,b'\"\n");
+    MigrationSpec::parse(&fine, "migrations/orders.toml").unwrap();
+}
+
+#[test]
+fn a_set_expression_assigns_its_own_column_only() {
+    let base = "table = \"orders\"\nkey = [{ column = \"id\", type = \"integer\" }]\n\
+                pending = \"v = 1\"\n[set]\n";
+    let sneaky = format!("{base}email = \"lower(email), id = 0\"\n");
+    assert!(
+        error(&sneaky).contains("one expression per column"),
+        "{}",
+        error(&sneaky)
+    );
+    // Column names match without regard to case: `ID` is the key column `id`.
+    let upper = format!("{base}ID = \"id + 1000\"\n");
+    assert!(error(&upper).contains("key column"), "{}", error(&upper));
+}
