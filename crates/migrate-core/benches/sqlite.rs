@@ -1,63 +1,47 @@
-//! The customer migration on a real database against its physical limit, in one process.
+//! Migrations on a real database against their physical limit and the loop a user would write,
+//! in one process.
 //!
-//! Seeds the demo `customers` table (1 million rows by default) once, then alternates rounds on
-//! fresh copies of it: the engine with the default settings (`Config::default()` pointed at the
-//! database, board discarded), and the same transformation as ONE set-based `UPDATE customers SET
-//! ... WHERE schema_version = 1 AND <well-formed>`, the fastest the database can do the work.
-//! Prints each round, the medians in rows of the table per second, and their ratio.
+//! Seeds the demo `customers` table (1 million rows by default) and its `orders` (grown to as
+//! many rows as `customers` unless `--orders N` says otherwise), derives `orders_by_id` (the
+//! same orders under an integer key), then alternates rounds on fresh copies of that database:
+//!
+//! - `built-in`: the engine with the built-in customer migration and the default settings
+//!   (`Config::default()` pointed at the database, board discarded);
+//! - `TOML`: the engine with `migrations/customer-split.toml` through `builder_for`, as
+//!   `db-migrate run --migration` builds it;
+//! - `UPDATE`: the same transformation as ONE set-based `UPDATE customers SET ... WHERE
+//!   schema_version = 1 AND <well-formed>`, the fastest the database can do the work;
+//! - `loop`: the loop a user writes instead, without the engine: page the ids 1,000 at a time
+//!   in order and run that UPDATE on each page's id range, one transaction per page;
+//! - `loop x2` (PostgreSQL only): the same loop with two writing connections taking
+//!   alternate pages;
+//! - `composite`: the engine with `migrations/orders-normalize.toml` on `orders`, keyed by
+//!   (region text, order_no integer);
+//! - `integer`: the same file on `orders_by_id`, keyed by its integer `id` alone.
+//!
+//! Prints each round, the medians in rows of the table per second, and their ratios.
 //!
 //! `cargo bench -p migrate-core --bench sqlite` runs SQLite; `-- --postgres` runs PostgreSQL at
 //! `DB_MIGRATE_TEST_POSTGRES_URL` instead (start one with `.ci/postgres.sh`). Other options:
-//! `--rows N`, `--rounds R`, and engine settings `--processes P`, `--batch-size B`,
-//! `--fetch-size F`, `--block-size K`, `--max-connections C`.
+//! `--rows N`, `--orders N`, `--rounds R`, and engine settings `--processes P`,
+//! `--batch-size B`, `--fetch-size F`, `--block-size K`, `--max-connections C`.
 
 #![allow(clippy::print_stdout)]
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+#[path = "database/runs.rs"]
+mod runs;
+#[path = "database/target.rs"]
+mod target;
 
-use migrate_core::{
-    Backend, Config, ConnectionConfig, EventBoard, RunOptions, StatusBoard, build_migration_system,
-    overseer, seed_customers,
-};
-use sqlx::AssertSqlSafe;
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
 
-/// The migration as one statement: the same expressions as the engine's per-batch statement,
-/// trimming the characters of [`whitespace`] (bound as `?1`/`$1`).
-const SET_BASED_SQLITE: &str = "UPDATE customers SET
-    last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1), ?1),
-    first_name = trim(substr(full_name, instr(full_name, ',') + 1), ?1),
-    email = lower(trim(email, ?1)),
-    schema_version = 2,
-    migrated_at = '2026-01-01T00:00:00Z'
-  WHERE schema_version = 1
-    AND instr(CAST(full_name AS BLOB), x'00') = 0
-    AND instr(full_name, ',') > 0
-    AND trim(substr(full_name, 1, instr(full_name, ',') - 1), ?1) <> ''
-    AND trim(substr(full_name, instr(full_name, ',') + 1), ?1) <> ''";
-const SET_BASED_POSTGRES: &str = "UPDATE customers SET
-    last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $1),
-    first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), $1),
-    email = lower(btrim(email, $1)),
-    schema_version = 2,
-    migrated_at = '2026-01-01T00:00:00Z'
-  WHERE schema_version = 1
-    AND strpos(full_name, ',') > 0
-    AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $1) <> ''
-    AND btrim(substr(full_name, strpos(full_name, ',') + 1), $1) <> ''";
-
-/// Every character Rust calls whitespace: the set the migration trims.
-fn whitespace() -> String {
-    (0..=u32::from(char::MAX))
-        .filter_map(char::from_u32)
-        .filter(|c| c.is_whitespace())
-        .collect()
-}
+use target::Target;
 
 #[derive(Debug, Clone)]
 struct Options {
     rows: u64,
+    /// Rows of `orders` (and of `orders_by_id`): the seed's tenth of `rows`, grown to this.
+    orders: Option<u64>,
     rounds: usize,
     postgres: bool,
     processes: Option<usize>,
@@ -70,6 +54,7 @@ struct Options {
 fn options() -> Options {
     let mut options = Options {
         rows: 1_000_000,
+        orders: None,
         rounds: 3,
         postgres: false,
         processes: None,
@@ -87,6 +72,7 @@ fn options() -> Options {
         };
         match arg.as_str() {
             "--rows" => options.rows = value(),
+            "--orders" => options.orders = Some(value()),
             "--rounds" => options.rounds = value() as usize,
             "--postgres" => options.postgres = true,
             "--processes" => options.processes = Some(value() as usize),
@@ -101,225 +87,204 @@ fn options() -> Options {
     options
 }
 
-/// Where the copies live: SQLite files, or PostgreSQL databases made from a template.
-enum Target {
-    Sqlite { dir: tempfile::TempDir },
-    Postgres { server: String },
+/// One thing the benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    BuiltIn,
+    Toml,
+    Update,
+    Loop,
+    LoopTwoWriters,
+    Composite,
+    Integer,
 }
 
-impl Target {
-    fn seed_url(&self) -> String {
+impl Measure {
+    fn name(self) -> &'static str {
         match self {
-            Target::Sqlite { dir } => format!("sqlite://{}", dir.path().join("seed.db").display()),
-            Target::Postgres { server } => with_database(server, "dbm_bench_seed"),
+            Measure::BuiltIn => "built-in",
+            Measure::Toml => "TOML",
+            Measure::Update => "UPDATE",
+            Measure::Loop => "loop",
+            Measure::LoopTwoWriters => "loop x2",
+            Measure::Composite => "composite",
+            Measure::Integer => "integer",
         }
     }
 
-    /// A fresh copy of the seeded table; returns its URL.
-    async fn copy(&self, name: &str) -> String {
+    /// The copy it runs on (see [`target::COPIES`]).
+    fn copy(self) -> &'static str {
         match self {
-            Target::Sqlite { dir } => {
-                let to = dir.path().join(format!("{name}.db"));
-                for suffix in ["-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", to.display()));
-                }
-                std::fs::copy(dir.path().join("seed.db"), &to).expect("copying the seed");
-                format!("sqlite://{}", to.display())
-            }
-            Target::Postgres { server } => {
-                admin(
-                    server,
-                    &[
-                        format!("DROP DATABASE IF EXISTS dbm_bench_{name} WITH (FORCE)"),
-                        format!("CREATE DATABASE dbm_bench_{name} TEMPLATE dbm_bench_seed"),
-                    ],
-                )
-                .await;
-                with_database(server, &format!("dbm_bench_{name}"))
-            }
+            Measure::BuiltIn => "engine",
+            Measure::Toml => "toml",
+            Measure::Update => "set",
+            Measure::Loop => "loop",
+            Measure::LoopTwoWriters => "loop2",
+            Measure::Composite => "composite",
+            Measure::Integer => "integer",
         }
     }
 }
 
-fn with_database(server: &str, database: &str) -> String {
-    let (base, query) = server
-        .split_once('?')
-        .map_or((server, None), |(b, q)| (b, Some(q)));
-    let host_end = base.rfind('/').expect("a database in the URL");
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}/{database}{query}", &base[..host_end])
+/// The migrations the engine runs, read once.
+struct Specs {
+    customers: migrate_core::MigrationSpec,
+    orders: migrate_core::MigrationSpec,
+    orders_by_id: migrate_core::MigrationSpec,
 }
 
-async fn admin(server: &str, statements: &[String]) {
-    let pool = sqlx::PgPool::connect(server).await.expect("the server");
-    for sql in statements {
-        sqlx::query(AssertSqlSafe(sql.clone()))
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-    pool.close().await;
-}
-
-async fn open(url: &str, create: bool) -> Backend {
-    let config = ConnectionConfig {
-        url: url.to_owned(),
-        ..ConnectionConfig::default()
+/// Runs `measure` on a fresh copy: its time, the rows of its table, and what it says of them.
+async fn time(
+    measure: Measure,
+    target: &Target,
+    dir: &std::path::Path,
+    options: &Options,
+    specs: &Specs,
+    orders: u64,
+) -> (Duration, u64, String) {
+    let url = target.copy(measure.copy()).await;
+    let rows = options.rows;
+    let (took, n, done) = match measure {
+        Measure::BuiltIn => {
+            let (took, n) = runs::engine(&url, dir, options, rows).await;
+            (took, n, "migrated")
+        }
+        Measure::Toml => {
+            let (took, n) = runs::declared(&url, dir, options, &specs.customers, rows).await;
+            (took, n, "migrated")
+        }
+        Measure::Update => {
+            let (took, n) = runs::set_based(&url).await;
+            (took, n, "updated")
+        }
+        Measure::Loop => {
+            let (took, n) = runs::hand_loop(&url).await;
+            (took, n, "updated")
+        }
+        Measure::LoopTwoWriters => {
+            let (took, n) = runs::hand_loop_two_writers(&url).await;
+            (took, n, "updated")
+        }
+        Measure::Composite => {
+            let (took, n) = runs::declared(&url, dir, options, &specs.orders, orders).await;
+            return (took, orders, format!("{n} orders migrated"));
+        }
+        Measure::Integer => {
+            let (took, n) = runs::declared(&url, dir, options, &specs.orders_by_id, orders).await;
+            return (took, orders, format!("{n} orders migrated"));
+        }
     };
-    Backend::open(&config, create).await.expect("opening")
+    (took, rows, format!("{n} customers {done}"))
 }
 
-/// The engine with the default settings (and the overrides given). Returns seconds.
-async fn engine(url: &str, dir: &Path, options: &Options, rows: u64) -> Duration {
-    let mut config = Config::default();
-    config.connection.url = url.to_owned();
-    config.customer_migrator.log_file = dir.join("migration.log");
-    let _ = std::fs::remove_file(&config.customer_migrator.log_file);
-    if let Some(v) = options.processes {
-        config.customer_migration.processes = v;
-    }
-    if let Some(v) = options.batch_size {
-        config.customer_migrator.batch_size = Some(v);
-    }
-    if let Some(v) = options.fetch_size {
-        config.customer_scanner.fetch_size = v;
-    }
-    if let Some(v) = options.block_size {
-        config.customer_scanner.block_size = v;
-    }
-    if let Some(v) = options.max_connections {
-        config.connection.max_connections = v;
-    }
-    let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
-    let system = build_migration_system(&config, Some((board, "EventBoard")))
-        .await
-        .expect("building");
-    system.start().await.expect("starting");
-    let started = Instant::now();
-    let summary = overseer(&system)
-        .run(RunOptions::default(), CancellationToken::new())
-        .await
-        .expect("running");
-    let elapsed = started.elapsed();
-    system.stop().await.expect("stopping");
-    assert_eq!(
-        summary.migrated + summary.previously_migrated + summary.failed,
-        rows,
-        "{summary:?}"
-    );
-    elapsed
-}
-
-/// The physical limit: one set-based UPDATE. Returns seconds and rows updated.
-async fn set_based(url: &str) -> (Duration, u64) {
-    let backend = open(url, false).await;
-    let whitespace = whitespace();
-    let started = Instant::now();
-    let updated = match &backend {
-        Backend::Sqlite(pool) => sqlx::query(SET_BASED_SQLITE)
-            .bind(&whitespace)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-        Backend::Postgres(pool) => sqlx::query(SET_BASED_POSTGRES)
-            .bind(&whitespace)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-        _ => unreachable!("a database"),
-    }
-    .expect("the set-based update");
-    let elapsed = started.elapsed();
-    backend.close().await;
-    (elapsed, updated)
-}
-
-fn median(values: &mut [f64]) -> f64 {
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(value: f64) -> String {
+    migrate_core::thousands(value.round() as u64)
 }
 
 #[tokio::main]
 async fn main() {
     let options = options();
+    let orders = options.orders.unwrap_or(options.rows);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let target = if options.postgres {
-        let server = std::env::var("DB_MIGRATE_TEST_POSTGRES_URL")
-            .expect("--postgres needs DB_MIGRATE_TEST_POSTGRES_URL (see .ci/postgres.sh)");
-        admin(
-            &server,
-            &[
-                "DROP DATABASE IF EXISTS dbm_bench_seed WITH (FORCE)".to_owned(),
-                "CREATE DATABASE dbm_bench_seed".to_owned(),
-            ],
-        )
-        .await;
-        Target::Postgres { server }
-    } else {
-        Target::Sqlite {
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        }
-    };
+    let target = Target::new(options.postgres).await;
     let kind = if options.postgres {
         "postgres"
     } else {
         "sqlite"
     };
-    let started = Instant::now();
-    let seed = open(&target.seed_url(), true).await;
-    let report = seed_customers(&seed, options.rows, true)
-        .await
-        .expect("seeding");
-    if let Backend::Postgres(pool) = &seed {
-        sqlx::query("VACUUM ANALYZE customers")
-            .execute(pool)
-            .await
-            .expect("vacuum");
-    }
-    seed.close().await;
+    let specs = Specs {
+        customers: migrate_core::MigrationSpec::from_file(runs::migration_file(
+            "customer-split.toml",
+        ))
+        .expect("the customer migration"),
+        orders: migrate_core::MigrationSpec::from_file(runs::migration_file(
+            "orders-normalize.toml",
+        ))
+        .expect("the orders migration"),
+        orders_by_id: runs::orders_by_id(),
+    };
+    let started = std::time::Instant::now();
+    let report = target.seed(options.rows, orders).await;
     println!(
-        "{kind}: seeded {} customers ({} migrated, {} malformed) in {:.1} s; settings {options:?}",
+        "{kind}: seeded {} customers ({} migrated, {} malformed) and {} orders in {:.1} s; \
+         settings {options:?}",
         report.customers,
         report.migrated,
         report.malformed,
+        report.orders,
         started.elapsed().as_secs_f64()
     );
 
-    let rows = options.rows as f64;
-    let (mut engine_rates, mut set_rates) = (Vec::new(), Vec::new());
+    let mut measures = vec![
+        Measure::BuiltIn,
+        Measure::Toml,
+        Measure::Update,
+        Measure::Loop,
+        Measure::Composite,
+        Measure::Integer,
+    ];
+    if options.postgres {
+        measures.insert(4, Measure::LoopTwoWriters);
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); measures.len()];
     for round in 1..=options.rounds {
-        let url = target.copy("engine").await;
-        let took = engine(&url, dir.path(), &options, options.rows).await;
-        engine_rates.push(rows / took.as_secs_f64());
-        let url = target.copy("set").await;
-        let (set_took, updated) = set_based(&url).await;
-        set_rates.push(rows / set_took.as_secs_f64());
-        println!(
-            "round {round}: engine {:.2} s ({:.0} rows/s), one UPDATE {:.2} s ({:.0} rows/s, \
-             {updated} rows updated)",
-            took.as_secs_f64(),
-            rows / took.as_secs_f64(),
-            set_took.as_secs_f64(),
-            rows / set_took.as_secs_f64(),
-        );
+        // Each round starts one later in the list, so that no measure always follows another.
+        let start = (round - 1) % measures.len();
+        for i in (start..measures.len()).chain(0..start) {
+            let measure = measures[i];
+            let (took, rows, note) =
+                time(measure, &target, dir.path(), &options, &specs, orders).await;
+            let rate = rows as f64 / took.as_secs_f64();
+            rates[i].push(rate);
+            println!(
+                "round {round}: {:<9} {:>6.2} s {:>11} rows/s {note}",
+                measure.name(),
+                took.as_secs_f64(),
+                thousands(rate),
+            );
+        }
     }
-    let (engine_rate, set_rate) = (median(&mut engine_rates), median(&mut set_rates));
+    let medians: Vec<f64> = rates.iter().map(|r| median(r)).collect();
+    let of = |m: Measure| medians[measures.iter().position(|&x| x == m).expect("measured")];
     println!(
-        "{kind}, {} rows: engine {engine_rate:.0} rows/s, one UPDATE {set_rate:.0} rows/s, \
-         ratio {:.2} (medians of {} rounds)",
-        options.rows,
-        engine_rate / set_rate,
-        options.rounds
+        "{kind}, {} customers, {orders} orders: medians of {} rounds, rows/s",
+        options.rows, options.rounds
     );
-    if let Target::Postgres { server } = &target {
-        admin(
-            server,
-            &[
-                "DROP DATABASE IF EXISTS dbm_bench_engine WITH (FORCE)".to_owned(),
-                "DROP DATABASE IF EXISTS dbm_bench_set WITH (FORCE)".to_owned(),
-                "DROP DATABASE IF EXISTS dbm_bench_seed WITH (FORCE)".to_owned(),
-            ],
-        )
-        .await;
+    for (measure, rate) in measures.iter().zip(&medians) {
+        println!("  {:<9} {:>11}", measure.name(), thousands(*rate));
     }
+    let mut ratios = vec![
+        ("TOML / UPDATE", of(Measure::Toml) / of(Measure::Update)),
+        (
+            "built-in / UPDATE",
+            of(Measure::BuiltIn) / of(Measure::Update),
+        ),
+        ("loop / UPDATE", of(Measure::Loop) / of(Measure::Update)),
+        ("TOML / loop", of(Measure::Toml) / of(Measure::Loop)),
+        (
+            "composite / integer",
+            of(Measure::Composite) / of(Measure::Integer),
+        ),
+    ];
+    if options.postgres {
+        ratios.push((
+            "loop x2 / UPDATE",
+            of(Measure::LoopTwoWriters) / of(Measure::Update),
+        ));
+        ratios.push((
+            "TOML / loop x2",
+            of(Measure::Toml) / of(Measure::LoopTwoWriters),
+        ));
+    }
+    for (name, ratio) in ratios {
+        println!("  {name:<19} {ratio:.2}");
+    }
+    target.clean_up().await;
 }

@@ -1,0 +1,293 @@
+//! What the benchmark times, each on a fresh copy: the engine with a migration, the single
+//! set-based UPDATE, and the loop a user would write by hand.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use migrate_core::{
+    Backend, Config, EventBoard, MigrationModule, MigrationSpec, RunOptions, SqlMigration,
+    StatusBoard, System, build_migration_system, builder_for, overseer,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::Options;
+use crate::target::open;
+
+/// The migration as one statement: the same expressions as the engine's per-batch statement,
+/// trimming the characters of [`whitespace`] (bound as `?1`/`$1`).
+const SET_BASED_SQLITE: &str = "UPDATE customers SET
+    last_name = trim(substr(full_name, 1, instr(full_name, ',') - 1), ?1),
+    first_name = trim(substr(full_name, instr(full_name, ',') + 1), ?1),
+    email = lower(trim(email, ?1)),
+    schema_version = 2,
+    migrated_at = '2026-01-01T00:00:00Z'
+  WHERE schema_version = 1
+    AND instr(CAST(full_name AS BLOB), x'00') = 0
+    AND instr(full_name, ',') > 0
+    AND trim(substr(full_name, 1, instr(full_name, ',') - 1), ?1) <> ''
+    AND trim(substr(full_name, instr(full_name, ',') + 1), ?1) <> ''";
+const SET_BASED_POSTGRES: &str = "UPDATE customers SET
+    last_name = btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $1),
+    first_name = btrim(substr(full_name, strpos(full_name, ',') + 1), $1),
+    email = lower(btrim(email, $1)),
+    schema_version = 2,
+    migrated_at = '2026-01-01T00:00:00Z'
+  WHERE schema_version = 1
+    AND strpos(full_name, ',') > 0
+    AND btrim(substr(full_name, 1, strpos(full_name, ',') - 1), $1) <> ''
+    AND btrim(substr(full_name, strpos(full_name, ',') + 1), $1) <> ''";
+
+/// The hand-written loop's page of keys, and its update of one page: the single UPDATE limited
+/// to the key range `(after, last]` of the page.
+const PAGE_SQLITE: &str = "SELECT id FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2";
+const PAGE_POSTGRES: &str = "SELECT id FROM customers WHERE id > $1 ORDER BY id LIMIT $2";
+const RANGE_SUFFIX_SQLITE: &str = " AND id > ?2 AND id <= ?3";
+const RANGE_SUFFIX_POSTGRES: &str = " AND id > $2 AND id <= $3";
+
+/// Keys per page of the hand-written loop: the engine's default batch size for databases.
+const LOOP_PAGE: i64 = 1000;
+
+/// Every character Rust calls whitespace: the set the migration trims.
+fn whitespace() -> String {
+    (0..=u32::from(char::MAX))
+        .filter_map(char::from_u32)
+        .filter(|c| c.is_whitespace())
+        .collect()
+}
+
+/// A migration file of the repository.
+pub fn migration_file(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations")
+        .join(name)
+}
+
+/// `orders-normalize.toml` on `orders_by_id`, keyed by its integer `id` alone: the same change
+/// and batch size on the same rows.
+pub fn orders_by_id() -> MigrationSpec {
+    let path = migration_file("orders-normalize.toml");
+    let text = std::fs::read_to_string(&path).expect("the orders migration");
+    let mut file: toml::Table = text.parse().expect("the orders migration is TOML");
+    let mut id = toml::Table::new();
+    id.insert("column".into(), "id".into());
+    id.insert("type".into(), "integer".into());
+    file.insert("name".into(), "orders-by-id".into());
+    file.insert("table".into(), "orders_by_id".into());
+    file.insert("key".into(), toml::Value::Array(vec![id.into()]));
+    let text = toml::to_string(&file).expect("TOML");
+    MigrationSpec::parse(&text, "orders-by-id.toml").expect("the integer-key migration")
+}
+
+/// The default configuration pointed at `url`, with the overrides of `options`.
+fn config(url: &str, dir: &Path, options: &Options) -> Config {
+    let mut config = Config::default();
+    config.connection.url = url.to_owned();
+    config.customer_migrator.log_file = dir.join("migration.log");
+    let _ = std::fs::remove_file(&config.customer_migrator.log_file);
+    if let Some(v) = options.processes {
+        config.customer_migration.processes = v;
+    }
+    if let Some(v) = options.batch_size {
+        config.customer_migrator.batch_size = Some(v);
+    }
+    if let Some(v) = options.fetch_size {
+        config.customer_scanner.fetch_size = v;
+    }
+    if let Some(v) = options.block_size {
+        config.customer_scanner.block_size = v;
+    }
+    if let Some(v) = options.max_connections {
+        config.connection.max_connections = v;
+    }
+    config
+}
+
+/// The built-in customer migration with the default settings (and the overrides given).
+pub async fn engine(url: &str, dir: &Path, options: &Options, rows: u64) -> (Duration, u64) {
+    let config = config(url, dir, options);
+    let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
+    let system = build_migration_system(&config, Some((board, "EventBoard")))
+        .await
+        .expect("building");
+    run(system, rows).await
+}
+
+/// The migration `spec` through [`builder_for`], as `db-migrate run --migration` builds it.
+pub async fn declared(
+    url: &str,
+    dir: &Path,
+    options: &Options,
+    spec: &MigrationSpec,
+    rows: u64,
+) -> (Duration, u64) {
+    let config = config(url, dir, options);
+    let backend = Backend::open(&config.connection, false)
+        .await
+        .expect("opening");
+    let migration = SqlMigration::new(spec.clone(), &backend)
+        .expect("the migration")
+        .with_lock_timeout(config.customer_migration.grace_period());
+    let writer = Arc::new(tokio::sync::Mutex::new(()));
+    let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
+    let system = builder_for(&config, backend, writer, Arc::new(migration))
+        .with_override::<dyn StatusBoard>(board, "EventBoard")
+        .build()
+        .expect("building");
+    run(system, rows).await
+}
+
+/// Starts `system`, times its run, stops it, and checks that it saw all `rows`. Returns the
+/// run's time and the rows it migrated.
+async fn run(system: System<MigrationModule>, rows: u64) -> (Duration, u64) {
+    system.start().await.expect("starting");
+    let started = Instant::now();
+    let summary = overseer(&system)
+        .run(RunOptions::default(), CancellationToken::new())
+        .await
+        .expect("running");
+    let elapsed = started.elapsed();
+    system.stop().await.expect("stopping");
+    assert_eq!(
+        summary.migrated + summary.previously_migrated + summary.failed,
+        rows,
+        "{summary:?}"
+    );
+    (elapsed, summary.migrated)
+}
+
+/// The physical limit: one set-based UPDATE. Returns its time and the rows it updated.
+pub async fn set_based(url: &str) -> (Duration, u64) {
+    let backend = open(url, false).await;
+    let whitespace = whitespace();
+    let started = Instant::now();
+    let updated = match &backend {
+        Backend::Sqlite(pool) => sqlx::query(SET_BASED_SQLITE)
+            .bind(&whitespace)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+        Backend::Postgres(pool) => sqlx::query(SET_BASED_POSTGRES)
+            .bind(&whitespace)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+        _ => unreachable!("a database"),
+    }
+    .expect("the set-based update");
+    let elapsed = started.elapsed();
+    backend.close().await;
+    (elapsed, updated)
+}
+
+/// What a user writes instead of the engine: page the keys in order, and per page run the
+/// single UPDATE limited to the page's key range, in its own transaction. Returns its time and
+/// the rows it updated.
+pub async fn hand_loop(url: &str) -> (Duration, u64) {
+    let backend = open(url, false).await;
+    let whitespace = whitespace();
+    macro_rules! pages {
+        ($pool:expr, $page:expr, $set_based:expr, $range:expr) => {{
+            let update = format!("{}{}", $set_based, $range);
+            let (mut after, mut updated) = (i64::MIN, 0);
+            loop {
+                let page: Vec<i64> = sqlx::query_scalar($page)
+                    .bind(after)
+                    .bind(LOOP_PAGE)
+                    .fetch_all($pool)
+                    .await
+                    .expect("a page of ids");
+                let Some(&last) = page.last() else { break };
+                let mut tx = $pool.begin().await.expect("a transaction");
+                updated += sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                    .bind(&whitespace)
+                    .bind(after)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("the range update")
+                    .rows_affected();
+                tx.commit().await.expect("committing a page");
+                after = last;
+            }
+            updated
+        }};
+    }
+    let started = Instant::now();
+    let updated = match &backend {
+        Backend::Sqlite(pool) => pages!(pool, PAGE_SQLITE, SET_BASED_SQLITE, RANGE_SUFFIX_SQLITE),
+        Backend::Postgres(pool) => pages!(
+            pool,
+            PAGE_POSTGRES,
+            SET_BASED_POSTGRES,
+            RANGE_SUFFIX_POSTGRES
+        ),
+        _ => unreachable!("a database"),
+    };
+    let elapsed = started.elapsed();
+    backend.close().await;
+    (elapsed, updated)
+}
+
+/// The hand-written loop on PostgreSQL with two writers: one connection pages the keys and
+/// hands the pages' ranges alternately to two others, each updating its ranges one
+/// transaction at a time.
+pub async fn hand_loop_two_writers(url: &str) -> (Duration, u64) {
+    let backend = open(url, false).await;
+    let Backend::Postgres(pool) = &backend else {
+        unreachable!("PostgreSQL")
+    };
+    let whitespace = Arc::new(whitespace());
+    let update = format!("{SET_BASED_POSTGRES}{RANGE_SUFFIX_POSTGRES}");
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        // Two ranges queued per writer: enough to keep it busy while the pager reads ahead.
+        let (send, mut ranges) = tokio::sync::mpsc::channel::<(i64, i64)>(2);
+        senders.push(send);
+        let (pool, whitespace, update) = (pool.clone(), Arc::clone(&whitespace), update.clone());
+        writers.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await.expect("a connection");
+            let mut updated = 0;
+            while let Some((after, last)) = ranges.recv().await {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .expect("a transaction");
+                updated += sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                    .bind(whitespace.as_str())
+                    .bind(after)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("the range update")
+                    .rows_affected();
+                tx.commit().await.expect("committing a page");
+            }
+            updated
+        }));
+    }
+    let mut after = i64::MIN;
+    for turn in 0.. {
+        let page: Vec<i64> = sqlx::query_scalar(PAGE_POSTGRES)
+            .bind(after)
+            .bind(LOOP_PAGE)
+            .fetch_all(pool)
+            .await
+            .expect("a page of ids");
+        let Some(&last) = page.last() else { break };
+        senders[turn % 2]
+            .send((after, last))
+            .await
+            .expect("a writer");
+        after = last;
+    }
+    drop(senders);
+    let mut updated = 0;
+    for writer in writers {
+        updated += writer.await.expect("a writer");
+    }
+    let elapsed = started.elapsed();
+    backend.close().await;
+    (elapsed, updated)
+}
