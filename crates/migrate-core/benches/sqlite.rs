@@ -8,7 +8,7 @@
 //! - `built-in`: the engine with the built-in customer migration and the default settings
 //!   (`Config::default()` pointed at the database, board discarded);
 //! - `TOML`: the engine with `migrations/customer-split.toml` through `builder_for`, as
-//!   `db-migrate run --migration` builds it;
+//!   `db-migrate --migration` builds it;
 //! - `UPDATE`: the same transformation as ONE set-based `UPDATE customers SET ... WHERE
 //!   schema_version = 1 AND <well-formed>`, the fastest the database can do the work;
 //! - `loop`: the loop a user writes instead, without the engine: page the ids 1,000 at a time

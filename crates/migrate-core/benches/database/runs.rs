@@ -113,7 +113,7 @@ pub async fn engine(url: &str, dir: &Path, options: &Options, rows: u64) -> (Dur
     run(system, rows).await
 }
 
-/// The migration `spec` through [`builder_for`], as `db-migrate run --migration` builds it.
+/// The migration `spec` through [`builder_for`], as `db-migrate --migration` builds it.
 pub async fn declared(
     url: &str,
     dir: &Path,
@@ -125,10 +125,11 @@ pub async fn declared(
     let backend = Backend::open(&config.connection, false)
         .await
         .expect("opening");
+    let writer = Arc::new(tokio::sync::Mutex::new(()));
     let migration = SqlMigration::new(spec.clone(), &backend)
         .expect("the migration")
-        .with_lock_timeout(config.customer_migration.grace_period());
-    let writer = Arc::new(tokio::sync::Mutex::new(()));
+        .with_lock_timeout(config.customer_migration.grace_period())
+        .sharing_writer(Arc::clone(&writer));
     let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
     let system = builder_for(&config, backend, writer, Arc::new(migration))
         .with_override::<dyn StatusBoard>(board, "EventBoard")
