@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, SqlitePool};
 
-use crate::postgres_server::postgres_server;
-use crate::util::{Scratch, stderr, stdout};
+use crate::util::{PgDatabase, Scratch, stderr, stdout};
 
 /// A file of the repository's `migrations/`.
 fn shipped(name: &str) -> String {
@@ -209,36 +208,12 @@ async fn orders_migrate_from_their_file_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_migrate_from_their_file_on_postgres() {
-    let Some(server) = postgres_server() else {
+    let Some(db) = PgDatabase::new("orders").await else {
         return;
     };
-    let name = format!("dbm_cli_orders_{}", std::process::id());
-    let admin = PgPool::connect(&server).await.unwrap();
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let (base, query) = server
-        .split_once('?')
-        .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
-    let url = format!(
-        "{}/{name}{}",
-        &base[..base.rfind('/').unwrap()],
-        query.map(|q| format!("?{q}")).unwrap_or_default()
-    );
     let scratch = Scratch::new();
-    orders_migrate_from_their_file(&scratch, &url, &url).await;
-    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    orders_migrate_from_their_file(&scratch, &db.url, &db.url).await;
+    db.drop_it().await;
 }
 
 #[test]
@@ -416,28 +391,10 @@ async fn two_migrations_one_after_the_other_keep_to_their_own_bookkeeping_on_sql
 /// On PostgreSQL both run at once, in two processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_migrations_at_once_keep_to_their_own_bookkeeping_on_postgres() {
-    let Some(server) = postgres_server() else {
+    let Some(db) = PgDatabase::new("two").await else {
         return;
     };
-    let name = format!("dbm_cli_two_{}", std::process::id());
-    let admin = PgPool::connect(&server).await.unwrap();
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let (base, query) = server
-        .split_once('?')
-        .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
-    let url = format!(
-        "{}/{name}{}",
-        &base[..base.rfind('/').unwrap()],
-        query.map(|q| format!("?{q}")).unwrap_or_default()
-    );
+    let url = db.url.clone();
     let scratch = Scratch::new();
     seed(&scratch, &url);
     let orders_args = args(&url, &["--json", "customer-migrator.batch-size=10"]);
@@ -478,10 +435,5 @@ async fn two_migrations_at_once_keep_to_their_own_bookkeeping_on_postgres() {
         );
         assert_eq!(checkpoints, 0, "{migration}");
     }
-    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    db.drop_it().await;
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::{PgPool, SqlitePool};
 
-use crate::trouble::PgDatabase;
+use crate::util::PgDatabase;
 use crate::util::{Scratch, stderr, stdout};
 
 /// How long a child process may take before the test gives up on it.

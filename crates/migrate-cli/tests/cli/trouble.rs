@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, SqlitePool};
 
-use crate::util::{Scratch, stderr, stdout};
-
-use crate::postgres_server::postgres_server;
+use crate::util::{PgDatabase, Scratch, stderr, stdout};
 
 /// Customers in the seeded databases.
 const CUSTOMERS: &str = "5000";
@@ -59,48 +57,6 @@ async fn sqlite_scalar(url: &str, sql: &'static str) -> i64 {
     let value = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
     pool.close().await;
     value
-}
-
-/// A PostgreSQL database of its own for one test, dropped by [`PgDatabase::drop_it`].
-pub(crate) struct PgDatabase {
-    pub(crate) url: String,
-    admin: PgPool,
-    name: String,
-}
-
-impl PgDatabase {
-    pub(crate) async fn new(tag: &str) -> Option<PgDatabase> {
-        let server = postgres_server()?;
-        let name = format!("dbm_cli_{tag}_{}", std::process::id());
-        let admin = PgPool::connect(&server).await.unwrap();
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-        let (base, query) = server
-            .split_once('?')
-            .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
-        let url = format!(
-            "{}/{name}{}",
-            &base[..base.rfind('/').unwrap()],
-            query.map(|q| format!("?{q}")).unwrap_or_default()
-        );
-        Some(PgDatabase { url, admin, name })
-    }
-
-    pub(crate) async fn drop_it(self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&self.admin)
-            .await
-            .unwrap();
-        self.admin.close().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,6 +214,27 @@ async fn a_migrated_at_column_of_another_type_is_a_usage_error_on_postgres() {
     db.drop_it().await;
 }
 
+/// Sends SIGINT to `child`, as a user pressing Ctrl-C, and waits for it to exit: its status
+/// and how long it took.
+fn interrupt(child: &mut std::process::Child) -> (std::process::ExitStatus, Duration) {
+    let interrupted = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, interrupted.elapsed());
+        }
+        if interrupted.elapsed() > PROCESS_DEADLINE {
+            let _ = child.kill();
+            panic!("the run did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Another session holds a row lock the run needs: a Ctrl-C still ends the process within the
 /// grace period and a bounded stop, not when the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,24 +265,7 @@ async fn a_row_locked_by_another_session_does_not_hold_up_a_stop_on_postgres() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let interrupted = Instant::now();
-    // SAFETY-free: `kill` from the shell, as a user would press Ctrl-C.
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if interrupted.elapsed() > PROCESS_DEADLINE {
-            let _ = child.kill();
-            panic!("the run did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = interrupted.elapsed();
+    let (status, took) = interrupt(&mut child);
     // The lock is still held: the process ended without waiting for it.
     sqlx::query("SELECT 1").execute(&mut *holder).await.unwrap();
     holder.rollback().await.unwrap();
@@ -342,23 +302,7 @@ async fn a_table_locked_by_another_session_does_not_hold_up_a_stop_on_postgres()
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let interrupted = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if interrupted.elapsed() > PROCESS_DEADLINE {
-            let _ = child.kill();
-            panic!("the run did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = interrupted.elapsed();
+    let (status, took) = interrupt(&mut child);
     holder.rollback().await.unwrap();
     pool.close().await;
     assert_eq!(status.code(), Some(130), "{status:?}");

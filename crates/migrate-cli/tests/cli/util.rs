@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sqlx::PgPool;
+
+use crate::postgres_server::postgres_server;
+
 /// The built `db-migrate` binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_db-migrate"))
@@ -59,4 +63,46 @@ pub fn stdout(output: &Output) -> String {
 /// stderr as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A PostgreSQL database of its own for one test, dropped by [`PgDatabase::drop_it`].
+pub struct PgDatabase {
+    pub url: String,
+    admin: PgPool,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn new(tag: &str) -> Option<PgDatabase> {
+        let server = postgres_server()?;
+        let name = format!("dbm_cli_{tag}_{}", std::process::id());
+        let admin = PgPool::connect(&server).await.unwrap();
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+        let (base, query) = server
+            .split_once('?')
+            .map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
+        let url = format!(
+            "{}/{name}{}",
+            &base[..base.rfind('/').unwrap()],
+            query.map(|q| format!("?{q}")).unwrap_or_default()
+        );
+        Some(PgDatabase { url, admin, name })
+    }
+
+    pub async fn drop_it(self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+        self.admin.close().await;
+    }
 }
