@@ -18,8 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use migrate_core::{
     Backend, BatchError, BatchJournal, BoxError, Config, Ending, Event, EventBoard, Key, KeyColumn,
-    KeyKind, KeyValue, Migration, Noun, Outcome, RecordFailure, RunOptions, SUMMARY_JOB,
-    StatusBoard, builder_for, overseer,
+    KeyKind, Migration, Noun, Outcome, RecordFailure, RunOptions, SUMMARY_JOB, StatusBoard,
+    builder_for, overseer,
 };
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
@@ -60,15 +60,7 @@ fn parse_price(text: &str) -> Option<(i64, &str)> {
 
 /// The sku of a one-column text key.
 fn sku(key: &Key) -> &str {
-    match key.values() {
-        [KeyValue::Text(sku)] => sku,
-        _ => unreachable!("product keys are one text column"),
-    }
-}
-
-/// A driver error as a batch error: the transaction rolled back, so another attempt may pass.
-fn retry(error: sqlx::Error) -> BatchError {
-    BatchError::Transient(error.into())
+    key.as_text().expect("product keys are one text column")
 }
 
 #[async_trait]
@@ -116,7 +108,11 @@ impl Migration for ProductPrices {
             (Some(self.writer.lock().await), Some(journal))
         };
         let begin = if dry_run { "BEGIN" } else { "BEGIN IMMEDIATE" };
-        let mut tx = self.pool.begin_with(begin).await.map_err(retry)?;
+        let mut tx = self
+            .pool
+            .begin_with(begin)
+            .await
+            .map_err(|e| BatchError::from_database("starting a batch", e))?;
         let skus: Vec<&str> = keys.iter().map(sku).collect();
         let rows: HashMap<String, (String, bool)> = sqlx::query_as(
             "SELECT sku, price, migrated_at IS NOT NULL FROM products
@@ -125,7 +121,7 @@ impl Migration for ProductPrices {
         .bind(serde_json::to_string(&skus).expect("skus serialize"))
         .fetch_all(&mut *tx)
         .await
-        .map_err(retry)?
+        .map_err(|e| BatchError::from_database("reading a batch of products", e))?
         .into_iter()
         .map(|(sku, price, done)| (sku, (price, done)))
         .collect();
@@ -147,12 +143,11 @@ impl Migration for ProductPrices {
                               WHERE sku = ? AND migrated_at IS NULL",
                         );
                         let bound = update.bind(cents).bind(currency).bind(&now).bind(*sku);
-                        match bound
+                        let updated = bound
                             .execute(&mut *tx)
                             .await
-                            .map_err(retry)?
-                            .rows_affected()
-                        {
+                            .map_err(|e| BatchError::from_database("migrating a product", e))?;
+                        match updated.rows_affected() {
                             0 => Outcome::PreviouslyMigrated,
                             _ => {
                                 migrated.push(key.clone());
@@ -172,7 +167,9 @@ impl Migration for ProductPrices {
                 .write_sqlite(&mut tx, &now, &migrated, &settled)
                 .await?;
         }
-        tx.commit().await.map_err(retry)?;
+        tx.commit()
+            .await
+            .map_err(|e| BatchError::from_database("committing a batch", e))?;
         Ok(outcomes)
     }
 

@@ -58,6 +58,19 @@ impl DbError {
     }
 }
 
+impl BatchError {
+    /// The batch error for a database error met while `doing` something in a batch: retried,
+    /// refused for its records, or fatal, by the error's SQLSTATE (PostgreSQL) or result code
+    /// (SQLite), as the built-in migrations classify theirs (`docs/running.md`).
+    pub fn from_database(doing: &'static str, error: sqlx::Error) -> BatchError {
+        DbError {
+            doing,
+            source: error,
+        }
+        .into()
+    }
+}
+
 impl From<DbError> for BatchError {
     fn from(error: DbError) -> BatchError {
         match error.kind() {

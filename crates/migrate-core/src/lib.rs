@@ -103,3 +103,6 @@ pub use store::{DatabaseStore, FileStore, ProgressStore};
 
 /// shaku, re-exported so that embedders name the same version.
 pub use shaku;
+/// sqlx, re-exported so that embedders name the same version (`Backend` holds its pools, and
+/// `BatchJournal` writes on its connections).
+pub use sqlx;

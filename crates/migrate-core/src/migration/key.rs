@@ -105,6 +105,14 @@ impl Key {
         }
     }
 
+    /// The value of a one-column text (or UUID) key.
+    pub fn as_text(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [KeyValue::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// Reads one line of a keys file (`-f`): one value per key column, separated by commas,
     /// a value in double quotes when it holds a comma or a quote (`""` for a quote), as CSV.
     /// [`Display`](fmt::Display) writes keys this way, so that failures and the audit can be
