@@ -354,8 +354,20 @@ impl Gen<'_> {
                 b.push("))");
             }
             (Dialect::Sqlite, _) => {
-                let parts: Vec<String> = (0..self.key.len())
-                    .map(|i| format!("value ->> {i}"))
+                // Each value cast to its column's type: without an affinity SQLite matches
+                // the row value on the first column alone, and reads a whole slice of the
+                // index for each batch (17 times slower for 500 keys of two columns).
+                let parts: Vec<String> = self
+                    .key
+                    .iter()
+                    .enumerate()
+                    .map(|(i, column)| {
+                        let kind = match column.kind {
+                            KeyKind::Integer => "INTEGER",
+                            KeyKind::Text | KeyKind::Uuid => "TEXT",
+                        };
+                        format!("CAST(value ->> {i} AS {kind})")
+                    })
                     .collect();
                 b.push(&format!(
                     "{} IN (SELECT {} FROM json_each(",

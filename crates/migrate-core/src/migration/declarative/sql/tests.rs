@@ -57,8 +57,8 @@ fn sqlite_batches_are_classified_then_updated_through_json() {
         format!(
             "SELECT json_group_array(json_array(\"region\", \"order_no\", CASE WHEN \
              (normalized_at IS NULL) THEN CASE WHEN ({valid}) THEN 1 ELSE 2 END ELSE 0 END)) \
-             FROM \"orders\" WHERE (\"region\", \"order_no\") IN (SELECT value ->> 0, value ->> 1 \
-             FROM json_each(?1))"
+             FROM \"orders\" WHERE (\"region\", \"order_no\") IN (SELECT \
+             CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) FROM json_each(?1))"
         )
     );
     assert_eq!(
@@ -66,7 +66,8 @@ fn sqlite_batches_are_classified_then_updated_through_json() {
         format!(
             "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
              upper(trim(currency)), \"normalized_at\" = ?1 WHERE (\"region\", \"order_no\") IN \
-             (SELECT value ->> 0, value ->> 1 FROM json_each(?2)) AND (normalized_at IS NULL) \
+             (SELECT CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) FROM json_each(?2)) \
+             AND (normalized_at IS NULL) \
              AND ({valid})"
         )
     );
