@@ -138,7 +138,11 @@ impl Plan {
         update.push(" AND (");
         update.expr(rules.pending.1);
         update.push(")");
-        if let Some(valid) = valid {
+        // On SQLite the batch's keys are those its classifying read, under the same write
+        // lock, found pending and valid: nothing can change them in between, so the update
+        // repeats only the guard, and its row count is checked. PostgreSQL reads each
+        // statement afresh, so it checks validity again.
+        if let (Some(valid), Dialect::Postgres) = (valid, dialect) {
             update.push(" AND (");
             update.expr(valid);
             update.push(")");

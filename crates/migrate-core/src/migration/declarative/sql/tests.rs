@@ -67,8 +67,7 @@ fn sqlite_batches_are_classified_then_updated_through_json() {
             "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
              upper(trim(currency)), \"normalized_at\" = ?1 WHERE (\"region\", \"order_no\") IN \
              (SELECT CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) FROM json_each(?2)) \
-             AND (normalized_at IS NULL) \
-             AND ({valid})"
+             AND (normalized_at IS NULL)"
         )
     );
     assert_eq!(orders.update.binds, [Bind::Param(Param::Now), Bind::Batch]);
