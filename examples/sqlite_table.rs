@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use migrate_core::{
-    Backend, BatchError, BatchJournal, BoxError, Config, Ending, Event, EventBoard, Key, KeyColumn,
-    KeyKind, Migration, Noun, Outcome, RecordFailure, RunOptions, SUMMARY_JOB, StatusBoard,
-    builder_for, overseer,
+    Backend, BatchError, BatchJournal, BoxError, Config, Database, Ending, Event, EventBoard, Key,
+    KeyColumn, KeyKind, Migration, Noun, Outcome, RecordFailure, RunOptions, SUMMARY_JOB,
+    StatusBoard, builder_for, overseer,
 };
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,8 @@ const EARLIER: &str = "2024-01-01T00:00:00Z";
 /// The price migration on the service's own `products` table.
 #[derive(Debug)]
 struct ProductPrices {
-    backend: Backend,
+    /// The database, for the journal's tables.
+    database: Database,
     pool: SqlitePool,
     /// SQLite has one writer at a time: batches take turns with the progress store on this lock
     /// (the one given to `builder_for`) instead of in SQLite's busy handler.
@@ -103,7 +104,7 @@ impl Migration for ProductPrices {
         let (_writer, journal) = if dry_run {
             (None, None)
         } else {
-            let prepare = || BatchJournal::prepare(&self.backend, NAME);
+            let prepare = || BatchJournal::prepare(&self.database, NAME);
             let journal = self.journal.get_or_try_init(prepare).await?;
             (Some(self.writer.lock().await), Some(journal))
         };
@@ -217,13 +218,13 @@ async fn main() -> Result<(), BoxError> {
 
     let backend = Backend::open(&config.connection, true).await?;
     let Backend::Sqlite(pool) = backend.clone() else {
-        unreachable!("an sqlite: URL")
+        return Err("the example opens an sqlite: URL".into());
     };
     let unparseable = fill(&pool).await?;
 
     let writer = Arc::new(tokio::sync::Mutex::new(()));
     let migration = ProductPrices {
-        backend: backend.clone(),
+        database: Database::Sqlite(pool.clone()),
         pool,
         writer: Arc::clone(&writer),
         journal: tokio::sync::OnceCell::new(),

@@ -59,7 +59,27 @@ pub enum Backend {
     Postgres(PgPool),
 }
 
+/// An SQL database: the migrated database, where the progress tables live too. What the SQL
+/// parts of the library (the progress store, the SQL migrations) are built with, once the
+/// backend is known not to be the simulated one.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// An SQLite database file.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
 impl Backend {
+    /// The SQL database, unless the backend is simulated.
+    pub fn database(&self) -> Option<Database> {
+        match self {
+            Backend::Simulated { .. } => None,
+            Backend::Sqlite(pool) => Some(Database::Sqlite(pool.clone())),
+            Backend::Postgres(pool) => Some(Database::Postgres(pool.clone())),
+        }
+    }
+
     /// Opens the backend named by `config.url`. For SQLite, `create` makes the file when it is
     /// missing (the `seed` command); a migration run wants an existing database.
     pub async fn open(config: &ConnectionConfig, create: bool) -> Result<Backend, ConnectionError> {

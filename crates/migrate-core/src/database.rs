@@ -6,7 +6,7 @@
 
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 
-use crate::connection::Backend;
+use crate::connection::Database;
 use crate::engine::migrator::BatchError;
 
 /// A database error with the statement's purpose in front.
@@ -212,76 +212,73 @@ fn numbered(sql: &str) -> String {
 }
 
 /// A statement for `backend`: built only from the static text of this module, so it is safe.
-pub(crate) fn sql_for(backend: &Backend, sql: &'static str) -> SqlStr {
+pub(crate) fn sql_for(backend: &Database, sql: &'static str) -> SqlStr {
     match backend {
-        Backend::Postgres(_) => AssertSqlSafe(numbered(sql)).into_sql_str(),
+        Database::Postgres(_) => AssertSqlSafe(numbered(sql)).into_sql_str(),
         _ => sql.into_sql_str(),
     }
 }
 
 pub(crate) async fn execute(
-    backend: &Backend,
+    backend: &Database,
     sql: &'static str,
     doing: &'static str,
 ) -> Result<(), DbError> {
     match backend {
-        Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        Backend::Simulated { .. } => Ok(()),
+        Database::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Database::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
     }
     .map_err(context(doing))
 }
 
 /// Runs `sql`, a statement built at run time from text this crate controls.
 pub(crate) async fn execute_owned(
-    backend: &Backend,
+    backend: &Database,
     sql: String,
     doing: &'static str,
 ) -> Result<(), DbError> {
     let sql = AssertSqlSafe(sql);
     match backend {
-        Backend::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        Backend::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
-        Backend::Simulated { .. } => Ok(()),
+        Database::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Database::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
     }
     .map_err(context(doing))
 }
 
 /// Whether `table` exists.
-pub(crate) async fn table_exists(backend: &Backend, table: &'static str) -> Result<bool, DbError> {
+pub(crate) async fn table_exists(backend: &Database, table: &'static str) -> Result<bool, DbError> {
     let doing = "looking for a table";
     match backend {
-        Backend::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             sqlx::query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
                 .bind(table)
                 .fetch_one(pool)
                 .await
                 .map(|row| row.get::<i64, _>(0) > 0)
         }
-        Backend::Postgres(pool) => sqlx::query("SELECT to_regclass($1) IS NOT NULL")
+        Database::Postgres(pool) => sqlx::query("SELECT to_regclass($1) IS NOT NULL")
             .bind(table)
             .fetch_one(pool)
             .await
             .map(|row| row.get::<bool, _>(0)),
-        Backend::Simulated { .. } => Ok(false),
     }
     .map_err(context(doing))
 }
 
 /// The columns of `table`, lowercase; empty when there is no such table.
 pub(crate) async fn columns(
-    backend: &Backend,
+    backend: &Database,
     table: &'static str,
 ) -> Result<Vec<String>, DbError> {
     let doing = "reading the columns of a table";
     match backend {
-        Backend::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             sqlx::query_scalar("SELECT lower(name) FROM pragma_table_info(?)")
                 .bind(table)
                 .fetch_all(pool)
                 .await
         }
-        Backend::Postgres(pool) => {
+        Database::Postgres(pool) => {
             sqlx::query_scalar(
                 "SELECT lower(attname::text) FROM pg_attribute
                   WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
@@ -290,7 +287,6 @@ pub(crate) async fn columns(
             .fetch_all(pool)
             .await
         }
-        Backend::Simulated { .. } => Ok(Vec::new()),
     }
     .map_err(context(doing))
 }

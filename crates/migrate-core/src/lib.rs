@@ -66,7 +66,9 @@ pub use config::{
     BoardMode, Config, ConnectionConfig, InvalidValue, MigrationConfig, MigratorConfig,
     ScannerConfig, StatusBoardConfig,
 };
-pub use connection::{Backend, Connection, ConnectionError, DatabaseConnection, mask_url};
+pub use connection::{
+    Backend, Connection, ConnectionError, Database, DatabaseConnection, mask_url,
+};
 pub use customer::seed::{
     DemoCustomer, DemoOrder, SEEDED_MIGRATED_AT, SeedError, SeedReport, demo_customer, demo_order,
     seed_customers,

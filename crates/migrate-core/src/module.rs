@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::components::graph::GraphError;
 use crate::components::system::{System, SystemBuilder};
 use crate::config::Config;
-use crate::connection::{Backend, ConnectionError, DatabaseConnection};
+use crate::connection::{Backend, ConnectionError, Database, DatabaseConnection};
 use crate::customer::{CustomerMigration, SimulatedCustomers};
 use crate::engine::board::StatusBoard;
 use crate::engine::migrator::{BatchMigrator, Migrator};
@@ -69,8 +69,13 @@ pub fn migration_builder(config: &Config, backend: Backend) -> SystemBuilder<Mig
             *customers,
             config.customer_migrator.clone(),
         )),
-        database => Arc::new(CustomerMigration::new(
-            database.clone(),
+        Backend::Sqlite(pool) => Arc::new(CustomerMigration::new(
+            Database::Sqlite(pool.clone()),
+            Arc::clone(&writer),
+            config.customer_migration.grace_period(),
+        )),
+        Backend::Postgres(pool) => Arc::new(CustomerMigration::new(
+            Database::Postgres(pool.clone()),
             Arc::clone(&writer),
             config.customer_migration.grace_period(),
         )),
@@ -88,16 +93,13 @@ pub fn builder_for(
     writer: Arc<tokio::sync::Mutex<()>>,
     migration: Arc<dyn Migration>,
 ) -> SystemBuilder<MigrationModule> {
-    let simulated = matches!(backend, Backend::Simulated { .. });
+    let database = backend.database();
     let builder = SystemBuilder::<MigrationModule>::new()
         .with_parameters::<DatabaseConnection>(DatabaseConnection::parameters(
             backend,
             &config.connection.url,
             writer,
         ))
-        .with_parameters::<DatabaseStore>(crate::store::DatabaseStoreParameters {
-            tables: tokio::sync::OnceCell::new(),
-        })
         .with_parameters::<PagingScanner>(PagingScanner::parameters(
             config.customer_scanner.clone(),
             Arc::clone(&migration),
@@ -108,14 +110,20 @@ pub fn builder_for(
         ))
         .with_parameters::<Overseer>(Overseer::parameters(config.customer_migration.clone()));
     // The store that fits the backend, chosen once: tables in a database, files otherwise.
-    if simulated {
-        let store: Box<dyn ProgressStore> = Box::new(FileStore::new(
-            config.customer_scanner.paging_state_path.clone(),
-            FileStore::failures_file_beside(&config.customer_migrator.log_file),
-        ));
-        builder.with_implementation::<dyn ProgressStore>(store, "FileStore")
-    } else {
-        builder
+    match database {
+        Some(database) => {
+            builder.with_parameters::<DatabaseStore>(crate::store::DatabaseStoreParameters {
+                database,
+                tables: tokio::sync::OnceCell::new(),
+            })
+        }
+        None => {
+            let store: Box<dyn ProgressStore> = Box::new(FileStore::new(
+                config.customer_scanner.paging_state_path.clone(),
+                FileStore::failures_file_beside(&config.customer_migrator.log_file),
+            ));
+            builder.with_implementation::<dyn ProgressStore>(store, "FileStore")
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::components::component::BoxError;
 use crate::config::MigratorConfig;
-use crate::connection::Backend;
+use crate::connection::Database;
 use crate::engine::migrator::{BatchError, Outcome, RecordFailure};
 use crate::migration::key::{Key, KeyColumn, KeyKind};
 use crate::migration::{Migration, Noun};
@@ -47,7 +47,7 @@ fn ids(keys: &[Key]) -> Result<Vec<i64>, BatchError> {
 #[derive(Debug)]
 pub struct CustomerMigration {
     /// The database.
-    backend: Backend,
+    backend: Database,
     /// SQLite has one writer at a time; jobs (and the store) take turns on this lock instead
     /// of in SQLite's sleeping busy handler. Shared with the connection component.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -66,7 +66,7 @@ impl CustomerMigration {
     /// The customer migration on `backend` (SQLite or PostgreSQL), taking turns for SQLite's
     /// writer on `writer`, each PostgreSQL batch waiting at most `lock_timeout` for a row lock.
     pub fn new(
-        backend: Backend,
+        backend: Database,
         writer: Arc<tokio::sync::Mutex<()>>,
         lock_timeout: Duration,
     ) -> CustomerMigration {

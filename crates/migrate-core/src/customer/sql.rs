@@ -4,7 +4,7 @@
 use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::components::component::BoxError;
-use crate::connection::Backend;
+use crate::connection::Database;
 use crate::database::{DbError, columns, context, protocol, sql_for};
 use crate::engine::migrator::{Outcome, PreflightError, RecordFailure};
 use crate::migration::key::Key;
@@ -25,12 +25,8 @@ const CUSTOMER_COLUMNS: [&str; 7] = [
 /// uses, and on PostgreSQL that `migrated_at` takes the text the migration writes. A table
 /// that is not as expected is a [`PreflightError`] naming the table and the column: no batch
 /// could succeed, and retrying each record would only take minutes to say so. The
-/// bookkeeping tables are created on first write ([`create_checkpoints`],
-/// [`create_failures`]), so that a dry run creates nothing.
-pub(crate) async fn prepare(backend: &Backend) -> Result<(), BoxError> {
-    if matches!(backend, Backend::Simulated { .. }) {
-        return Ok(());
-    }
+/// bookkeeping tables are created on first write, so that a dry run creates nothing.
+pub(crate) async fn prepare(backend: &Database) -> Result<(), BoxError> {
     let found = columns(backend, "customers").await?;
     if found.is_empty() {
         return Err(PreflightError::new(
@@ -50,7 +46,7 @@ pub(crate) async fn prepare(backend: &Backend) -> Result<(), BoxError> {
         ))
         .into());
     }
-    if let Backend::Postgres(pool) = backend {
+    if let Database::Postgres(pool) = backend {
         let kind: String = sqlx::query_scalar(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
               WHERE attrelid = to_regclass('customers') AND attname = 'migrated_at'",
@@ -71,25 +67,25 @@ pub(crate) async fn prepare(backend: &Backend) -> Result<(), BoxError> {
 
 /// Up to `limit` customer ids above `after` and below `end`, ascending (keyset pagination).
 pub(crate) async fn page(
-    backend: &Backend,
+    backend: &Database,
     after: Option<i64>,
     end: Option<i64>,
     limit: usize,
 ) -> Result<Vec<i64>, DbError> {
     // On SQLite the page comes back as one JSON array: see `MIGRATE_SQLITE` for why.
     let sql = match (backend, after.is_some(), end.is_some()) {
-        (Backend::Sqlite(_), false, false) => {
+        (Database::Sqlite(_), false, false) => {
             "SELECT json_group_array(id) FROM (SELECT id FROM customers ORDER BY id LIMIT ?)"
         }
-        (Backend::Sqlite(_), true, false) => {
+        (Database::Sqlite(_), true, false) => {
             "SELECT json_group_array(id) FROM
                (SELECT id FROM customers WHERE id > ? ORDER BY id LIMIT ?)"
         }
-        (Backend::Sqlite(_), false, true) => {
+        (Database::Sqlite(_), false, true) => {
             "SELECT json_group_array(id) FROM
                (SELECT id FROM customers WHERE id < ? ORDER BY id LIMIT ?)"
         }
-        (Backend::Sqlite(_), true, true) => {
+        (Database::Sqlite(_), true, true) => {
             "SELECT json_group_array(id) FROM
                (SELECT id FROM customers WHERE id > ? AND id < ? ORDER BY id LIMIT ?)"
         }
@@ -121,7 +117,7 @@ pub(crate) async fn page(
     }
     let doing = "reading a page of customer ids";
     match backend {
-        Backend::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             let json: String = bound!(sqlx::query_scalar::<_, String>(sql))
                 .fetch_one(pool)
                 .await
@@ -131,17 +127,16 @@ pub(crate) async fn page(
             ids.sort_unstable();
             Ok(ids)
         }
-        Backend::Postgres(pool) => bound!(sqlx::query_scalar::<_, i64>(sql))
+        Database::Postgres(pool) => bound!(sqlx::query_scalar::<_, i64>(sql))
             .fetch_all(pool)
             .await
             .map_err(context(doing)),
-        Backend::Simulated { .. } => Ok(Vec::new()),
     }
 }
 
 /// How many customers lie above `after` and below `end`.
 pub(crate) async fn remaining(
-    backend: &Backend,
+    backend: &Database,
     after: Option<i64>,
     end: Option<i64>,
 ) -> Result<u64, DbError> {
@@ -151,21 +146,20 @@ pub(crate) async fn remaining(
     );
     let (after, end) = (after.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX));
     let count: i64 = match backend {
-        Backend::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             sqlx::query_scalar(sql.clone())
                 .bind(after)
                 .bind(end)
                 .fetch_one(pool)
                 .await
         }
-        Backend::Postgres(pool) => {
+        Database::Postgres(pool) => {
             sqlx::query_scalar(sql.clone())
                 .bind(after)
                 .bind(end)
                 .fetch_one(pool)
                 .await
         }
-        Backend::Simulated { .. } => Ok(0),
     }
     .map_err(context("counting customers"))?;
     Ok(count.max(0) as u64)
@@ -376,9 +370,9 @@ fn unhex(hex: &str) -> Result<Vec<u8>, String> {
 /// (retried).
 ///
 /// `writer`, when given, is held from the start of the transaction to its commit (SQLite's single
-/// writer, see `BackendMigrator`); what can be done outside it is.
+/// writer, see `CustomerMigration`); what can be done outside it is.
 pub(crate) async fn migrate(
-    backend: &Backend,
+    backend: &Database,
     ids: &[i64],
     dry_run: bool,
     writer: Option<&tokio::sync::Mutex<()>>,
@@ -387,7 +381,7 @@ pub(crate) async fn migrate(
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let outcomes = match backend {
-        Backend::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
             let _writer = match writer {
                 Some(lock) => Some(lock.lock().await),
@@ -475,7 +469,7 @@ pub(crate) async fn migrate(
             tx.commit().await.map_err(context("committing a batch"))?;
             outcomes
         }
-        Backend::Postgres(pool) => {
+        Database::Postgres(pool) => {
             let mut tx: Transaction<'_, Postgres> =
                 pool.begin().await.map_err(context("starting a batch"))?;
             // For this transaction only: a row locked by another session fails the batch
@@ -529,7 +523,6 @@ pub(crate) async fn migrate(
             tx.commit().await.map_err(context("committing a batch"))?;
             outcomes
         }
-        Backend::Simulated { .. } => classify(ids, Vec::new(), Vec::new(), dry_run),
     };
     Ok(outcomes)
 }

@@ -27,7 +27,7 @@
 
 use sqlx::{PgConnection, SqliteConnection};
 
-use crate::connection::Backend;
+use crate::connection::Database;
 use crate::database::{DbError, columns, context, execute, execute_owned, table_exists};
 use crate::migration::key::Key;
 
@@ -75,7 +75,7 @@ const FIRST_LAYOUT_MIGRATION: &str = "customer-migration";
 /// Several processes may start at once, and a process may be killed between two steps, so
 /// every step is idempotent: a table another process created meanwhile is taken as created,
 /// and failures of the first layout are copied whenever some are missing.
-pub(crate) async fn create_tables(backend: &Backend) -> Result<(), DbError> {
+pub(crate) async fn create_tables(backend: &Database) -> Result<(), DbError> {
     upgrade_first_layout(backend).await?;
     // Only what is missing: `CREATE TABLE IF NOT EXISTS` needs the right to create in the
     // schema even when the table exists, which a role with only the rights to its tables lacks.
@@ -92,7 +92,7 @@ pub(crate) async fn create_tables(backend: &Backend) -> Result<(), DbError> {
 
 /// Creates `table` with `create` unless it exists, or exists by the time creating it failed.
 async fn create_missing(
-    backend: &Backend,
+    backend: &Database,
     table: &'static str,
     create: &'static str,
 ) -> Result<(), DbError> {
@@ -109,7 +109,7 @@ async fn create_missing(
 /// one migration) to `*_v0`. The old checkpoint is not carried over: the next run scans again,
 /// and its guard finds the migrated rows. The failures are copied by
 /// [`copy_first_layout_failures`].
-async fn upgrade_first_layout(backend: &Backend) -> Result<(), DbError> {
+async fn upgrade_first_layout(backend: &Database) -> Result<(), DbError> {
     for (table, old_column, rename) in [
         (
             "migration_checkpoints",
@@ -150,7 +150,7 @@ async fn upgrade_first_layout(backend: &Backend) -> Result<(), DbError> {
 
 /// Copies the failures of `migration_failures_v0` that the new table lacks, under
 /// `customer-migration`: a kill between the rename and the copy loses none.
-async fn copy_first_layout_failures(backend: &Backend) -> Result<(), DbError> {
+async fn copy_first_layout_failures(backend: &Database) -> Result<(), DbError> {
     let old = columns(backend, "migration_failures_v0").await?;
     if old.is_empty() {
         return Ok(());
@@ -194,7 +194,7 @@ pub struct BatchJournal {
 
 impl BatchJournal {
     /// Creates the bookkeeping tables when missing and looks for open failures of `migration`.
-    pub async fn prepare(backend: &Backend, migration: &str) -> Result<BatchJournal, DbError> {
+    pub async fn prepare(backend: &Database, migration: &str) -> Result<BatchJournal, DbError> {
         create_tables(backend).await?;
         let open = open_failures(backend, migration).await?;
         Ok(BatchJournal {
@@ -288,12 +288,12 @@ fn key_lines_json(keys: &[Key]) -> String {
 }
 
 /// Failures of `migration` that no run has resolved (0 when there is no table).
-pub(crate) async fn open_failures(backend: &Backend, migration: &str) -> Result<u64, DbError> {
+pub(crate) async fn open_failures(backend: &Database, migration: &str) -> Result<u64, DbError> {
     if !table_exists(backend, "migration_failures").await? {
         return Ok(0);
     }
     let count: i64 = match backend {
-        Backend::Sqlite(pool) => {
+        Database::Sqlite(pool) => {
             sqlx::query_scalar(
                 "SELECT count(*) FROM migration_failures
                   WHERE migration = ? AND resolved_at IS NULL",
@@ -302,7 +302,7 @@ pub(crate) async fn open_failures(backend: &Backend, migration: &str) -> Result<
             .fetch_one(pool)
             .await
         }
-        Backend::Postgres(pool) => {
+        Database::Postgres(pool) => {
             sqlx::query_scalar(
                 "SELECT count(*) FROM migration_failures
                   WHERE migration = $1 AND resolved_at IS NULL",
@@ -311,7 +311,6 @@ pub(crate) async fn open_failures(backend: &Backend, migration: &str) -> Result<
             .fetch_one(pool)
             .await
         }
-        Backend::Simulated { .. } => Ok(0),
     }
     .map_err(context("counting open failures in migration_failures"))?;
     Ok(count.max(0) as u64)

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use self::bookkeeping::create_tables;
 use crate::components::component::{BoxError, Lifecycle};
-use crate::connection::{Backend, Connection};
+use crate::connection::{Connection, Database};
 use crate::database::{context, sql_for};
 use crate::engine::checkpoint::{Checkpoint, CheckpointKey};
 use crate::engine::migrator::{AppendFile, FailureRecord};
@@ -93,8 +93,12 @@ crate::named_interface!(ProgressStore, "progress-store");
 #[derive(shaku::Component, migrate_derive::Dependencies)]
 #[shaku(interface = ProgressStore)]
 pub struct DatabaseStore {
+    /// For the writer lock and the URL in messages.
     #[shaku(inject)]
     connection: Arc<dyn Connection>,
+    /// The database the tables are in: the connection's, known to be an SQL one when the
+    /// system chose this store.
+    database: Database,
     /// Set once the tables are known to exist (created on the first write).
     #[shaku(default)]
     tables: tokio::sync::OnceCell<()>,
@@ -113,14 +117,13 @@ impl Lifecycle for DatabaseStore {}
 impl DatabaseStore {
     async fn tables(&self) -> Result<(), BoxError> {
         self.tables
-            .get_or_try_init(|| create_tables(self.connection.backend()))
+            .get_or_try_init(|| create_tables(&self.database))
             .await?;
         Ok(())
     }
 
     async fn has_checkpoints(&self) -> Result<bool, BoxError> {
-        let found =
-            crate::database::columns(self.connection.backend(), "migration_checkpoints").await?;
+        let found = crate::database::columns(&self.database, "migration_checkpoints").await?;
         // A table of the first layout (see `bookkeeping`) holds nothing this version reads.
         Ok(found.iter().any(|c| c == "scope"))
     }
@@ -132,28 +135,27 @@ impl ProgressStore for DatabaseStore {
         if !self.has_checkpoints().await? {
             return Ok(None);
         }
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "SELECT low_water, done_above FROM migration_checkpoints
               WHERE migration = ? AND scope = ?",
         );
         let row: Option<(Option<String>, String)> = match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 sqlx::query_as(sql)
                     .bind(&key.migration)
                     .bind(key.scope())
                     .fetch_optional(pool)
                     .await
             }
-            Backend::Postgres(pool) => {
+            Database::Postgres(pool) => {
                 sqlx::query_as(sql)
                     .bind(&key.migration)
                     .bind(key.scope())
                     .fetch_optional(pool)
                     .await
             }
-            Backend::Simulated { .. } => Ok(None),
         }
         .map_err(context("reading migration_checkpoints"))?;
         let Some((low_water, done_above)) = row else {
@@ -183,7 +185,7 @@ impl ProgressStore for DatabaseStore {
         checkpoint: &Checkpoint,
     ) -> Result<(), BoxError> {
         self.tables().await?;
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "INSERT INTO migration_checkpoints (migration, scope, low_water, done_above, updated_at)
@@ -212,12 +214,11 @@ impl ProgressStore for DatabaseStore {
             };
         }
         match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let _writer = self.connection.writer().lock().await;
                 run!(pool)
             }
-            Backend::Postgres(pool) => run!(pool),
-            Backend::Simulated { .. } => Ok(()),
+            Database::Postgres(pool) => run!(pool),
         }
         .map_err(context("writing migration_checkpoints"))?;
         Ok(())
@@ -227,13 +228,13 @@ impl ProgressStore for DatabaseStore {
         if !self.has_checkpoints().await? {
             return Ok(());
         }
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "DELETE FROM migration_checkpoints WHERE migration = ? AND scope = ?",
         );
         match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let _writer = self.connection.writer().lock().await;
                 sqlx::query(sql)
                     .bind(&key.migration)
@@ -242,13 +243,12 @@ impl ProgressStore for DatabaseStore {
                     .await
                     .map(drop)
             }
-            Backend::Postgres(pool) => sqlx::query(sql)
+            Database::Postgres(pool) => sqlx::query(sql)
                 .bind(&key.migration)
                 .bind(key.scope())
                 .execute(pool)
                 .await
                 .map(drop),
-            Backend::Simulated { .. } => Ok(()),
         }
         .map_err(context("deleting from migration_checkpoints"))?;
         Ok(())
@@ -260,7 +260,7 @@ impl ProgressStore for DatabaseStore {
         failures: &[FailureRecord],
     ) -> Result<(), BoxError> {
         self.tables().await?;
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "INSERT INTO migration_failures
@@ -287,19 +287,18 @@ impl ProgressStore for DatabaseStore {
             }};
         }
         match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let _writer = self.connection.writer().lock().await;
                 run!(pool)?
             }
-            Backend::Postgres(pool) => run!(pool)?,
-            Backend::Simulated { .. } => {}
+            Database::Postgres(pool) => run!(pool)?,
         }
         Ok(())
     }
 
     async fn open_failures(&self, migration: &str) -> Result<Option<u64>, BoxError> {
         Ok(Some(
-            bookkeeping::open_failures(self.connection.backend(), migration).await?,
+            bookkeeping::open_failures(&self.database, migration).await?,
         ))
     }
 
@@ -312,7 +311,7 @@ impl ProgressStore for DatabaseStore {
 
     async fn begin_run(&self, run: &RunRecord) -> Result<RunId, BoxError> {
         self.tables().await?;
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "INSERT INTO migration_runs
@@ -336,19 +335,18 @@ impl ProgressStore for DatabaseStore {
             };
         }
         match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let _writer = self.connection.writer().lock().await;
                 run!(pool)
             }
-            Backend::Postgres(pool) => run!(pool),
-            Backend::Simulated { .. } => Ok(()),
+            Database::Postgres(pool) => run!(pool),
         }
         .map_err(context("writing migration_runs"))?;
         Ok(run.id.clone())
     }
 
     async fn heartbeat(&self, run: &RunId) -> Result<(), BoxError> {
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "UPDATE migration_runs SET updated_at = ? WHERE migration = ? AND run_id = ?",
@@ -366,19 +364,18 @@ impl ProgressStore for DatabaseStore {
             };
         }
         match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let _writer = self.connection.writer().lock().await;
                 run!(pool)
             }
-            Backend::Postgres(pool) => run!(pool),
-            Backend::Simulated { .. } => Ok(()),
+            Database::Postgres(pool) => run!(pool),
         }
         .map_err(context("updating migration_runs"))?;
         Ok(())
     }
 
     async fn end_run(&self, run: &RunId, summary: &Summary) -> Result<(), BoxError> {
-        let backend = self.connection.backend();
+        let backend = &self.database;
         let sql = sql_for(
             backend,
             "UPDATE migration_runs SET updated_at = ?, ended_at = ?, ending = ?, migrated = ?,
@@ -407,29 +404,23 @@ impl ProgressStore for DatabaseStore {
             };
         }
         match backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let _writer = self.connection.writer().lock().await;
                 run!(pool)
             }
-            Backend::Postgres(pool) => run!(pool),
-            Backend::Simulated { .. } => Ok(()),
+            Database::Postgres(pool) => run!(pool),
         }
         .map_err(context("updating migration_runs"))?;
         Ok(())
     }
 
     async fn report(&self, query: &ReportQuery) -> Result<StoreReport, BoxError> {
-        Ok(report::database(
-            self.connection.backend(),
-            self.connection.display_url(),
-            query,
-        )
-        .await?)
+        Ok(report::database(&self.database, self.connection.display_url(), query).await?)
     }
 
     async fn open_failure_keys(&self, migration: &str) -> Result<Option<Vec<String>>, BoxError> {
         Ok(Some(
-            report::open_failure_keys(self.connection.backend(), migration).await?,
+            report::open_failure_keys(&self.database, migration).await?,
         ))
     }
 }

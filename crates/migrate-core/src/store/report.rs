@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::components::component::BoxError;
-use crate::connection::Backend;
+use crate::connection::Database;
 use crate::database::{DbError, columns, context, sql_for};
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::migrator::FailureRecord;
@@ -48,13 +48,12 @@ macro_rules! fetch_all {
     ($backend:expr, $row:ty, $sql:expr, $doing:expr $(, $bind:expr)* $(,)?) => {{
         let sql = sql_for($backend, $sql);
         match $backend {
-            Backend::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 sqlx::query_as::<_, $row>(sql)$(.bind($bind))*.fetch_all(pool).await
             }
-            Backend::Postgres(pool) => {
+            Database::Postgres(pool) => {
                 sqlx::query_as::<_, $row>(sql)$(.bind($bind))*.fetch_all(pool).await
             }
-            Backend::Simulated { .. } => Ok(Vec::new()),
         }
         .map_err(context($doing))
     }};
@@ -68,7 +67,7 @@ fn count(n: i64) -> u64 {
 /// The bookkeeping tables of `backend` (those of the current layout, with a `migration`
 /// column), read for `query`.
 pub(crate) async fn database(
-    backend: &Backend,
+    backend: &Database,
     url: &str,
     query: &ReportQuery,
 ) -> Result<StoreReport, DbError> {
@@ -109,7 +108,7 @@ pub(crate) async fn database(
 
 /// What the tables in `present` hold of migration `name`.
 async fn migration(
-    backend: &Backend,
+    backend: &Database,
     present: &BTreeSet<&str>,
     name: &str,
     query: &ReportQuery,
@@ -125,7 +124,7 @@ async fn migration(
     };
     if present.contains("migration_audit") {
         let sql = match backend {
-            Backend::Postgres(_) => {
+            Database::Postgres(_) => {
                 "SELECT CAST(COALESCE(SUM(json_array_length(CAST(record_keys AS json))), 0) AS BIGINT)
                    FROM migration_audit WHERE migration = ?"
             }
@@ -221,7 +220,7 @@ type RunTuple = (
 );
 
 /// The latest `limit` runs of `name`, newest first.
-async fn runs(backend: &Backend, name: &str, limit: usize) -> Result<Vec<RunRow>, DbError> {
+async fn runs(backend: &Database, name: &str, limit: usize) -> Result<Vec<RunRow>, DbError> {
     let rows: Vec<RunTuple> = fetch_all!(
         backend,
         RunTuple,
@@ -280,7 +279,7 @@ async fn runs(backend: &Backend, name: &str, limit: usize) -> Result<Vec<RunRow>
 
 /// The keys of the open failures of `migration`, oldest first (none when there is no table).
 pub(crate) async fn open_failure_keys(
-    backend: &Backend,
+    backend: &Database,
     migration: &str,
 ) -> Result<Vec<String>, DbError> {
     if !columns(backend, "migration_failures")

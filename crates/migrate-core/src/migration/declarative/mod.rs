@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::components::component::BoxError;
-use crate::connection::Backend;
+use crate::connection::{Backend, Database};
 use crate::database::DbError;
 use crate::engine::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
 use crate::migration::key::{Key, KeyColumn};
@@ -95,7 +95,7 @@ pub struct SqlMigration {
     /// Runs them: one implementation per database, chosen when the migration is built.
     runner: Box<dyn Runner>,
     /// The database, for the bookkeeping tables.
-    backend: Backend,
+    database: Database,
     /// The audit and failure bookkeeping each batch writes in its transaction, prepared
     /// (its tables created) before the first batch that writes: never on a dry run.
     journal: tokio::sync::OnceCell<BatchJournal>,
@@ -109,25 +109,27 @@ impl SqlMigration {
 
     /// The migration `spec` on `backend` (SQLite or PostgreSQL).
     pub fn new(spec: MigrationSpec, backend: &Backend) -> Result<SqlMigration, SpecError> {
-        let (dialect, runner): (Dialect, Box<dyn Runner>) = match backend {
-            Backend::Sqlite(pool) => (
+        let Some(database) = backend.database() else {
+            return Err(SpecError::Simulated { file: spec.file });
+        };
+        let (dialect, runner): (Dialect, Box<dyn Runner>) = match &database {
+            Database::Sqlite(pool) => (
                 Dialect::Sqlite,
                 Box::new(sqlite::SqliteRunner::new(pool.clone())),
             ),
-            Backend::Postgres(pool) => (
+            Database::Postgres(pool) => (
                 Dialect::Postgres,
                 Box::new(postgres::PostgresRunner::new(
                     pool.clone(),
                     DEFAULT_LOCK_TIMEOUT,
                 )),
             ),
-            Backend::Simulated { .. } => return Err(SpecError::Simulated { file: spec.file }),
         };
         Ok(SqlMigration {
             plan: Plan::new(&spec, dialect),
             spec,
             runner,
-            backend: backend.clone(),
+            database,
             journal: tokio::sync::OnceCell::new(),
         })
     }
@@ -268,7 +270,7 @@ impl Migration for SqlMigration {
         let journal = if dry_run {
             None
         } else {
-            let prepare = || BatchJournal::prepare(&self.backend, &self.spec.name);
+            let prepare = || BatchJournal::prepare(&self.database, &self.spec.name);
             Some(self.journal.get_or_try_init(prepare).await?)
         };
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
