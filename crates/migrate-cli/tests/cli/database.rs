@@ -2,23 +2,18 @@
 //! the JSON summary matches the tables, and a password never shows.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, RandomState};
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use sqlx::{PgPool, SqlitePool};
 
-use crate::util::{Scratch, stderr, stdout};
+use crate::util::{Scratch, kill_after, random_below, stderr, stdout};
 
 use crate::postgres_server::postgres_server;
 /// When the demo rows were migrated, in the seeded data.
 const SEEDED_MIGRATED_AT: &str = "2024-01-01T00:00:00Z";
 /// Customers in the seeded test databases.
 const CUSTOMERS: u64 = 20_000;
-/// How long a child process may take before the test gives up on it.
-const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One customer row as compared between runs; `migrated_at` only when it is the seeded one.
 type Row = (
@@ -118,11 +113,6 @@ fn audited_ids(log: &Path) -> Vec<i64> {
         .collect()
 }
 
-/// A random number below `n`.
-fn random_below(n: u64) -> u64 {
-    RandomState::new().hash_one(Instant::now()) % n
-}
-
 fn seed(scratch: &Scratch, url: &str) {
     let customers = CUSTOMERS.to_string();
     let seeded = scratch.run(&[
@@ -144,38 +134,6 @@ fn migrate_args(url: &str, log: &str) -> Vec<String> {
         // between and inside them, and a run long enough to be caught in the middle.
         "customer-migrator.batch-size=100".to_owned(),
     ]
-}
-
-/// Starts a run, waits until its audit log holds `lines` lines, and kills it with SIGKILL.
-/// Returns whether it was still running when killed.
-fn kill_after(scratch: &Scratch, url: &str, log: &str, lines: usize) -> bool {
-    let args = migrate_args(url, log);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = scratch
-        .command(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("db-migrate starts");
-    let log = scratch.path().join(log);
-    let started = Instant::now();
-    // Bounded polling of another process: it started once its audit log has lines.
-    loop {
-        let written = std::fs::read(&log)
-            .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
-            .unwrap_or(0);
-        if written >= lines || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            started.elapsed() < PROCESS_DEADLINE,
-            "the run made no progress"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    status.signal() == Some(9)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +174,7 @@ async fn runs_killed_at_random_points_end_as_an_uninterrupted_run() {
             }
             let at = floor + 1 + random_below(room as u64) as usize;
             assert!(
-                kill_after(&scratch, &url, &log, at),
+                kill_after(&scratch, &migrate_args(&url, &log), &log, at),
                 "killed in the middle of the run"
             );
             floor = audited_ids(&scratch.path().join(&log)).len();

@@ -3,14 +3,10 @@
 //! complete.
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, RandomState};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use sqlx::SqlitePool;
 
-use crate::util::{Scratch, stderr};
+use crate::util::{Scratch, kill_after, random_below, stderr};
 
 /// Rows of each test table.
 const ROWS: i64 = 6000;
@@ -99,11 +95,6 @@ done_at = "{now}"
     },
 ];
 
-/// A random number below `n`.
-fn random_below(n: u64) -> u64 {
-    RandomState::new().hash_one(Instant::now()) % n
-}
-
 async fn setup(scratch: &Scratch, case: &Case, db: &str) {
     let path = scratch.path().join(db);
     std::fs::File::create(&path).unwrap();
@@ -170,32 +161,6 @@ async fn read(scratch: &Scratch, case: &Case, db: &str) -> (Vec<Vec<String>>, Ve
         .map(|key| key.to_string())
         .collect();
     (rows, audited)
-}
-
-/// Starts a run and kills it with SIGKILL once its audit log has `lines` lines; whether it was
-/// still running.
-fn kill_after(scratch: &Scratch, args: &[String], log: &str, lines: usize) -> bool {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = scratch
-        .command(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = scratch.path().join(log);
-    let started = Instant::now();
-    loop {
-        let written = std::fs::read(&log)
-            .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
-            .unwrap_or(0);
-        if written >= lines || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let _ = child.kill();
-    child.wait().unwrap().signal() == Some(9)
 }
 
 async fn killed_and_resumed_ends_as_uninterrupted(case: &Case) {

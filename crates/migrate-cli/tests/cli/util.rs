@@ -106,3 +106,41 @@ impl PgDatabase {
         self.admin.close().await;
     }
 }
+
+/// A random number below `n`.
+pub fn random_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::Instant::now()) % n
+}
+
+/// Starts `db-migrate ARGS`, waits until its audit log `log` holds `lines` lines, and kills it
+/// with SIGKILL. Returns whether it was still running when killed.
+pub fn kill_after(scratch: &Scratch, args: &[String], log: &str, lines: usize) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = scratch
+        .command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("db-migrate starts");
+    let log = scratch.path().join(log);
+    let started = Instant::now();
+    // Bounded polling of another process: it started once its audit log has lines.
+    loop {
+        let written = std::fs::read(&log)
+            .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+            .unwrap_or(0);
+        if written >= lines || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    child.wait().unwrap().signal() == Some(9)
+}

@@ -26,6 +26,22 @@ use crate::engine::migrator::{AppendFile, FailureRecord};
 use crate::engine::summary::Summary;
 use crate::store::runs::{ReportQuery, RunId, RunRecord, StoreReport};
 
+/// `$body` with `$pool` bound to `$store`'s pool, whichever the database: the SQLite and the
+/// PostgreSQL arm differ only in the pool's type. On SQLite the writer lock is held, the lock
+/// the migration's batches take too, so that writers take turns instead of meeting in SQLite's
+/// sleeping busy handler.
+macro_rules! writing {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.database {
+            Database::Sqlite($pool) => {
+                let _writer = $store.connection.writer().lock().await;
+                $body
+            }
+            Database::Postgres($pool) => $body,
+        }
+    };
+}
+
 /// Where the progress of migrations is kept.
 #[async_trait]
 pub trait ProgressStore: shaku::Interface + Lifecycle {
@@ -200,26 +216,17 @@ impl ProgressStore for DatabaseStore {
             .map(|k| serde_json::to_string(k).expect("keys serialize"));
         let done_above = serde_json::to_string(&checkpoint.done_above).expect("keys serialize");
         let now = chrono::Utc::now().to_rfc3339();
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query(sql)
-                    .bind(&key.migration)
-                    .bind(key.scope())
-                    .bind(&low_water)
-                    .bind(&done_above)
-                    .bind(&now)
-                    .execute($pool)
-                    .await
-                    .map(drop)
-            };
-        }
-        match backend {
-            Database::Sqlite(pool) => {
-                let _writer = self.connection.writer().lock().await;
-                run!(pool)
-            }
-            Database::Postgres(pool) => run!(pool),
-        }
+        writing!(self, pool => {
+            sqlx::query(sql)
+                .bind(&key.migration)
+                .bind(key.scope())
+                .bind(&low_water)
+                .bind(&done_above)
+                .bind(&now)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
         .map_err(context("writing migration_checkpoints"))?;
         Ok(())
     }
@@ -233,23 +240,14 @@ impl ProgressStore for DatabaseStore {
             backend,
             "DELETE FROM migration_checkpoints WHERE migration = ? AND scope = ?",
         );
-        match backend {
-            Database::Sqlite(pool) => {
-                let _writer = self.connection.writer().lock().await;
-                sqlx::query(sql)
-                    .bind(&key.migration)
-                    .bind(key.scope())
-                    .execute(pool)
-                    .await
-                    .map(drop)
-            }
-            Database::Postgres(pool) => sqlx::query(sql)
+        writing!(self, pool => {
+            sqlx::query(sql)
                 .bind(&key.migration)
                 .bind(key.scope())
                 .execute(pool)
                 .await
-                .map(drop),
-        }
+                .map(drop)
+        })
         .map_err(context("deleting from migration_checkpoints"))?;
         Ok(())
     }
@@ -269,30 +267,21 @@ impl ProgressStore for DatabaseStore {
                attempts = migration_failures.attempts + excluded.attempts,
                failed_at = excluded.failed_at, resolved_at = NULL",
         );
-        macro_rules! run {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin().await.map_err(context("recording failures"))?;
-                for f in failures {
-                    sqlx::query(sql.clone())
-                        .bind(migration)
-                        .bind(f.key.to_string())
-                        .bind(&f.error)
-                        .bind(f.attempts as i32)
-                        .bind(f.at.to_rfc3339())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(context("recording failures"))?;
-                }
-                tx.commit().await.map_err(context("recording failures"))
-            }};
-        }
-        match backend {
-            Database::Sqlite(pool) => {
-                let _writer = self.connection.writer().lock().await;
-                run!(pool)?
+        writing!(self, pool => {
+            let mut tx = pool.begin().await.map_err(context("recording failures"))?;
+            for f in failures {
+                sqlx::query(sql.clone())
+                    .bind(migration)
+                    .bind(f.key.to_string())
+                    .bind(&f.error)
+                    .bind(f.attempts as i32)
+                    .bind(f.at.to_rfc3339())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(context("recording failures"))?;
             }
-            Database::Postgres(pool) => run!(pool)?,
-        }
+            tx.commit().await.map_err(context("recording failures"))
+        })?;
         Ok(())
     }
 
@@ -319,28 +308,19 @@ impl ProgressStore for DatabaseStore {
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         );
         let started = run.started_at.to_rfc3339();
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query(sql)
-                    .bind(&run.id.migration)
-                    .bind(&run.id.run)
-                    .bind(&run.host)
-                    .bind(i64::from(run.pid))
-                    .bind(run.settings.to_string())
-                    .bind(&started)
-                    .bind(&started)
-                    .execute($pool)
-                    .await
-                    .map(drop)
-            };
-        }
-        match backend {
-            Database::Sqlite(pool) => {
-                let _writer = self.connection.writer().lock().await;
-                run!(pool)
-            }
-            Database::Postgres(pool) => run!(pool),
-        }
+        writing!(self, pool => {
+            sqlx::query(sql)
+                .bind(&run.id.migration)
+                .bind(&run.id.run)
+                .bind(&run.host)
+                .bind(i64::from(run.pid))
+                .bind(run.settings.to_string())
+                .bind(&started)
+                .bind(&started)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
         .map_err(context("writing migration_runs"))?;
         Ok(run.id.clone())
     }
@@ -352,24 +332,15 @@ impl ProgressStore for DatabaseStore {
             "UPDATE migration_runs SET updated_at = ? WHERE migration = ? AND run_id = ?",
         );
         let now = chrono::Utc::now().to_rfc3339();
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query(sql)
-                    .bind(&now)
-                    .bind(&run.migration)
-                    .bind(&run.run)
-                    .execute($pool)
-                    .await
-                    .map(drop)
-            };
-        }
-        match backend {
-            Database::Sqlite(pool) => {
-                let _writer = self.connection.writer().lock().await;
-                run!(pool)
-            }
-            Database::Postgres(pool) => run!(pool),
-        }
+        writing!(self, pool => {
+            sqlx::query(sql)
+                .bind(&now)
+                .bind(&run.migration)
+                .bind(&run.run)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
         .map_err(context("updating migration_runs"))?;
         Ok(())
     }
@@ -385,31 +356,22 @@ impl ProgressStore for DatabaseStore {
         let now = chrono::Utc::now().to_rfc3339();
         let ending = crate::store::report::ending_name(summary.ending);
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        macro_rules! run {
-            ($pool:expr) => {
-                sqlx::query(sql)
-                    .bind(&now)
-                    .bind(&now)
-                    .bind(ending)
-                    .bind(count(summary.migrated))
-                    .bind(count(summary.previously_migrated))
-                    .bind(count(summary.gone))
-                    .bind(count(summary.failed))
-                    .bind(&summary.abort_reason)
-                    .bind(&run.migration)
-                    .bind(&run.run)
-                    .execute($pool)
-                    .await
-                    .map(drop)
-            };
-        }
-        match backend {
-            Database::Sqlite(pool) => {
-                let _writer = self.connection.writer().lock().await;
-                run!(pool)
-            }
-            Database::Postgres(pool) => run!(pool),
-        }
+        writing!(self, pool => {
+            sqlx::query(sql)
+                .bind(&now)
+                .bind(&now)
+                .bind(ending)
+                .bind(count(summary.migrated))
+                .bind(count(summary.previously_migrated))
+                .bind(count(summary.gone))
+                .bind(count(summary.failed))
+                .bind(&summary.abort_reason)
+                .bind(&run.migration)
+                .bind(&run.run)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
         .map_err(context("updating migration_runs"))?;
         Ok(())
     }
