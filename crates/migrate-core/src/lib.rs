@@ -78,6 +78,7 @@ pub use customer::{CUSTOMER_MIGRATION, CustomerMigration, SimulatedCustomers};
 pub use database::DbError;
 pub use engine::board::{EventBoard, RecordingBoard, StatusBoard};
 pub use engine::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
+pub use engine::control::{Controls, RunControl, Setting};
 pub use engine::events::{Event, JobId, JobStatus};
 pub use engine::migrator::{
     BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,

@@ -6,6 +6,7 @@
 
 pub(crate) mod board;
 pub(crate) mod checkpoint;
+pub(crate) mod control;
 pub(crate) mod events;
 pub(crate) mod job;
 pub(crate) mod migrator;

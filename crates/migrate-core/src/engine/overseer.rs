@@ -14,6 +14,7 @@ use crate::components::component::{BoxError, Lifecycle};
 use crate::config::MigrationConfig;
 use crate::engine::board::StatusBoard;
 use crate::engine::checkpoint::{CheckpointKey, KeyRange, Tracker};
+use crate::engine::control::RunControl;
 use crate::engine::events::{Event, JobId, JobStatus};
 use crate::engine::job::{Counts, Shared, panic_message, run_job};
 use crate::engine::migrator::Migrator;
@@ -48,6 +49,8 @@ pub struct RunOptions {
     pub input: Option<Arc<[Key]>>,
     /// The key range to scan.
     pub range: KeyRange,
+    /// Live control: pause, resume, stop, and settings changed while the run goes on.
+    pub control: RunControl,
 }
 
 impl Default for RunOptions {
@@ -57,6 +60,7 @@ impl Default for RunOptions {
             reset: false,
             input: None,
             range: KeyRange::ALL,
+            control: RunControl::default(),
         }
     }
 }
