@@ -67,6 +67,9 @@ pub(crate) struct Plan {
     /// The state of each row of a batch: 0 not pending, 1 pending and valid, 2 pending but not
     /// valid; with its key (SQLite: `[k1, k2, state]` JSON arrays, in one JSON array).
     pub(crate) classify: Statement,
+    /// SQLite only, read after the update: how many of the batch's rows exist, and
+    /// `[[k1, k2, state], ...]` for those still pending (see `SqliteRunner::migrate`).
+    pub(crate) leftover: Statement,
     /// The guarded update of a batch (PostgreSQL: returning the keys it updated).
     pub(crate) update: Statement,
     /// Each fragment of the file in a statement of its own, with the file's key it comes from:
@@ -124,6 +127,20 @@ impl Plan {
         }
         keys.in_batch(&mut classify);
 
+        // SQLite, after the update under the write lock: how many of the batch's rows are
+        // there, and the state of those still pending (the update left them: not valid).
+        let mut leftover = Builder::new(dialect);
+        if dialect == Dialect::Sqlite {
+            leftover.push("SELECT count(*), json_group_array(json_array(");
+            leftover.push(&keys.columns(""));
+            leftover.push(", ");
+            state(&mut leftover);
+            leftover.push(")) FILTER (WHERE (");
+            leftover.expr(rules.pending.1);
+            leftover.push(&format!(")) FROM {table} WHERE "));
+            keys.in_batch(&mut leftover);
+        }
+
         let mut update = Builder::new(dialect);
         update.push(&format!("UPDATE {table} SET "));
         for (i, (_, column, expr)) in rules.set.iter().enumerate() {
@@ -138,11 +155,7 @@ impl Plan {
         update.push(" AND (");
         update.expr(rules.pending.1);
         update.push(")");
-        // On SQLite the batch's keys are those its classifying read, under the same write
-        // lock, found pending and valid: nothing can change them in between, so the update
-        // repeats only the guard, and its row count is checked. PostgreSQL reads each
-        // statement afresh, so it checks validity again.
-        if let (Some(valid), Dialect::Postgres) = (valid, dialect) {
+        if let Some(valid) = valid {
             update.push(" AND (");
             update.expr(valid);
             update.push(")");
@@ -174,6 +187,7 @@ impl Plan {
             pages,
             counts,
             classify: classify.finish(),
+            leftover: leftover.finish(),
             update: update.finish(),
             fragments,
         }

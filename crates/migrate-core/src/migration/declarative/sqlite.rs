@@ -109,8 +109,13 @@ async fn classify(
         .fetch_one(&mut *conn)
         .await
         .map_err(context(doing))?;
+    states(&json, plan, doing)
+}
+
+/// Row states by key from `[[k1, k2, state], ...]`.
+fn states(json: &str, plan: &Plan, doing: &'static str) -> Result<HashMap<Key, i64>, DbError> {
     let rows: Vec<Vec<serde_json::Value>> =
-        serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
+        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
     rows.into_iter()
         .map(|row| {
             let (state, key) = row
@@ -208,11 +213,13 @@ impl Runner for SqliteRunner {
         Ok(count.max(0) as u64)
     }
 
-    /// Under SQLite's single write lock nothing changes between statements, so the batch is
-    /// classified first, with one statement whose answer crosses as one JSON value, and the
-    /// update is given only the pending, valid keys; it must change exactly those. (An update
-    /// `RETURNING` its keys would send them back one row at a time.) A dry run reads without
-    /// a transaction or the write lock: one statement sees one snapshot.
+    /// Under SQLite's single write lock nothing changes between statements. The batch is
+    /// updated first, as a hand-written loop would, guarded by both predicates; when every key
+    /// was updated, that is the whole batch. Otherwise one read finds the rows it left (see
+    /// [`update_first`]), and only when that cannot tell what happened to every key (a row gone,
+    /// or one migrated before) is the update rolled back and the batch classified before it is
+    /// updated again. A dry run reads without a transaction or the write lock: one statement
+    /// sees one snapshot.
     async fn migrate(
         &self,
         plan: &Plan,
@@ -234,42 +241,114 @@ impl Runner for SqliteRunner {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(context("starting a batch"))?;
-        let states = classify(&mut tx, plan, &batch.args).await?;
-        let pending: Vec<Key> = batch
-            .keys
-            .iter()
-            .filter(|key| states.get(*key) == Some(&sql::PENDING))
-            .cloned()
-            .collect();
-        if !pending.is_empty() {
-            let doing = "running the migration's update";
-            let args = Args {
-                batch: &pending,
-                ..batch.args
-            };
-            let (sql, arguments) = bound(plan, &plan.update, &args, doing)?;
-            let updated = sqlx::query_with(sql, arguments)
-                .execute(&mut *tx)
-                .await
-                .map_err(context(doing))?
-                .rows_affected();
-            if updated != pending.len() as u64 {
-                // The predicates gave another answer in the update than in the classifying
-                // read under the same lock (a predicate that is not deterministic): roll
-                // back, and let each record be tried alone.
-                return Err(protocol(
-                    doing,
-                    format!(
-                        "{updated} rows updated where {} were expected",
-                        pending.len()
-                    ),
-                ));
-            }
-        }
-        let outcomes = super::outcomes(batch, &pending, &states, false);
-        let settled = super::settled(batch.keys, &outcomes);
-        write_journal(&mut tx, batch, &pending, &settled).await?;
+        let outcomes = match update_first(&mut tx, plan, batch).await? {
+            Some(outcomes) => outcomes,
+            None => classify_first(&mut tx, plan, batch).await?,
+        };
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)
     }
+
+}
+
+/// Runs the guarded update on the whole batch, in a savepoint. When it updated every key, or
+/// when the rows it left are all there and all pending (not valid: failures), the outcomes
+/// follow, and the journal is written. Otherwise (a key without a row, or a row that was not
+/// pending) the update cannot say which keys it changed: it is rolled back to the savepoint and
+/// `None` returned.
+async fn update_first(
+    conn: &mut SqliteConnection,
+    plan: &Plan,
+    batch: &Batch<'_>,
+) -> Result<Option<Vec<Outcome>>, DbError> {
+    sqlx::query("SAVEPOINT batch")
+        .execute(&mut *conn)
+        .await
+        .map_err(context("starting a batch"))?;
+    let updated = update(conn, plan, batch, batch.keys).await?;
+    if updated == batch.keys.len() as u64 {
+        let outcomes = vec![Outcome::Migrated; batch.keys.len()];
+        write_journal(conn, batch, batch.keys, batch.keys).await?;
+        return Ok(Some(outcomes));
+    }
+    let doing = "reading the rows a batch's update left";
+    let (sql, arguments) = bound(plan, &plan.leftover, &batch.args, doing)?;
+    let (found, json): (i64, String) = sqlx::query_as_with(sql, arguments)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    let left = states(&json, plan, doing)?;
+    let explained = found == batch.keys.len() as i64
+        && found - left.len() as i64 == updated as i64
+        && left.values().all(|state| *state == sql::INVALID);
+    if !explained {
+        sqlx::query("ROLLBACK TO batch")
+            .execute(&mut *conn)
+            .await
+            .map_err(context("rolling back a batch's update"))?;
+        return Ok(None);
+    }
+    let migrated: Vec<Key> = batch
+        .keys
+        .iter()
+        .filter(|key| !left.contains_key(*key))
+        .cloned()
+        .collect();
+    let outcomes = super::outcomes(batch, &migrated, &left, false);
+    write_journal(conn, batch, &migrated, &migrated).await?;
+    Ok(Some(outcomes))
+}
+
+/// Classifies the batch, then updates only its pending, valid keys, which must all change.
+async fn classify_first(
+    conn: &mut SqliteConnection,
+    plan: &Plan,
+    batch: &Batch<'_>,
+) -> Result<Vec<Outcome>, DbError> {
+    let states = classify(conn, plan, &batch.args).await?;
+    let pending: Vec<Key> = batch
+        .keys
+        .iter()
+        .filter(|key| states.get(*key) == Some(&sql::PENDING))
+        .cloned()
+        .collect();
+    if !pending.is_empty() {
+        let updated = update(conn, plan, batch, &pending).await?;
+        if updated != pending.len() as u64 {
+            // The predicates gave another answer in the update than in the classifying read
+            // under the same lock (a predicate that is not deterministic): roll back, and let
+            // each record be tried alone.
+            return Err(protocol(
+                "running the migration's update",
+                format!(
+                    "{updated} rows updated where {} were expected",
+                    pending.len()
+                ),
+            ));
+        }
+    }
+    let outcomes = super::outcomes(batch, &pending, &states, false);
+    let settled = super::settled(batch.keys, &outcomes);
+    write_journal(conn, batch, &pending, &settled).await?;
+    Ok(outcomes)
+}
+
+/// The guarded update of `keys`; the number of rows it changed.
+async fn update(
+    conn: &mut SqliteConnection,
+    plan: &Plan,
+    batch: &Batch<'_>,
+    keys: &[Key],
+) -> Result<u64, DbError> {
+    let doing = "running the migration's update";
+    let args = Args {
+        batch: keys,
+        ..batch.args
+    };
+    let (sql, arguments) = bound(plan, &plan.update, &args, doing)?;
+    Ok(sqlx::query_with(sql, arguments)
+        .execute(&mut *conn)
+        .await
+        .map_err(context(doing))?
+        .rows_affected())
 }

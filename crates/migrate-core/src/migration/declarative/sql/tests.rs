@@ -48,7 +48,7 @@ fn sqlite_pages_cross_as_one_json_array_in_the_databases_order() {
 }
 
 #[test]
-fn sqlite_batches_are_classified_then_updated_through_json() {
+fn sqlite_batches_are_updated_then_what_is_left_is_read_through_json() {
     let orders = plan(ORDERS, Dialect::Sqlite);
     let valid = "lower(trim(status)) IN ('new', 'paid', 'shipped', 'cancelled') AND \
                  length(trim(currency)) = 3";
@@ -67,7 +67,17 @@ fn sqlite_batches_are_classified_then_updated_through_json() {
             "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
              upper(trim(currency)), \"normalized_at\" = ?1 WHERE (\"region\", \"order_no\") IN \
              (SELECT CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) FROM json_each(?2)) \
-             AND (normalized_at IS NULL)"
+             AND (normalized_at IS NULL) AND ({valid})"
+        )
+    );
+    assert_eq!(
+        orders.leftover.sql,
+        format!(
+            "SELECT count(*), json_group_array(json_array(\"region\", \"order_no\", CASE WHEN \
+             (normalized_at IS NULL) THEN CASE WHEN ({valid}) THEN 1 ELSE 2 END ELSE 0 END)) \
+             FILTER (WHERE (normalized_at IS NULL)) FROM \"orders\" WHERE (\"region\", \
+             \"order_no\") IN (SELECT CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) \
+             FROM json_each(?1))"
         )
     );
     assert_eq!(orders.update.binds, [Bind::Param(Param::Now), Bind::Batch]);
