@@ -67,8 +67,11 @@ pub(crate) struct Plan {
     /// The state of each row of a batch: 0 not pending, 1 pending and valid, 2 pending but not
     /// valid; with its key (SQLite: `[k1, k2, state]` JSON arrays, in one JSON array).
     pub(crate) classify: Statement,
-    /// SQLite only, read after the update: how many of the batch's rows exist, and
-    /// `[[k1, k2, state], ...]` for those still pending (see `SqliteRunner::migrate`).
+    /// SQLite only, read before the update: how many of the batch's rows exist, and
+    /// `[[k1, k2], ...]` for those not pending (see `SqliteRunner::migrate`).
+    pub(crate) settled: Statement,
+    /// SQLite only, read after the update: `[[k1, k2, state], ...]` for the batch's rows still
+    /// pending.
     pub(crate) leftover: Statement,
     /// The guarded update of a batch (PostgreSQL: returning the keys it updated).
     pub(crate) update: Statement,
@@ -127,18 +130,28 @@ impl Plan {
         }
         keys.in_batch(&mut classify);
 
-        // SQLite, after the update under the write lock: how many of the batch's rows are
-        // there, and the state of those still pending (the update left them: not valid).
+        // SQLite, under the write lock, before the update: how many of the batch's rows there
+        // are, and the keys of those not pending (migrated before); after it: the state of the
+        // rows it left pending (not valid).
+        let mut settled = Builder::new(dialect);
         let mut leftover = Builder::new(dialect);
         if dialect == Dialect::Sqlite {
-            leftover.push("SELECT count(*), json_group_array(json_array(");
+            settled.push("SELECT count(*), json_group_array(json_array(");
+            settled.push(&keys.columns(""));
+            settled.push(")) FILTER (WHERE (");
+            settled.expr(rules.pending.1);
+            settled.push(&format!(") IS NOT TRUE) FROM {table} WHERE "));
+            keys.in_batch(&mut settled);
+
+            leftover.push("SELECT json_group_array(json_array(");
             leftover.push(&keys.columns(""));
             leftover.push(", ");
             state(&mut leftover);
-            leftover.push(")) FILTER (WHERE (");
-            leftover.expr(rules.pending.1);
             leftover.push(&format!(")) FROM {table} WHERE "));
             keys.in_batch(&mut leftover);
+            leftover.push(" AND (");
+            leftover.expr(rules.pending.1);
+            leftover.push(")");
         }
 
         let mut update = Builder::new(dialect);
@@ -187,6 +200,7 @@ impl Plan {
             pages,
             counts,
             classify: classify.finish(),
+            settled: settled.finish(),
             leftover: leftover.finish(),
             update: update.finish(),
             fragments,

@@ -1,13 +1,14 @@
 //! A declared migration's statements on SQLite.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, AssertSqlSafe, Executor, SqlSafeStr, SqliteConnection, SqlitePool};
 
 use crate::database::{DbError, context, protocol};
-use crate::engine::migrator::Outcome;
+use crate::engine::migrator::{Outcome, RecordFailure};
 use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 
 use super::sql::{self, Args, Plan, Statement, Value};
@@ -214,12 +215,12 @@ impl Runner for SqliteRunner {
     }
 
     /// Under SQLite's single write lock nothing changes between statements. The batch is
-    /// updated first, as a hand-written loop would, guarded by both predicates; when every key
-    /// was updated, that is the whole batch. Otherwise one read finds the rows it left (see
-    /// [`update_first`]), and only when that cannot tell what happened to every key (a row gone,
-    /// or one migrated before) is the update rolled back and the batch classified before it is
-    /// updated again. A dry run reads without a transaction or the write lock: one statement
-    /// sees one snapshot.
+    /// updated much as a hand-written loop would: one read of which of its rows are not pending
+    /// (a cheap predicate, and only their keys cross), one update of the others guarded by both
+    /// predicates, and only when the update left some of them, a read of those (see
+    /// [`update_first`]). A batch with a key that has no row is classified first instead (see
+    /// [`classify_first`]). A dry run reads without a transaction or the write lock: one
+    /// statement sees one snapshot.
     async fn migrate(
         &self,
         plan: &Plan,
@@ -251,52 +252,106 @@ impl Runner for SqliteRunner {
 
 }
 
-/// Runs the guarded update on the whole batch, in a savepoint. When it updated every key, or
-/// when the rows it left are all there and all pending (not valid: failures), the outcomes
-/// follow, and the journal is written. Otherwise (a key without a row, or a row that was not
-/// pending) the update cannot say which keys it changed: it is rolled back to the savepoint and
-/// `None` returned.
+/// Reads which of the batch's rows are not pending, then updates the others, guarded by both
+/// predicates; when it did not update them all, reads the state of those it left (not valid:
+/// failures). When a key has no row, nothing is done and `None` returned: the batch is then
+/// classified first (see [`classify_first`]), which tells gone keys apart.
 async fn update_first(
     conn: &mut SqliteConnection,
     plan: &Plan,
     batch: &Batch<'_>,
 ) -> Result<Option<Vec<Outcome>>, DbError> {
-    sqlx::query("SAVEPOINT batch")
-        .execute(&mut *conn)
-        .await
-        .map_err(context("starting a batch"))?;
-    let updated = update(conn, plan, batch, batch.keys).await?;
-    if updated == batch.keys.len() as u64 {
-        let outcomes = vec![Outcome::Migrated; batch.keys.len()];
-        write_journal(conn, batch, batch.keys, batch.keys).await?;
-        return Ok(Some(outcomes));
-    }
-    let doing = "reading the rows a batch's update left";
-    let (sql, arguments) = bound(plan, &plan.leftover, &batch.args, doing)?;
+    let doing = "reading which rows of a batch are not pending";
+    let (sql, arguments) = bound(plan, &plan.settled, &batch.args, doing)?;
     let (found, json): (i64, String) = sqlx::query_as_with(sql, arguments)
         .fetch_one(&mut *conn)
         .await
         .map_err(context(doing))?;
-    let left = states(&json, plan, doing)?;
-    let explained = found == batch.keys.len() as i64
-        && found - left.len() as i64 == updated as i64
-        && left.values().all(|state| *state == sql::INVALID);
-    if !explained {
-        sqlx::query("ROLLBACK TO batch")
-            .execute(&mut *conn)
-            .await
-            .map_err(context("rolling back a batch's update"))?;
+    if found != batch.keys.len() as i64 {
         return Ok(None);
     }
-    let migrated: Vec<Key> = batch
+    let before: HashSet<Key> = keys_from_json(&json, plan, doing)?;
+    let pending: Cow<'_, [Key]> = if before.is_empty() {
+        Cow::Borrowed(batch.keys)
+    } else {
+        Cow::Owned(
+            batch
+                .keys
+                .iter()
+                .filter(|key| !before.contains(*key))
+                .cloned()
+                .collect(),
+        )
+    };
+    let updated = match pending.is_empty() {
+        true => 0,
+        false => update(conn, plan, batch, &pending).await?,
+    };
+    let mut left = HashMap::new();
+    if updated != pending.len() as u64 {
+        let doing = "reading the rows a batch's update left";
+        let args = Args {
+            batch: &pending,
+            ..batch.args
+        };
+        let (sql, arguments) = bound(plan, &plan.leftover, &args, doing)?;
+        let json: String = sqlx::query_scalar_with(sql, arguments)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(context(doing))?;
+        left = states(&json, plan, doing)?;
+        if updated + left.len() as u64 != pending.len() as u64
+            || left.values().any(|state| *state != sql::INVALID)
+        {
+            // The predicates gave another answer in the update than in the reads around it
+            // under the same lock (a predicate that is not deterministic): roll back, and let
+            // each record be tried alone.
+            return Err(protocol(
+                "running the migration's update",
+                format!(
+                    "{updated} rows updated and {} left of {} pending",
+                    left.len(),
+                    pending.len()
+                ),
+            ));
+        }
+    }
+    let outcomes: Vec<Outcome> = batch
         .keys
         .iter()
-        .filter(|key| !left.contains_key(*key))
-        .cloned()
+        .map(|key| {
+            if before.contains(key) {
+                Outcome::PreviouslyMigrated
+            } else if left.contains_key(key) {
+                Outcome::Failed(RecordFailure::permanent(batch.message))
+            } else {
+                Outcome::Migrated
+            }
+        })
         .collect();
-    let outcomes = super::outcomes(batch, &migrated, &left, false);
-    write_journal(conn, batch, &migrated, &migrated).await?;
+    let migrated: Cow<'_, [Key]> = if left.is_empty() {
+        pending
+    } else {
+        Cow::Owned(
+            pending
+                .iter()
+                .filter(|key| !left.contains_key(*key))
+                .cloned()
+                .collect(),
+        )
+    };
+    let settled = super::settled(batch.keys, &outcomes);
+    write_journal(conn, batch, &migrated, &settled).await?;
     Ok(Some(outcomes))
+}
+
+/// Keys from `[[k1, k2], ...]`.
+fn keys_from_json(json: &str, plan: &Plan, doing: &'static str) -> Result<HashSet<Key>, DbError> {
+    let rows: Vec<Vec<serde_json::Value>> =
+        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
+    rows.iter()
+        .map(|row| key_from_values(row, &plan.key).map_err(|e| protocol(doing, e)))
+        .collect()
 }
 
 /// Classifies the batch, then updates only its pending, valid keys, which must all change.

@@ -71,13 +71,18 @@ fn sqlite_batches_are_updated_then_what_is_left_is_read_through_json() {
         )
     );
     assert_eq!(
+        orders.settled.sql,
+        "SELECT count(*), json_group_array(json_array(\"region\", \"order_no\")) FILTER (WHERE \
+         (normalized_at IS NULL) IS NOT TRUE) FROM \"orders\" WHERE (\"region\", \"order_no\") \
+         IN (SELECT CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) FROM json_each(?1))"
+    );
+    assert_eq!(
         orders.leftover.sql,
         format!(
-            "SELECT count(*), json_group_array(json_array(\"region\", \"order_no\", CASE WHEN \
+            "SELECT json_group_array(json_array(\"region\", \"order_no\", CASE WHEN \
              (normalized_at IS NULL) THEN CASE WHEN ({valid}) THEN 1 ELSE 2 END ELSE 0 END)) \
-             FILTER (WHERE (normalized_at IS NULL)) FROM \"orders\" WHERE (\"region\", \
-             \"order_no\") IN (SELECT CAST(value ->> 0 AS TEXT), CAST(value ->> 1 AS INTEGER) \
-             FROM json_each(?1))"
+             FROM \"orders\" WHERE (\"region\", \"order_no\") IN (SELECT CAST(value ->> 0 AS \
+             TEXT), CAST(value ->> 1 AS INTEGER) FROM json_each(?1)) AND (normalized_at IS NULL)"
         )
     );
     assert_eq!(orders.update.binds, [Bind::Param(Param::Now), Bind::Batch]);
