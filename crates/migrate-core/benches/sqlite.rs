@@ -24,7 +24,8 @@
 //! `cargo bench -p migrate-core --bench sqlite` runs SQLite; `-- --postgres` runs PostgreSQL at
 //! `DB_MIGRATE_TEST_POSTGRES_URL` instead (start one with `.ci/postgres.sh`). Other options:
 //! `--rows N`, `--orders N`, `--rounds R`, and engine settings `--processes P`,
-//! `--batch-size B`, `--fetch-size F`, `--block-size K`, `--max-connections C`.
+//! `--batch-size B`, `--fetch-size F`, `--block-size K`, `--max-connections C`, and
+//! `--only NAME,NAME` to run only some measures (to profile one).
 
 #![allow(clippy::print_stdout)]
 
@@ -49,6 +50,8 @@ struct Options {
     fetch_size: Option<usize>,
     block_size: Option<usize>,
     max_connections: Option<u32>,
+    /// Only the measures with these names (`--only TOML,loop`), for profiling one of them.
+    only: Option<Vec<String>>,
 }
 
 fn options() -> Options {
@@ -62,6 +65,7 @@ fn options() -> Options {
         fetch_size: None,
         block_size: None,
         max_connections: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -80,6 +84,10 @@ fn options() -> Options {
             "--fetch-size" => options.fetch_size = Some(value() as usize),
             "--block-size" => options.block_size = Some(value() as usize),
             "--max-connections" => options.max_connections = Some(value() as u32),
+            "--only" => {
+                let names = args.next().expect("--only needs names, e.g. TOML,loop");
+                options.only = Some(names.split(',').map(str::to_owned).collect());
+            }
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -233,6 +241,10 @@ async fn main() {
     if options.postgres {
         measures.insert(4, Measure::LoopTwoWriters);
     }
+    if let Some(only) = &options.only {
+        measures.retain(|m| only.iter().any(|name| name.eq_ignore_ascii_case(m.name())));
+        assert!(!measures.is_empty(), "--only names none of the measures");
+    }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); measures.len()];
     for round in 1..=options.rounds {
         // Each round starts one later in the list, so that no measure always follows another.
@@ -252,7 +264,12 @@ async fn main() {
         }
     }
     let medians: Vec<f64> = rates.iter().map(|r| median(r)).collect();
-    let of = |m: Measure| medians[measures.iter().position(|&x| x == m).expect("measured")];
+    let of = |m: Measure| {
+        measures
+            .iter()
+            .position(|&x| x == m)
+            .map_or(f64::NAN, |i| medians[i])
+    };
     println!(
         "{kind}, {} customers, {orders} orders: medians of {} rounds, rows/s",
         options.rows, options.rounds
@@ -283,7 +300,7 @@ async fn main() {
             of(Measure::Toml) / of(Measure::LoopTwoWriters),
         ));
     }
-    for (name, ratio) in ratios {
+    for (name, ratio) in ratios.into_iter().filter(|(_, r)| !r.is_nan()) {
         println!("  {name:<19} {ratio:.2}");
     }
     target.clean_up().await;
