@@ -8,6 +8,7 @@
 //! - this file holds what both share: the outcome of each key of a batch, and the batch's
 //!   bookkeeping call.
 
+mod json;
 mod postgres;
 mod spec;
 mod sql;

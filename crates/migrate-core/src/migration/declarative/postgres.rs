@@ -13,6 +13,7 @@ use crate::database::{DbError, context, misdefined, protocol};
 use crate::engine::migrator::Outcome;
 use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 
+use super::json::{keys_from_json, states};
 use super::sql::{Args, Bind, Plan, Statement, Value, quote_table};
 use super::{Batch, Runner};
 
@@ -109,6 +110,27 @@ async fn write_journal(
     }
 }
 
+/// The state of each row of the batch, by key, as [`Plan::classify`] reads it.
+async fn classify(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    args: &Args<'_>,
+) -> Result<HashMap<Key, i64>, DbError> {
+    let doing = "classifying a batch";
+    let (sql, arguments) = bound(plan, &plan.classify, args, doing)?;
+    let rows = sqlx::query_with(sql, arguments)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    rows.iter()
+        .map(|row| {
+            let key = key_from_row(row, &plan.key).map_err(context(doing))?;
+            let state: i32 = row.try_get(plan.key.len()).map_err(context(doing))?;
+            Ok((key, i64::from(state)))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Runner for PostgresRunner {
     async fn columns(&self, table: &str) -> Result<Option<Vec<String>>, DbError> {
@@ -175,81 +197,55 @@ impl Runner for PostgresRunner {
     }
 
     /// The update reads and writes each row in one statement, guarded by the predicates, so
-    /// a concurrent application write is never overwritten with stale values; then one read
-    /// classifies the keys it did not change (each statement sees the latest commits).
+    /// a concurrent application write is never overwritten with stale values; the same
+    /// statement classifies the keys it did not change, from the snapshot it started with.
+    /// The lock timeout is set with the `BEGIN`: a batch is four round trips (begin, the
+    /// update, the journal, the commit). A dry run classifies every key.
     async fn migrate(
         &self,
         plan: &Plan,
         batch: &Batch<'_>,
         dry_run: bool,
     ) -> Result<Vec<Outcome>, DbError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(context("starting a batch"))?;
         // For this transaction only: a row locked by another session fails the batch (55P03,
         // retried) instead of blocking it for longer than this.
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(format!("{}ms", self.lock_timeout.as_millis().max(1)))
-            .execute(&mut *tx)
+        let begin = format!(
+            "BEGIN; SET LOCAL lock_timeout = '{}ms'",
+            self.lock_timeout.as_millis().max(1)
+        );
+        let mut tx = self
+            .pool
+            .begin_with(AssertSqlSafe(begin))
             .await
-            .map_err(context("setting the batch's lock timeout"))?;
-        let migrated: Vec<Key> = if dry_run {
-            Vec::new()
-        } else {
-            let doing = "running the migration's update";
-            let (sql, arguments) = bound(plan, &plan.update, &batch.args, doing)?;
-            let rows = sqlx::query_with(sql, arguments)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(context(doing))?;
-            rows.iter()
-                .map(|row| key_from_row(row, &plan.key).map_err(context(doing)))
-                .collect::<Result<_, _>>()?
-        };
+            .map_err(context("starting a batch"))?;
+        if dry_run {
+            let states = classify(&mut tx, plan, &batch.args).await?;
+            tx.commit().await.map_err(context("committing a batch"))?;
+            return Ok(super::outcomes(batch, &[], &states, true));
+        }
+        let doing = "running the migration's update";
+        let (sql, arguments) = bound(plan, &plan.update, &batch.args, doing)?;
+        let (migrated, rest): (String, String) = sqlx::query_as_with(sql, arguments)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(context(doing))?;
+        let migrated: Vec<Key> = keys_from_json(&migrated, plan, doing)?;
+        let states = states(&rest, plan, doing)?;
         // The update may only touch the batch's rows: anything else means an expression
         // escaped the batch's restriction. Nothing of it is kept.
         let in_batch: HashSet<&Key> = batch.keys.iter().collect();
         if let Some(stray) = migrated.iter().find(|key| !in_batch.contains(key)) {
             return Err(misdefined(
-                "running the migration's update",
+                doing,
                 format!(
                     "the update changed row {stray}, which is not in the batch: check the \
                      migration's expressions; the batch was rolled back"
                 ),
             ));
         }
-        let done: HashSet<&Key> = migrated.iter().collect();
-        let rest: Vec<Key> = batch
-            .keys
-            .iter()
-            .filter(|key| !done.contains(key))
-            .cloned()
-            .collect();
-        let mut states = HashMap::new();
-        if !rest.is_empty() {
-            let doing = "classifying a batch";
-            let args = Args {
-                batch: &rest,
-                ..batch.args
-            };
-            let (sql, arguments) = bound(plan, &plan.classify, &args, doing)?;
-            let rows = sqlx::query_with(sql, arguments)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(context(doing))?;
-            for row in &rows {
-                let key = key_from_row(row, &plan.key).map_err(context(doing))?;
-                let state: i32 = row.try_get(plan.key.len()).map_err(context(doing))?;
-                states.insert(key, i64::from(state));
-            }
-        }
-        let outcomes = super::outcomes(batch, &migrated, &states, dry_run);
-        if !dry_run {
-            let settled = super::settled(batch.keys, &outcomes);
-            write_journal(&mut tx, batch, &migrated, &settled).await?;
-        }
+        let outcomes = super::outcomes(batch, &migrated, &states, false);
+        let settled = super::settled(batch.keys, &outcomes);
+        write_journal(&mut tx, batch, &migrated, &settled).await?;
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)
     }

@@ -73,7 +73,8 @@ pub(crate) struct Plan {
     /// SQLite only, read after the update: `[[k1, k2, state], ...]` for the batch's rows still
     /// pending.
     pub(crate) leftover: Statement,
-    /// The guarded update of a batch (PostgreSQL: returning the keys it updated).
+    /// The guarded update of a batch (PostgreSQL: with what it updated and the state of the
+    /// rest, as JSON arrays in one row).
     pub(crate) update: Statement,
     /// Each fragment of the file in a statement of its own, with the file's key it comes from:
     /// preparing them names the fragment a database error is about.
@@ -155,6 +156,9 @@ impl Plan {
         }
 
         let mut update = Builder::new(dialect);
+        if dialect == Dialect::Postgres {
+            update.push("WITH migrated AS (");
+        }
         update.push(&format!("UPDATE {table} SET "));
         for (i, (_, column, expr)) in rules.set.iter().enumerate() {
             if i > 0 {
@@ -174,8 +178,24 @@ impl Plan {
             update.push(")");
         }
         if dialect == Dialect::Postgres {
+            // One statement and one row for the whole batch: the keys it updated, and the state
+            // of the batch's other rows, each as one JSON array. The outer query reads the
+            // snapshot from before the update, which is what classifies the rows it left.
+            let migrated = keys.aliases();
             update.push(" RETURNING ");
-            update.push(&keys.read_columns());
+            update.push(&keys.read_columns_as());
+            update.push(&format!(
+                ") SELECT (SELECT coalesce(json_agg(json_build_array({migrated})), '[]') FROM \
+                 migrated)::text, (SELECT coalesce(json_agg(json_build_array({}, ",
+                keys.read_columns()
+            ));
+            state(&mut update);
+            update.push(&format!(")), '[]') FROM {table} WHERE "));
+            keys.in_batch(&mut update);
+            update.push(&format!(
+                " AND ({}) NOT IN (SELECT {migrated} FROM migrated))::text",
+                keys.read_columns()
+            ));
         }
 
         let mut fragments = Vec::new();
@@ -292,6 +312,24 @@ impl Gen<'_> {
                 KeyKind::Integer => format!("CAST({} AS bigint)", quote(&c.name)),
                 KeyKind::Text | KeyKind::Uuid => format!("CAST({} AS text)", quote(&c.name)),
             })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// PostgreSQL: [`read_columns`](Gen::read_columns) named `k0`, `k1`, ...
+    fn read_columns_as(&self) -> String {
+        self.read_columns()
+            .split(", ")
+            .enumerate()
+            .map(|(i, column)| format!("{column} AS k{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `k0, k1, ...`: the names [`read_columns_as`](Gen::read_columns_as) gives.
+    fn aliases(&self) -> String {
+        (0..self.key.len())
+            .map(|i| format!("k{i}"))
             .collect::<Vec<_>>()
             .join(", ")
     }

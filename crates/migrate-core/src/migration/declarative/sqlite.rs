@@ -9,8 +9,9 @@ use sqlx::{Arguments, AssertSqlSafe, Executor, SqlSafeStr, SqliteConnection, Sql
 
 use crate::database::{DbError, context, protocol};
 use crate::engine::migrator::{Outcome, RecordFailure};
-use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+use crate::migration::key::Key;
 
+use super::json::{key_from_json, keys_from_json, states};
 use super::sql::{self, Args, Plan, Statement, Value};
 use super::{Batch, Runner};
 
@@ -61,43 +62,6 @@ fn bound(
     ))
 }
 
-/// A key from its JSON form: a value for one column, an array for several.
-fn key_from_json(value: &serde_json::Value, columns: &[KeyColumn]) -> Result<Key, String> {
-    match (columns, value) {
-        ([_], _) => key_from_values(std::slice::from_ref(value), columns),
-        (_, serde_json::Value::Array(values)) => key_from_values(values, columns),
-        _ => Err(format!("{value} is not a key of {} columns", columns.len())),
-    }
-}
-
-/// A key from the JSON values of its columns.
-fn key_from_values(values: &[serde_json::Value], columns: &[KeyColumn]) -> Result<Key, String> {
-    if values.len() != columns.len() {
-        return Err(format!(
-            "{} values for a key of {} columns",
-            values.len(),
-            columns.len()
-        ));
-    }
-    columns
-        .iter()
-        .zip(values)
-        .map(|(column, value)| match (column.kind, value) {
-            (KeyKind::Integer, serde_json::Value::Number(n)) if n.is_i64() => {
-                Ok(KeyValue::Int(n.as_i64().expect("checked")))
-            }
-            (KeyKind::Text | KeyKind::Uuid, serde_json::Value::String(text)) => {
-                Ok(KeyValue::Text(text.clone()))
-            }
-            (kind, value) => Err(format!(
-                "key column {} holds {value}, which is not {kind}",
-                column.name
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Key::new)
-}
-
 /// The state of each row of the batch, by key, as [`Plan::classify`] reads it.
 async fn classify(
     conn: &mut SqliteConnection,
@@ -111,24 +75,6 @@ async fn classify(
         .await
         .map_err(context(doing))?;
     states(&json, plan, doing)
-}
-
-/// Row states by key from `[[k1, k2, state], ...]`.
-fn states(json: &str, plan: &Plan, doing: &'static str) -> Result<HashMap<Key, i64>, DbError> {
-    let rows: Vec<Vec<serde_json::Value>> =
-        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
-    rows.into_iter()
-        .map(|row| {
-            let (state, key) = row
-                .split_last()
-                .ok_or_else(|| protocol(doing, "an empty row"))?;
-            let key = key_from_values(key, &plan.key).map_err(|e| protocol(doing, e))?;
-            let state = state
-                .as_i64()
-                .ok_or_else(|| protocol(doing, format!("state {state}")))?;
-            Ok((key, state))
-        })
-        .collect()
 }
 
 /// The batch's bookkeeping, written in its transaction before the commit: the audit row of
@@ -343,15 +289,6 @@ async fn update_first(
     let settled = super::settled(batch.keys, &outcomes);
     write_journal(conn, batch, &migrated, &settled).await?;
     Ok(Some(outcomes))
-}
-
-/// Keys from `[[k1, k2], ...]`.
-fn keys_from_json(json: &str, plan: &Plan, doing: &'static str) -> Result<HashSet<Key>, DbError> {
-    let rows: Vec<Vec<serde_json::Value>> =
-        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
-    rows.iter()
-        .map(|row| key_from_values(row, &plan.key).map_err(|e| protocol(doing, e)))
-        .collect()
 }
 
 /// Classifies the batch, then updates only its pending, valid keys, which must all change.

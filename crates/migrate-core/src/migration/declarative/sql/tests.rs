@@ -108,20 +108,23 @@ fn postgres_reads_keys_as_bigint_or_text_and_batches_as_arrays() {
         "SELECT CAST(\"region\" AS text), CAST(\"order_no\" AS bigint) FROM \"orders\" WHERE \
          (\"region\", \"order_no\") > ($1, $2) ORDER BY \"region\", \"order_no\" LIMIT $3"
     );
-    assert!(
-        orders.update.sql.starts_with(
-            "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
-             upper(trim(currency)), \"normalized_at\" = $1 WHERE (\"region\", \"order_no\") IN \
-             (SELECT * FROM unnest($2::text[], $3::bigint[])) AND (normalized_at IS NULL) AND ("
+    let valid = "lower(trim(status)) IN ('new', 'paid', 'shipped', 'cancelled') AND \
+                 length(trim(currency)) = 3";
+    let batch = "(\"region\", \"order_no\") IN (SELECT * FROM unnest($2::text[], $3::bigint[]))";
+    assert_eq!(
+        orders.update.sql,
+        format!(
+            "WITH migrated AS (UPDATE \"orders\" SET \"status\" = lower(trim(status)), \
+             \"currency\" = upper(trim(currency)), \"normalized_at\" = $1 WHERE {batch} AND \
+             (normalized_at IS NULL) AND ({valid}) RETURNING CAST(\"region\" AS text) AS k0, \
+             CAST(\"order_no\" AS bigint) AS k1) SELECT (SELECT \
+             coalesce(json_agg(json_build_array(k0, k1)), '[]') FROM migrated)::text, (SELECT \
+             coalesce(json_agg(json_build_array(CAST(\"region\" AS text), CAST(\"order_no\" AS \
+             bigint), CASE WHEN (normalized_at IS NULL) THEN CASE WHEN ({valid}) THEN 1 ELSE 2 \
+             END ELSE 0 END)), '[]') FROM \"orders\" WHERE {batch} AND (CAST(\"region\" AS \
+             text), CAST(\"order_no\" AS bigint)) NOT IN (SELECT k0, k1 FROM migrated))::text"
         ),
-        "{}",
-        orders.update.sql
-    );
-    assert!(
-        orders
-            .update
-            .sql
-            .ends_with(") RETURNING CAST(\"region\" AS text), CAST(\"order_no\" AS bigint)")
+        "one statement: the update, the keys it changed and the state of the others"
     );
     assert_eq!(
         orders.update.binds,

@@ -1,0 +1,81 @@
+//! The JSON forms in which keys and row states cross from the database in one value: a page of
+//! keys, or a batch's rows (SQLite always; PostgreSQL for a batch's outcome).
+
+use std::collections::HashMap;
+
+use crate::database::{DbError, protocol};
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+
+use super::sql::Plan;
+
+/// A key from its JSON form: a value for one column, an array for several.
+pub(super) fn key_from_json(value: &serde_json::Value, columns: &[KeyColumn]) -> Result<Key, String> {
+    match (columns, value) {
+        ([_], _) => key_from_values(std::slice::from_ref(value), columns),
+        (_, serde_json::Value::Array(values)) => key_from_values(values, columns),
+        _ => Err(format!("{value} is not a key of {} columns", columns.len())),
+    }
+}
+
+/// A key from the JSON values of its columns.
+pub(super) fn key_from_values(values: &[serde_json::Value], columns: &[KeyColumn]) -> Result<Key, String> {
+    if values.len() != columns.len() {
+        return Err(format!(
+            "{} values for a key of {} columns",
+            values.len(),
+            columns.len()
+        ));
+    }
+    columns
+        .iter()
+        .zip(values)
+        .map(|(column, value)| match (column.kind, value) {
+            (KeyKind::Integer, serde_json::Value::Number(n)) if n.is_i64() => {
+                Ok(KeyValue::Int(n.as_i64().expect("checked")))
+            }
+            (KeyKind::Text | KeyKind::Uuid, serde_json::Value::String(text)) => {
+                Ok(KeyValue::Text(text.clone()))
+            }
+            (kind, value) => Err(format!(
+                "key column {} holds {value}, which is not {kind}",
+                column.name
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Key::new)
+}
+
+/// Row states by key from `[[k1, k2, state], ...]`.
+pub(super) fn states(
+    json: &str,
+    plan: &Plan,
+    doing: &'static str,
+) -> Result<HashMap<Key, i64>, DbError> {
+    let rows: Vec<Vec<serde_json::Value>> =
+        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
+    rows.into_iter()
+        .map(|row| {
+            let (state, key) = row
+                .split_last()
+                .ok_or_else(|| protocol(doing, "an empty row"))?;
+            let key = key_from_values(key, &plan.key).map_err(|e| protocol(doing, e))?;
+            let state = state
+                .as_i64()
+                .ok_or_else(|| protocol(doing, format!("state {state}")))?;
+            Ok((key, state))
+        })
+        .collect()
+}
+
+/// Keys from `[[k1, k2], ...]`.
+pub(super) fn keys_from_json<C: FromIterator<Key>>(
+    json: &str,
+    plan: &Plan,
+    doing: &'static str,
+) -> Result<C, DbError> {
+    let rows: Vec<Vec<serde_json::Value>> =
+        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
+    rows.iter()
+        .map(|row| key_from_values(row, &plan.key).map_err(|e| protocol(doing, e)))
+        .collect()
+}
