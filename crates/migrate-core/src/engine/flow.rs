@@ -105,7 +105,8 @@ pub(crate) struct Flow {
     last_batch_micros: AtomicU64,
     configured_processes: usize,
     processes: AtomicUsize,
-    /// Jobs running (spawned and not yet retired or finished).
+    /// Jobs started and not retired. A job that ends because the work is done (or the run
+    /// halted) still counts: it is not to be replaced.
     live: AtomicUsize,
     held: Mutex<Held>,
     tracker: Arc<Tracker>,
@@ -327,11 +328,6 @@ impl Flow {
     /// Counts a job that is about to start.
     pub(crate) fn job_started(&self) {
         self.live.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a job that ended without retiring.
-    pub(crate) fn job_ended(&self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether the calling job should retire, there being more jobs than wanted; counts it as

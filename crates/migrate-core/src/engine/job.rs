@@ -431,9 +431,6 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         handled += done.len() as u64;
         shared.tracker.complete(done.iter().copied());
     }
-    if !retired {
-        shared.flow.job_ended();
-    }
     board.publish(Event::JobText {
         job,
         text: format!(
