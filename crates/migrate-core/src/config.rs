@@ -169,6 +169,22 @@ pub struct MigrationConfig {
     /// waits at the bound. Twice what the jobs hold (`processes` times the batch size) plus
     /// the channel and a page is always allowed.
     pub max_pending: usize,
+    /// The time a batch should take, in milliseconds: the batch size adapts to it between
+    /// `batch-size-min` and `batch-size-max` (see `engine/batch_size.rs`). 0 turns adaptation
+    /// off; so does a `batch-size` given explicitly.
+    pub batch_target_millis: u64,
+    /// The least an adaptive batch holds.
+    pub batch_size_min: usize,
+    /// The most an adaptive batch holds.
+    pub batch_size_max: usize,
+    /// SQL returning one number, asked every `throttle-interval-millis`: above 0, no batch
+    /// starts until it is 0 again. Unset: none.
+    pub throttle_query: Option<String>,
+    /// How often the database's health is checked, in milliseconds.
+    pub throttle_interval_millis: u64,
+    /// PostgreSQL: no batch starts while a replica's `replay_lag` (`pg_stat_replication`) is
+    /// over this many milliseconds. 0: not checked.
+    pub max_replication_lag_millis: u64,
 }
 
 impl Default for MigrationConfig {
@@ -185,6 +201,12 @@ impl Default for MigrationConfig {
             event_interval_millis: 50,
             batch_linger_millis: 20,
             max_pending: 100_000,
+            batch_target_millis: 250,
+            batch_size_min: 10,
+            batch_size_max: 10_000,
+            throttle_query: None,
+            throttle_interval_millis: 1000,
+            max_replication_lag_millis: 0,
         }
     }
 }
@@ -210,6 +232,9 @@ const MAX_SLEEP_SCALE: f64 = 1000.0;
 /// The most records per second `rate-limit` may ask for: the limiter spaces records by
 /// `1 s / rate` in whole nanoseconds, so a larger rate would round to no spacing at all.
 const MAX_RATE_LIMIT: u64 = 1_000_000_000;
+
+/// The most records an adaptive batch may hold (`batch-size-min`, `batch-size-max`).
+const MAX_BATCH_SIZE: usize = 1_000_000;
 
 /// A value that is well-formed but out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -337,6 +362,49 @@ impl Config {
             m.batch_linger_millis,
             0,
         );
+        checks.millis(
+            "customer-migration.batch-target-millis",
+            m.batch_target_millis,
+            0,
+        );
+        checks.integer(
+            "customer-migration.batch-size-min",
+            m.batch_size_min,
+            1,
+            MAX_BATCH_SIZE,
+        );
+        checks.integer(
+            "customer-migration.batch-size-max",
+            m.batch_size_max,
+            1,
+            MAX_BATCH_SIZE,
+        );
+        checks.check(
+            !(1..=MAX_BATCH_SIZE).contains(&m.batch_size_min)
+                || !(1..=MAX_BATCH_SIZE).contains(&m.batch_size_max)
+                || m.batch_size_min <= m.batch_size_max,
+            "customer-migration.batch-size-min",
+            m.batch_size_min.to_string(),
+            "must not exceed batch-size-max",
+        );
+        checks.millis(
+            "customer-migration.throttle-interval-millis",
+            m.throttle_interval_millis,
+            1,
+        );
+        checks.millis(
+            "customer-migration.max-replication-lag-millis",
+            m.max_replication_lag_millis,
+            0,
+        );
+        if let Some(query) = &m.throttle_query {
+            checks.check(
+                !query.trim().is_empty(),
+                "customer-migration.throttle-query",
+                String::new(),
+                "must not be empty (leave it out for no throttle query)",
+            );
+        }
         let s = &self.customer_scanner;
         checks.integer("customer-scanner.fetch-size", s.fetch_size, 1, 1_000_000);
         checks.integer("customer-scanner.block-size", s.block_size, 1, 1_000_000);
@@ -576,6 +644,43 @@ mod tests {
             key(
                 "customer-migration.batch-linger-millis",
                 |c, v| c.customer_migration.batch_linger_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.batch-target-millis",
+                |c, v| c.customer_migration.batch_target_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.batch-size-min",
+                // The least may not exceed the most: that one is at its greatest.
+                |c, v| {
+                    c.customer_migration.batch_size_max = 1_000_000;
+                    c.customer_migration.batch_size_min = usize::try_from(v).unwrap();
+                },
+                1,
+                1_000_000,
+            ),
+            key(
+                "customer-migration.batch-size-max",
+                |c, v| {
+                    c.customer_migration.batch_size_min = 1;
+                    c.customer_migration.batch_size_max = usize::try_from(v).unwrap();
+                },
+                1,
+                1_000_000,
+            ),
+            key(
+                "customer-migration.throttle-interval-millis",
+                |c, v| c.customer_migration.throttle_interval_millis = v,
+                1,
+                millis,
+            ),
+            key(
+                "customer-migration.max-replication-lag-millis",
+                |c, v| c.customer_migration.max_replication_lag_millis = v,
                 0,
                 millis,
             ),

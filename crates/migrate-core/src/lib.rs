@@ -52,6 +52,7 @@ mod connection;
 mod customer;
 mod database;
 mod engine;
+mod health;
 mod migration;
 mod module;
 mod store;
@@ -80,6 +81,8 @@ pub use engine::board::{EventBoard, RecordingBoard, StatusBoard};
 pub use engine::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
 pub use engine::control::{Controls, RunControl, Setting};
 pub use engine::events::{Event, JobId, JobStatus};
+pub use engine::flow::{FLOW_JOB, FlowState};
+pub use engine::health::HealthCheck;
 pub use engine::migrator::{
     BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,
 };
@@ -90,6 +93,7 @@ pub use engine::overseer::{
 pub use engine::retry::backoff;
 pub use engine::scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
 pub use engine::summary::{Ending, Summary, spell_duration, thousands};
+pub use health::DatabaseHealth;
 pub use migrate_derive::Dependencies;
 pub use migration::declarative::{MigrationSpec, SpecError, SqlMigration};
 pub use migration::key::{Key, KeyColumn, KeyKind, KeyValue};

@@ -8,9 +8,11 @@ use crate::config::Config;
 use crate::connection::{Backend, ConnectionError, Database, DatabaseConnection};
 use crate::customer::{CustomerMigration, SimulatedCustomers};
 use crate::engine::board::StatusBoard;
+use crate::engine::health::HealthCheck;
 use crate::engine::migrator::{BatchMigrator, Migrator};
 use crate::engine::overseer::{MigrationOverseer, Overseer};
 use crate::engine::scanner::{PagingScanner, Scanner};
+use crate::health::DatabaseHealth;
 use crate::migration::Migration;
 use crate::store::{DatabaseStore, FileStore, ProgressStore};
 
@@ -108,7 +110,10 @@ pub fn builder_for(
             config.customer_migrator.clone(),
             migration,
         ))
-        .with_parameters::<Overseer>(Overseer::parameters(config.customer_migration.clone()));
+        .with_parameters::<Overseer>(Overseer::parameters_with_health(
+            config.customer_migration.clone(),
+            health_check(config, database.as_ref()),
+        ));
     // The store that fits the backend, chosen once: tables in a database, files otherwise.
     match database {
         Some(database) => {
@@ -125,6 +130,13 @@ pub fn builder_for(
             builder.with_implementation::<dyn ProgressStore>(store, "FileStore")
         }
     }
+}
+
+/// The throttle checks `config` asks for, over `database`; none on the simulated backend,
+/// which has no database to ask.
+fn health_check(config: &Config, database: Option<&Database>) -> Option<Arc<dyn HealthCheck>> {
+    let health = DatabaseHealth::from_config(&config.customer_migration, database?)?;
+    Some(Arc::new(health))
 }
 
 /// Opens the backend named by `config` and builds the migration system, with `board` in place of

@@ -41,6 +41,12 @@ pub(crate) const KEYS: [(&str, &[&str]); 5] = [
             "event-interval-millis",
             "batch-linger-millis",
             "max-pending",
+            "batch-target-millis",
+            "batch-size-min",
+            "batch-size-max",
+            "throttle-query",
+            "throttle-interval-millis",
+            "max-replication-lag-millis",
         ],
     ),
 ];
@@ -77,8 +83,9 @@ mod tests {
     #[test]
     fn the_table_lists_every_field_of_config() {
         let mut config = Config::default();
-        // The only optional field; set so that it serializes.
+        // The optional fields; set so that they serialize.
         config.customer_migrator.batch_size = Some(1);
+        config.customer_migration.throttle_query = Some("SELECT 0".into());
         let toml::Value::Table(sections) = toml::Value::try_from(&config).unwrap() else {
             panic!("a config serializes to a table");
         };

@@ -250,4 +250,9 @@ impl Migration for SimulatedCustomers {
     fn default_batch_size(&self) -> usize {
         1
     }
+
+    /// The seed migrated one customer at a time, and the simulation keeps to it.
+    fn adaptive_batch_size(&self) -> bool {
+        false
+    }
 }

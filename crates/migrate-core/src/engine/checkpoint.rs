@@ -9,6 +9,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -124,8 +125,9 @@ pub enum Offer {
 #[derive(Debug)]
 pub struct Tracker {
     window: Mutex<Window>,
-    /// Most ids in the window before the scanner waits.
-    limit: usize,
+    /// Most ids in the window before the scanner waits; changes with the batch size and the
+    /// number of jobs ([`Tracker::set_limit`]).
+    limit: AtomicUsize,
     /// Woken when the window shrinks.
     room: tokio::sync::Notify,
 }
@@ -159,7 +161,7 @@ impl Tracker {
     pub fn bounded(checkpoint: Option<Checkpoint>, limit: usize) -> Tracker {
         let checkpoint = checkpoint.unwrap_or_default();
         Tracker {
-            limit: limit.max(1),
+            limit: AtomicUsize::new(limit.max(1)),
             room: tokio::sync::Notify::new(),
             window: Mutex::new(Window {
                 first_seq: 0,
@@ -202,7 +204,8 @@ impl Tracker {
         }
         w.fold();
         // Only a window at its limit can have the scanner waiting (see `room`).
-        let freed = before >= self.limit && w.entries.len() < self.limit;
+        let limit = self.limit.load(Ordering::Relaxed);
+        let freed = before >= limit && w.entries.len() < limit;
         drop(w);
         if freed {
             self.room.notify_waiters();
@@ -214,11 +217,18 @@ impl Tracker {
         loop {
             // Registered before the check, so that a shrink in between is not missed.
             let shrunk = self.room.notified();
-            if self.lock().entries.len() < self.limit {
+            if self.lock().entries.len() < self.limit.load(Ordering::Relaxed) {
                 return;
             }
             shrunk.await;
         }
+    }
+
+    /// Changes the most ids in the window (at least 1); a scanner waiting at a lower limit
+    /// goes on.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit.max(1), Ordering::Relaxed);
+        self.room.notify_waiters();
     }
 
     /// Ids in the window: scanned and not yet folded into the low-water mark.

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::flow::FlowState;
 use crate::engine::summary::Summary;
 
 /// Identifies one line of the status board: a job for as long as it lives.
@@ -69,6 +70,9 @@ pub enum Event {
         /// The job.
         job: JobId,
     },
+    /// The run's flow changed: paused or resumed, throttled or not, a setting changed while
+    /// it runs (see [`RunControl`](crate::RunControl)).
+    Flow(FlowState),
     /// The run is over.
     Summary(Summary),
 }

@@ -17,8 +17,9 @@ use crate::config::MigrationConfig;
 use crate::engine::board::StatusBoard;
 use crate::engine::checkpoint::Tracker;
 use crate::engine::events::{Event, JobId, JobStatus};
+use crate::engine::flow::Flow;
 use crate::engine::migrator::{BatchError, FailureRecord, Migrator, Outcome, RecordFailure};
-use crate::engine::retry::{RateLimit, backoff};
+use crate::engine::retry::backoff;
 use crate::engine::scanner::Work;
 use crate::engine::summary::thousands;
 use crate::migration::key::Key;
@@ -50,12 +51,12 @@ pub(crate) struct Shared {
     pub(crate) board: Arc<dyn StatusBoard>,
     pub(crate) config: MigrationConfig,
     pub(crate) dry_run: bool,
-    pub(crate) batch_size: usize,
+    /// Whether batches may start, how many, how large and how fast.
+    pub(crate) flow: Arc<Flow>,
     /// The scanner's channel; jobs take turns receiving from it.
     pub(crate) ids: tokio::sync::Mutex<mpsc::Receiver<Work>>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) counts: Counts,
-    pub(crate) rate: Option<RateLimit>,
     /// Cancelled to stop taking work: on shutdown (a child of its token) or on abort.
     pub(crate) halt: CancellationToken,
     /// `halt` as a plain flag for the jobs' hot loop: `CancellationToken::is_cancelled` takes a
@@ -264,7 +265,7 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 /// jobs fill their batches in turn instead of all sharing what is there. Returns 0 when the
 /// channel is closed and drained.
 async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
-    let batch = shared.batch_size;
+    let batch = shared.flow.batch_size();
     let mut ids = shared.ids.lock().await;
     // Biased towards the channel: when ids are there, the halt is not even looked at (it takes
     // a lock); a job waiting for a scanner stuck in a query stops at once on a halt.
@@ -286,24 +287,47 @@ async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
     taken
 }
 
-/// One migration job: takes ids until the channel is drained or the run halts.
+/// Waits while the run is paused or throttled, saying why on the job's line; `false` when the
+/// run halts meanwhile.
+async fn hold(shared: &Shared, job: JobId) -> bool {
+    if let Some(reason) = shared.flow.hold_reason() {
+        shared.board.publish(Event::JobText { job, text: reason });
+    }
+    shared.flow.wait_open(&shared.halt).await
+}
+
+/// One migration job: takes ids until the channel is drained, the run halts, or the run wants
+/// fewer jobs (it retires after its batch).
 pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let board = &*shared.board;
     board.publish(Event::JobAdded { job, prefix });
     let event_interval = Duration::from_millis(shared.config.event_interval_millis);
     let mut last_text: Option<Instant> = None;
-    let mut work = Vec::with_capacity(shared.batch_size);
-    let mut ids = Vec::with_capacity(shared.batch_size);
-    let mut results = Vec::with_capacity(shared.batch_size);
+    let capacity = shared.flow.batch_size();
+    let mut work = Vec::with_capacity(capacity);
+    let mut ids = Vec::with_capacity(capacity);
+    let mut results = Vec::with_capacity(capacity);
     let mut failures = Vec::new();
     let mut failed_seqs = Vec::new();
-    let mut done = Vec::with_capacity(shared.batch_size);
+    let mut done = Vec::with_capacity(capacity);
     let mut had_failure = false;
     let mut handled = 0u64;
+    let mut retired = false;
     loop {
         work.clear();
         if shared.halted.load(Ordering::Relaxed) {
             break;
+        }
+        if shared.flow.should_retire() {
+            retired = true;
+            break;
+        }
+        if !shared.flow.is_open() {
+            if !hold(&shared, job).await {
+                break;
+            }
+            last_text = None;
+            continue;
         }
         // No select on the halt here: when the run halts, the scanner returns and drops its
         // sender, which wakes a job waiting for ids. What a job takes after the halt is not
@@ -312,12 +336,17 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         if taken == 0 || shared.halted.load(Ordering::Relaxed) {
             break;
         }
-        if let Some(rate) = &shared.rate {
-            tokio::select! {
-                biased;
-                () = shared.halt.cancelled() => break,
-                () = rate.acquire(taken) => {}
+        // Paused or throttled while the batch filled: it does not start until that ends.
+        if !shared.flow.is_open() {
+            if !hold(&shared, job).await {
+                break;
             }
+            last_text = None;
+        }
+        tokio::select! {
+            biased;
+            () = shared.halt.cancelled() => break,
+            () = shared.flow.rate.acquire(taken) => {}
         }
         ids.clear();
         ids.extend(work.iter().map(|w| w.key.clone()));
@@ -332,7 +361,9 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             };
             board.publish(Event::JobText { job, text });
         }
+        let started = Instant::now();
         shared.migrate_batch(&ids, &mut results).await;
+        shared.flow.batch_done(ids.len(), started.elapsed());
         let (mut migrated, mut previously, mut gone) = (0, 0, 0);
         done.clear();
         failures.clear();
@@ -403,7 +434,8 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     board.publish(Event::JobText {
         job,
         text: format!(
-            "Done, after {} {}",
+            "{}, after {} {}",
+            if retired { "Retired" } else { "Done" },
             thousands(handled),
             shared.migrator.noun().count(handled)
         ),

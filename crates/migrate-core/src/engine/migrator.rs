@@ -142,8 +142,15 @@ pub trait Migrator: shaku::Interface + Lifecycle {
     /// What a record is called in messages.
     fn noun(&self) -> &Noun;
 
-    /// How many keys a job hands to `migrate` at once.
+    /// How many keys a job hands to `migrate` at once (the first batch's size when it adapts).
     fn batch_size(&self) -> usize;
+
+    /// Whether the batch size may adapt to the batches' time (see
+    /// `customer-migration.batch-target-millis`): not when a batch size was given explicitly.
+    /// No by default: a migrator opts in.
+    fn adaptive_batch_size(&self) -> bool {
+        false
+    }
 }
 
 /// The migrator: batches go to the [`Migration`], and each committed batch's records get a line
@@ -320,6 +327,11 @@ impl Migrator for BatchMigrator {
         self.config
             .batch_size
             .unwrap_or_else(|| self.migration.default_batch_size())
+    }
+
+    /// Adaptive unless `customer-migrator.batch-size` is set or the migration has a fixed one.
+    fn adaptive_batch_size(&self) -> bool {
+        self.config.batch_size.is_none() && self.migration.adaptive_batch_size()
     }
 }
 

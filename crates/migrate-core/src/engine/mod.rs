@@ -4,10 +4,13 @@
 //! is an event for the status board (`events`, `board`), down to the summary (`summary`).
 //! Nothing here names a table or a column: that is the migration's business.
 
+pub(crate) mod batch_size;
 pub(crate) mod board;
 pub(crate) mod checkpoint;
 pub(crate) mod control;
 pub(crate) mod events;
+pub(crate) mod flow;
+pub(crate) mod health;
 pub(crate) mod job;
 pub(crate) mod migrator;
 pub(crate) mod overseer;

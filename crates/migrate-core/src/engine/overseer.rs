@@ -16,9 +16,10 @@ use crate::engine::board::StatusBoard;
 use crate::engine::checkpoint::{CheckpointKey, KeyRange, Tracker};
 use crate::engine::control::RunControl;
 use crate::engine::events::{Event, JobId, JobStatus};
+use crate::engine::flow::{self, Bound, Flow};
+use crate::engine::health::HealthCheck;
 use crate::engine::job::{Counts, Shared, panic_message, run_job};
 use crate::engine::migrator::Migrator;
-use crate::engine::retry::RateLimit;
 use crate::engine::scanner::{Scan, ScanReport, Scanner};
 use crate::engine::summary::{Ending, Summary, thousands};
 use crate::migration::key::Key;
@@ -115,12 +116,16 @@ pub struct Overseer {
     /// `[customer-migration]`
     #[shaku(default)]
     config: MigrationConfig,
+    /// Asked between batches when throttling is configured (see [`HealthCheck`]).
+    #[shaku(default)]
+    health: Option<Arc<dyn HealthCheck>>,
 }
 
 impl std::fmt::Debug for Overseer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Overseer")
             .field("config", &self.config)
+            .field("health", &self.health)
             .finish()
     }
 }
@@ -130,7 +135,19 @@ impl Lifecycle for Overseer {}
 impl Overseer {
     /// Shaku parameters for this configuration.
     pub fn parameters(config: MigrationConfig) -> OverseerParameters {
-        OverseerParameters { config }
+        OverseerParameters {
+            config,
+            health: None,
+        }
+    }
+
+    /// Shaku parameters for this configuration, with the database's health checked between
+    /// batches by `health`.
+    pub fn parameters_with_health(
+        config: MigrationConfig,
+        health: Option<Arc<dyn HealthCheck>>,
+    ) -> OverseerParameters {
+        OverseerParameters { config, health }
     }
 
     /// The settings that shape a run, as its row in the progress store keeps them.
@@ -198,7 +215,7 @@ impl Overseer {
             gone => format!("{} gone, ", thousands(gone)),
         };
         format!(
-            "{} {} {} ({} previously migrated, {gone}{} failures)",
+            "{} {} {} ({} previously migrated, {gone}{} failures); {}",
             if shared.dry_run {
                 "Migration needed for"
             } else {
@@ -208,7 +225,25 @@ impl Overseer {
             shared.migrator.noun().count(migrated),
             thousands(counts.previously_migrated.load(Ordering::Relaxed)),
             thousands(counts.failed.load(Ordering::Relaxed)),
+            shared.flow.batch_text(),
         )
+    }
+
+    /// `throttle-interval-millis` as a duration.
+    fn throttle_interval(&self) -> Duration {
+        Duration::from_millis(self.config.throttle_interval_millis.max(1))
+    }
+}
+
+/// Starts the jobs the flow wants more of (all of them at the start; more when `processes` is
+/// raised while the run goes on), each on a new line of the board.
+fn spawn_jobs(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, spawned: &mut usize, width: usize) {
+    for _ in 0..shared.flow.jobs_wanted() {
+        let job = JobId(FIRST_PROCESS_JOB.0 + *spawned as u32);
+        *spawned += 1;
+        let prefix = format!("Process #{:>width$}: ", *spawned);
+        shared.flow.job_started();
+        jobs.spawn(run_job(Arc::clone(shared), job, prefix));
     }
 }
 
@@ -258,15 +293,20 @@ impl MigrationOverseer for Overseer {
         let block_size = self.scanner.block_size().max(1);
         let batch_size = self.migrator.batch_size().max(1);
         let run = self.begin_run(&options, batch_size).await;
-        // What the jobs and the channel hold, twice, and a page: below that the jobs would
-        // wait for the scanner even with no slow record.
-        let floor = (2 * self.config.processes.max(1))
-            .saturating_mul(batch_size)
-            .saturating_add(block_size)
-            .saturating_add(self.scanner.fetch_size());
-        let tracker = Arc::new(Tracker::bounded(
-            checkpoint,
-            self.config.max_pending.max(floor),
+        // The window's bound: what the jobs and the channel hold, twice, and a page; below
+        // that the jobs would wait for the scanner even with no slow record. The flow keeps it
+        // so as the batch size and the number of jobs change.
+        let tracker = Arc::new(Tracker::bounded(checkpoint, self.config.max_pending));
+        let flow = Arc::new(Flow::new(
+            &self.config,
+            batch_size,
+            self.migrator.adaptive_batch_size(),
+            Arc::clone(&tracker),
+            Bound {
+                max_pending: self.config.max_pending,
+                scanner: block_size.saturating_add(self.scanner.fetch_size()),
+            },
+            Arc::clone(&self.board),
         ));
         let (sender, receiver) = mpsc::channel(block_size);
         let shared = Arc::new(Shared {
@@ -275,11 +315,10 @@ impl MigrationOverseer for Overseer {
             board: Arc::clone(&self.board),
             config: self.config.clone(),
             dry_run: options.dry_run,
-            batch_size,
+            flow: Arc::clone(&flow),
             ids: tokio::sync::Mutex::new(receiver),
             tracker: Arc::clone(&tracker),
             counts: Counts::default(),
-            rate: RateLimit::new(self.config.rate_limit),
             halt: shutdown.child_token(),
             halted: AtomicBool::new(false),
             abort: Mutex::new(None),
@@ -321,15 +360,23 @@ impl MigrationOverseer for Overseer {
         let scanner = Arc::clone(&self.scanner);
         let scan_task = tokio::spawn(async move { scanner.scan(scan).await });
 
-        let processes = self.config.processes.max(1);
-        let width = processes.to_string().len();
+        let obeying = flow::obey(&flow, &options.control, &shared.halt);
+        let health = match &self.health {
+            Some(check) => Some(
+                flow::watch_health(
+                    &flow,
+                    Arc::clone(check),
+                    self.throttle_interval(),
+                    &shared.halt,
+                )
+                .await,
+            ),
+            None => None,
+        };
+        let width = self.config.processes.max(1).to_string().len();
+        let mut spawned = 0;
         let mut jobs = JoinSet::new();
-        for n in 0..processes {
-            let job = JobId(FIRST_PROCESS_JOB.0 + n as u32);
-            let prefix = format!("Process #{:>width$}: ", n + 1);
-            jobs.spawn(run_job(Arc::clone(&shared), job, prefix));
-        }
-
+        spawn_jobs(&shared, &mut jobs, &mut spawned, width);
         let mut ticker = tokio::time::interval(PROGRESS_PERIOD);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let checkpoint_every = Duration::from_millis(self.config.checkpoint_interval_millis);
@@ -350,6 +397,9 @@ impl MigrationOverseer for Overseer {
                     Some(_) => {}
                 },
                 _ = ticker.tick() => {
+                    if !shared.halted.load(Ordering::Relaxed) {
+                        spawn_jobs(&shared, &mut jobs, &mut spawned, width);
+                    }
                     board.publish(Event::JobText {
                         job: SUMMARY_JOB,
                         text: Self::progress_text(&shared),
@@ -396,6 +446,11 @@ impl MigrationOverseer for Overseer {
         }
 
         watcher.abort();
+        obeying.abort();
+        if let Some(health) = health {
+            health.abort();
+        }
+        flow.finish();
         // A scanner stuck in a query when the run halted gets what is left of the grace
         // period, then is stopped.
         let scan_result = if shared.halted.load(Ordering::Relaxed) || halted_until.is_some() {
@@ -482,6 +537,9 @@ impl MigrationOverseer for Overseer {
             dry_run: options.dry_run,
             ending,
             abort_reason,
+            batch_size: Some(flow.batch_size()),
+            paused_seconds: flow.held_seconds().0,
+            throttled_seconds: flow.held_seconds().1,
             failures_recorded_in: ((failed > 0 || open_failures.is_some_and(|n| n > 0))
                 && !options.dry_run)
                 .then(|| self.store.failures_location()),

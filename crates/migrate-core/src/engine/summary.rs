@@ -53,6 +53,16 @@ pub struct Summary {
     pub abort_reason: Option<String>,
     /// Where the failures were recorded (a file path or a table), when any failed.
     pub failures_recorded_in: Option<String>,
+    /// The batch size at the end of the run (it changes when it adapts); `None` from a run that
+    /// did not say.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Seconds the run spent paused (see [`RunControl`](crate::RunControl)).
+    #[serde(default)]
+    pub paused_seconds: f64,
+    /// Seconds the run spent throttled by the database's health.
+    #[serde(default)]
+    pub throttled_seconds: f64,
 }
 
 impl Summary {
@@ -76,6 +86,9 @@ impl Summary {
         self.failed += other.failed;
         self.scanned += other.scanned;
         self.elapsed = self.elapsed.max(other.elapsed);
+        self.paused_seconds = self.paused_seconds.max(other.paused_seconds);
+        self.throttled_seconds = self.throttled_seconds.max(other.throttled_seconds);
+        self.batch_size = self.batch_size.or(other.batch_size);
     }
 }
 
@@ -104,6 +117,7 @@ impl fmt::Display for Summary {
             plural(self.failed, "failure", "failures"),
             spell_duration(self.elapsed),
         )?;
+        self.fmt_held(f)?;
         match self.ending {
             Ending::Completed => match self.earlier_open_failures() {
                 0 => Ok(()),
@@ -120,6 +134,28 @@ impl fmt::Display for Summary {
                 "; aborted: {}",
                 self.abort_reason.as_deref().unwrap_or("fatal error")
             ),
+        }
+    }
+}
+
+impl Summary {
+    /// `, of which 12 seconds throttled and 3 seconds paused`, when the run was held a second
+    /// or more.
+    fn fmt_held(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held: Vec<String> = [
+            (self.throttled_seconds, "throttled"),
+            (self.paused_seconds, "paused"),
+        ]
+        .into_iter()
+        .filter(|&(seconds, _)| seconds >= 1.0)
+        .map(|(seconds, what)| {
+            let spelled = spell_duration(Duration::from_secs_f64(seconds));
+            format!("{spelled} {what}")
+        })
+        .collect();
+        match held.as_slice() {
+            [] => Ok(()),
+            held => write!(f, ", of which {}", held.join(" and ")),
         }
     }
 }
@@ -189,6 +225,9 @@ mod tests {
             ending: Ending::Completed,
             abort_reason: None,
             failures_recorded_in: None,
+            batch_size: None,
+            paused_seconds: 0.0,
+            throttled_seconds: 0.0,
         }
     }
 

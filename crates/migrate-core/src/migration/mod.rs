@@ -103,4 +103,12 @@ pub trait Migration: Send + Sync + fmt::Debug {
     fn default_batch_size(&self) -> usize {
         1000
     }
+
+    /// Whether the batch size may adapt to the batches' time
+    /// (`customer-migration.batch-target-millis`), starting from
+    /// [`default_batch_size`](Migration::default_batch_size). Yes by default; a migration
+    /// whose batch size was given explicitly (`batch-size` in its TOML file) says no.
+    fn adaptive_batch_size(&self) -> bool {
+        true
+    }
 }

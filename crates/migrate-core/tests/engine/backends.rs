@@ -4,6 +4,7 @@
 
 mod correctness;
 mod declarative;
+mod flow;
 mod harness;
 mod live;
 mod masking;

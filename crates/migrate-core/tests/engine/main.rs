@@ -1,6 +1,7 @@
 //! Integration tests of the engine through its public API. One module per topic.
 
 mod backends;
+mod control;
 mod run;
 mod support;
 mod system;

@@ -75,6 +75,10 @@ pub struct ScriptedMigrator {
     pub migrated_this_run: Mutex<usize>,
     /// Failures cannot be recorded (the store refuses them).
     pub fail_recording: bool,
+    /// Whether the batch size adapts (`Migrator::adaptive_batch_size`).
+    pub adaptive: bool,
+    /// Once this many ids were received, each record takes this long instead of `pace`.
+    pub slow_down: Option<(usize, Duration)>,
     noun: Noun,
     keys: Vec<KeyColumn>,
 }
@@ -89,6 +93,8 @@ impl ScriptedMigrator {
             stop: None,
             migrated_this_run: Mutex::new(0),
             fail_recording: false,
+            adaptive: false,
+            slow_down: None,
             noun: Noun::new("customer", "customers"),
             keys: vec![KeyColumn::new("id", KeyKind::Integer)],
         }
@@ -103,14 +109,18 @@ impl Migrator for ScriptedMigrator {
         let ids: Vec<i64> = keys.iter().map(|k| k.as_int().expect("an id")).collect();
         let ids = ids.as_slice();
         self.journal.batches.lock().unwrap().push(ids.to_vec());
+        let pace = match self.slow_down {
+            Some((after, slow)) if self.journal.received_count() >= after => slow,
+            _ => self.pace,
+        };
         self.journal.received.lock().unwrap().extend_from_slice(ids);
         if dry_run {
             *self.journal.dry_runs.lock().unwrap() += 1;
         }
         let mut outcomes = Vec::new();
         for &id in ids {
-            if !self.pace.is_zero() {
-                tokio::time::sleep(self.pace).await;
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
             }
             let attempt = {
                 let mut attempts = self.journal.attempts.lock().unwrap();
@@ -170,6 +180,10 @@ impl Migrator for ScriptedMigrator {
 
     fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    fn adaptive_batch_size(&self) -> bool {
+        self.adaptive
     }
 }
 

@@ -297,6 +297,11 @@ impl Migration for SqlMigration {
     fn default_batch_size(&self) -> usize {
         self.spec.batch_size.unwrap_or(1000)
     }
+
+    /// A `batch-size` in the migration's file is explicit: it stays fixed.
+    fn adaptive_batch_size(&self) -> bool {
+        self.spec.batch_size.is_none()
+    }
 }
 
 /// A batch to migrate: its keys, the values of its statements' parameters, the message of its
