@@ -102,6 +102,7 @@ pub use store::runs::{
     CheckpointRow, FailureRow, HEARTBEAT_PERIOD, MigrationReport, ReportQuery, RunCounts, RunId,
     RunRecord, RunRow, RunState, STALE_AFTER, StoreReport, host_name,
 };
+pub use store::controls::{ControlChange, StoredControls};
 pub use store::{DatabaseStore, FileStore, ProgressStore};
 
 /// shaku, re-exported so that embedders name the same version.
