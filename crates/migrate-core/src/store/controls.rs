@@ -162,11 +162,7 @@ pub(crate) async fn read(backend: &Database, migration: &str) -> Result<StoredCo
 
 fn from_row(row: Row) -> StoredControls {
     let (paused, stop_at, stop_generation, rate, processes, batch, by, at, generation) = row;
-    let time = |text: &str| {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.to_utc())
-    };
+    let time = |text: &str| DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc());
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     StoredControls {
         paused,
@@ -268,9 +264,7 @@ fn read_file_all(path: &Path) -> Result<BTreeMap<String, StoredControls>, BoxErr
 
 /// The controls of `migration` in the file.
 pub(crate) fn read_file(path: &Path, migration: &str) -> Result<StoredControls, BoxError> {
-    Ok(read_file_all(path)?
-        .remove(migration)
-        .unwrap_or_default())
+    Ok(read_file_all(path)?.remove(migration).unwrap_or_default())
 }
 
 /// Applies `change` to the controls of `migration` in the file, replaced atomically (a reader
@@ -346,7 +340,10 @@ mod tests {
             (controls.rate_limit, controls.processes, controls.batch_size),
             (Some(500), Some(3), Some(50))
         );
-        assert_eq!(ControlChange::Set(Setting::RateLimit(5)).describe(), "rate-limit=5");
+        assert_eq!(
+            ControlChange::Set(Setting::RateLimit(5)).describe(),
+            "rate-limit=5"
+        );
     }
 
     #[test]

@@ -431,7 +431,11 @@ impl ProgressStore for DatabaseStore {
 impl DatabaseStore {
     /// Writes `next` over the generation before it; `false` when another writer changed the
     /// controls first.
-    async fn write_controls(&self, migration: &str, next: &StoredControls) -> Result<bool, BoxError> {
+    async fn write_controls(
+        &self,
+        migration: &str,
+        next: &StoredControls,
+    ) -> Result<bool, BoxError> {
         let sql = controls::write_sql(&self.database, next);
         let b = controls::Binds::of(next);
         let update = next.generation > 1;
