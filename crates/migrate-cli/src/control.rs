@@ -34,9 +34,9 @@ pub async fn run(config: &Config, args: &RunArgs, action: &ControlAction) -> Res
     let migrator = system.resolve::<dyn Migrator>();
     let name = name.unwrap_or_else(|| migrator.migration_name().to_owned());
     let store = system.resolve::<dyn ProgressStore>();
-    let by = who();
-    let changed = store.change_controls(&name, change, &by).await;
+    // Live runs are looked for first: a stop may end them before a later look.
     let runs = live_runs(store.as_ref(), &name).await;
+    let changed = store.change_controls(&name, change, &who()).await;
     crate::retry_failures::close(&system).await;
     let changed = changed
         .map_err(|e| CliError::Fatal(format!("while changing the controls of {name}: {e}")))?;

@@ -21,6 +21,9 @@ use crate::board::BoardControl;
 /// plus a store round trip.
 pub(crate) const POLL_PERIOD: Duration = Duration::from_millis(400);
 
+/// How long the board changes made just before the run ended may take to be written.
+const LAST_WRITES: Duration = Duration::from_secs(1);
+
 /// The board line that says the controls cannot be read or written.
 const CONTROL_JOB: JobId = JobId(u32::MAX - 1);
 
@@ -144,8 +147,13 @@ impl Poller {
                     }
                 }
                 _ = tick.tick() => {
+                    // A read waiting for a connection must not hold up the end of the run.
+                    let stored = tokio::select! {
+                        stored = self.read() => stored,
+                        () = done.cancelled() => break,
+                    };
                     // A board change made while reading is newer than what was read.
-                    if let Some(stored) = self.read().await
+                    if let Some(stored) = stored
                         && self.changes.is_empty()
                     {
                         self.apply(&stored);
@@ -153,9 +161,12 @@ impl Poller {
                 }
             }
         }
-        while let Ok(change) = self.changes.try_recv() {
-            self.write(change).await;
-        }
+        let _ = tokio::time::timeout(LAST_WRITES, async {
+            while let Ok(change) = self.changes.try_recv() {
+                self.write(change).await;
+            }
+        })
+        .await;
     }
 
     async fn read(&mut self) -> Option<StoredControls> {
