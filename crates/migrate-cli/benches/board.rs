@@ -73,9 +73,10 @@ async fn run(records: u64, mode: Mode) -> Measure {
                 out: sink.clone(),
                 size: || (120, 40),
                 color: true,
+                control: None,
             },
         ),
-        Mode::Off => board::start(&config.status_board, Output::Off),
+        Mode::Off => board::start(&config.status_board, Output::Off, None),
     };
     let status_board: Box<dyn StatusBoard> = Box::new(terminal_board);
     let system = build_migration_system(&config, Some((status_board, board::IMPLEMENTATION)))

@@ -89,6 +89,78 @@ pub enum Command {
         #[arg(value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Pause, resume, stop or retune every run of a migration, from any shell or machine.
+    ///
+    /// Writes to the progress store in the database (the `migration_controls` table); every
+    /// running process of the migration picks it up within a second. A pause lasts until
+    /// `resume`, across restarts; a stop ends the runs going on, not later ones.
+    Control {
+        /// What to do.
+        #[command(subcommand)]
+        action: ControlAction,
+    },
+}
+
+/// `db-migrate control` actions; each takes the migration's NAME [default: the one the
+/// configuration runs] and configuration overrides, as `status` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ControlAction {
+    /// No new batch starts until resumed, in the runs going on and in later runs.
+    Pause {
+        /// The migration [default: the one the configuration runs].
+        name: Option<String>,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Resume a paused migration.
+    Resume {
+        /// The migration [default: the one the configuration runs].
+        name: Option<String>,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Stop the runs going on gracefully, as Ctrl-C does (later runs are not stopped).
+    Stop {
+        /// The migration [default: the one the configuration runs].
+        name: Option<String>,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Change a setting while the migration runs: rate-limit=N (0: none), processes=N,
+    /// batch-size=N.
+    Set {
+        /// The setting, as KEY=VALUE.
+        #[arg(value_name = "SETTING")]
+        setting: String,
+        /// The migration [default: the one the configuration runs].
+        name: Option<String>,
+        /// Configuration overrides, as for the migration.
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+impl ControlAction {
+    /// The migration's name and the configuration overrides; a NAME with `=` is an override.
+    pub fn name_and_overrides(&self) -> (Option<String>, Vec<String>) {
+        let (ControlAction::Pause { name, overrides }
+        | ControlAction::Resume { name, overrides }
+        | ControlAction::Stop { name, overrides }
+        | ControlAction::Set {
+            name, overrides, ..
+        }) = self;
+        match name {
+            Some(name) if name.contains('=') => {
+                let mut all = vec![name.clone()];
+                all.extend(overrides.iter().cloned());
+                (None, all)
+            }
+            _ => (name.clone(), overrides.clone()),
+        }
+    }
 }
 
 impl Command {

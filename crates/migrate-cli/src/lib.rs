@@ -6,6 +6,8 @@
 
 pub mod board;
 mod cli;
+mod control;
+mod control_link;
 pub mod exit;
 mod ids_file;
 mod migrate;
@@ -17,7 +19,8 @@ mod status;
 mod visualize;
 
 pub use cli::{
-    Cli, Command, ConfigArgs, Environment, LogFormat, OutputArgs, RunArgs, VisualFormat,
+    Cli, Command, ConfigArgs, ControlAction, Environment, LogFormat, OutputArgs, RunArgs,
+    VisualFormat,
 };
 pub use exit::CliError;
 
@@ -38,6 +41,9 @@ pub fn run(mut cli: Cli) -> Result<u8, CliError> {
             | Command::RetryFailures { overrides, .. },
         ) => {
             config_args.overrides.extend(overrides.iter().cloned());
+        }
+        Some(Command::Control { action }) => {
+            config_args.overrides.extend(action.name_and_overrides().1);
         }
         None => {}
     }
@@ -94,6 +100,9 @@ pub fn run(mut cli: Cli) -> Result<u8, CliError> {
             }
             Some(Command::RetryFailures { name, .. }) => {
                 retry_failures::run(settings.config(), name.as_deref(), &cli.run, &cli.output).await
+            }
+            Some(Command::Control { action }) => {
+                control::run(settings.config(), &cli.run, &action).await
             }
         }
     })

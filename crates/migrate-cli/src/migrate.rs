@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::board::{self, Output};
 use crate::cli::{OutputArgs, RunArgs};
+use crate::control_link::LiveControl;
 use crate::exit::{self, CliError};
 use crate::ids_file;
 
@@ -33,9 +34,12 @@ pub async fn run_keys(
     keys: Option<Arc<[Key]>>,
 ) -> Result<u8, CliError> {
     let board_output = board::resolve(config.status_board.mode, output.log_format);
-    let (terminal_board, board_task) = board::start(&config.status_board, board_output);
+    let live = LiveControl::new();
+    let board_control = live.for_board(config.customer_migration.rate_limit);
+    let (terminal_board, board_task) =
+        board::start(&config.status_board, board_output, Some(board_control));
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
-    let result = run_system(config, args, board, keys).await;
+    let result = run_system(config, args, board, keys, live).await;
     board_task.finish().await;
     let (summary, stop_warning) = result?;
     report(&summary, board_output, output.json, stop_warning.as_deref());
@@ -50,6 +54,7 @@ async fn run_system(
     args: &RunArgs,
     board: Box<dyn StatusBoard>,
     keys: Option<Arc<[Key]>>,
+    live: LiveControl,
 ) -> Result<(Summary, Option<String>), CliError> {
     let system = build(config, args, board).await?;
     // Keys are read as the migration's key columns say, before anything starts.
@@ -68,6 +73,7 @@ async fn run_system(
         dry_run: args.dry_run,
         reset: args.reset,
         input,
+        control: live.control(),
         ..RunOptions::default()
     };
     system.start().await.map_err(|e| usage_or_fatal(&e))?;
@@ -83,7 +89,13 @@ async fn run_system(
         Arc::clone(&run_over),
     )
     .map_err(|e| CliError::Fatal(format!("while registering signal handlers: {e}")))?;
+    let link = {
+        let (shutdown, board) = (shutdown.clone(), system.resolve::<dyn StatusBoard>());
+        let stop = move || crate::signals::stop_gracefully(&shutdown, board.as_ref(), grace_period);
+        live.link(&system, args.dry_run, stop).await
+    };
     let result = migrate_core::overseer(&system).run(options, shutdown).await;
+    link.finish().await;
     run_over.store(true, Ordering::SeqCst);
     let stop_time = STOP_TIME;
     let (stopped, stop_warning) = match tokio::time::timeout(stop_time, system.stop()).await {

@@ -70,26 +70,39 @@ pub fn listen(
         if run_over.load(Ordering::SeqCst) {
             exit_at_once("interrupted while closing");
         }
-        shutdown.cancel();
-        board.publish(Event::JobAdded {
-            job: STOPPING_JOB,
-            prefix: String::new(),
-        });
-        board.publish(Event::JobStatus {
-            job: STOPPING_JOB,
-            status: JobStatus::Warning,
-        });
-        board.publish(Event::JobText {
-            job: STOPPING_JOB,
-            text: format!(
-                "Stopping: jobs finish what they hold (at most {} s), then progress is saved; \
-                 Ctrl-C again to exit at once",
-                grace_period.as_secs()
-            ),
-        });
+        stop_gracefully(&shutdown, board.as_ref(), grace_period);
         signals.next().await;
         exit_at_once("interrupted twice");
     }))
+}
+
+/// Cancels `shutdown` (the run stops taking work, finishes what it holds, saves progress) and
+/// says so on the board: what Ctrl-C, `q` on the board and `db-migrate control stop` do.
+pub(crate) fn stop_gracefully(
+    shutdown: &CancellationToken,
+    board: &dyn StatusBoard,
+    grace_period: Duration,
+) {
+    if shutdown.is_cancelled() {
+        return;
+    }
+    shutdown.cancel();
+    board.publish(Event::JobAdded {
+        job: STOPPING_JOB,
+        prefix: String::new(),
+    });
+    board.publish(Event::JobStatus {
+        job: STOPPING_JOB,
+        status: JobStatus::Warning,
+    });
+    board.publish(Event::JobText {
+        job: STOPPING_JOB,
+        text: format!(
+            "Stopping: jobs finish what they hold (at most {} s), then progress is saved; \
+             Ctrl-C again to exit at once",
+            grace_period.as_secs()
+        ),
+    });
 }
 
 /// Restores the terminal and exits with 130, saying `why`.

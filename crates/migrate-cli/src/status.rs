@@ -60,7 +60,7 @@ pub async fn run(
 
 /// Whether process `pid` still runs on `host`, when this process can tell: on the same
 /// machine with a `/proc` file system. A zombie (killed, not yet reaped) is not running.
-fn process_alive(host: &str, pid: u32) -> Option<bool> {
+pub(crate) fn process_alive(host: &str, pid: u32) -> Option<bool> {
     let proc = std::path::Path::new("/proc");
     if host != host_name() || !proc.join("self").exists() {
         return None;

@@ -102,6 +102,7 @@ pub use module::{
     BuildError, MigrationModule, build_migration_system, builder_for, migration_builder, overseer,
 };
 pub use store::bookkeeping::BatchJournal;
+pub use store::controls::{ControlChange, StoredControls};
 pub use store::runs::{
     CheckpointRow, FailureRow, HEARTBEAT_PERIOD, MigrationReport, ReportQuery, RunCounts, RunId,
     RunRecord, RunRow, RunState, STALE_AFTER, StoreReport, host_name,

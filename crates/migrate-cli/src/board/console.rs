@@ -29,6 +29,9 @@ pub struct ConsoleTarget<W, S> {
     pub size: S,
     /// Whether to colour lines by status (`false` under `NO_COLOR`).
     pub color: bool,
+    /// The run's controls when keys steer it: live frames end with the hint line, and the
+    /// run's measured rate is handed to the keys.
+    pub control: Option<super::BoardControl>,
 }
 
 /// The renderer's drawing state.
@@ -54,7 +57,10 @@ impl<W: Write, S: FnMut() -> (u16, u16)> Screen<'_, W, S> {
                 render::rows_taken(text, usize::from(columns))
             })
         } else {
-            board.view(now, room)
+            match &self.target.control {
+                Some(control) => with_hint(board, control, now, room),
+                None => board.view(now, room),
+            }
         };
         if !last
             && self
@@ -80,6 +86,25 @@ impl<W: Write, S: FnMut() -> (u16, u16)> Screen<'_, W, S> {
         self.drawn = lines.len();
         self.last = Some((lines, columns));
     }
+}
+
+/// A live frame's lines with the hint line of the keys under them, when there is room for it
+/// and a line of the board (the keys still work without it); the run's measured rate goes to
+/// the keys.
+fn with_hint(board: &Board, control: &super::BoardControl, now: Instant, room: usize) -> Vec<Line> {
+    control.set_measured(board.rate_of(migrate_core::SUMMARY_JOB));
+    if room < 2 {
+        return board.view(now, room);
+    }
+    let mut lines = board.view(now, room - 1);
+    if !lines.is_empty() {
+        lines.push(Line {
+            text: control.hint(),
+            status: migrate_core::JobStatus::Normal,
+            bold: false,
+        });
+    }
+    lines
 }
 
 /// Runs the console board until `closing` is cancelled and the queue drained (or every sender

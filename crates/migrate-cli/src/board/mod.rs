@@ -5,6 +5,7 @@
 //! lines, `off`, or JSON lines (`--log-format json`).
 
 mod console;
+mod keys;
 mod minimal;
 mod model;
 mod progress;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::LogFormat;
 
 pub use console::ConsoleTarget;
+pub use keys::BoardControl;
 pub use terminal::restore_terminal;
 
 /// The name the board goes by in the component graph.
@@ -83,6 +85,8 @@ pub struct BoardTask {
     closing: CancellationToken,
     handle: JoinHandle<()>,
     output: Output,
+    /// The key reader, while keys steer the run.
+    keys: Option<keys::Keys>,
 }
 
 impl BoardTask {
@@ -93,24 +97,37 @@ impl BoardTask {
 
     /// Drains the queued events, draws the final screen, restores the terminal.
     pub async fn finish(self) {
+        if let Some(keys) = self.keys {
+            keys.finish();
+        }
         self.closing.cancel();
         let _ = self.handle.await;
     }
 }
 
-/// Starts the renderer for `output` and returns the board component that feeds it.
-pub fn start(config: &StatusBoardConfig, output: Output) -> (TerminalBoard, BoardTask) {
+/// Starts the renderer for `output` and returns the board component that feeds it. On the
+/// console board with stdin a terminal, keys steer the run through `control`, and a hint line
+/// says which.
+pub fn start(
+    config: &StatusBoardConfig,
+    output: Output,
+    control: Option<BoardControl>,
+) -> (TerminalBoard, BoardTask) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let closing = CancellationToken::new();
     let handle = match output {
         Output::Minimal => tokio::spawn(minimal::render(receiver, closing.clone(), config.clone())),
         Output::Console => {
+            let keys = control.clone().and_then(keys::Keys::start);
             let target = ConsoleTarget {
                 out: terminal::StderrFrames::new(),
                 size: terminal::size,
                 color: terminal::color_allowed(),
+                control: control.filter(|_| keys.is_some()),
             };
-            return spawn_console(config, target, terminal::board_done);
+            let (board, mut task) = spawn_console(config, target, terminal::board_done);
+            task.keys = keys;
+            return (board, task);
         }
         Output::Json => tokio::spawn(json_lines(receiver, closing.clone())),
         Output::Off => tokio::spawn(discard(receiver, closing.clone())),
@@ -121,6 +138,7 @@ pub fn start(config: &StatusBoardConfig, output: Output) -> (TerminalBoard, Boar
             closing,
             handle,
             output,
+            keys: None,
         },
     )
 }
@@ -165,6 +183,7 @@ where
             closing,
             handle,
             output: Output::Console,
+            keys: None,
         },
     )
 }

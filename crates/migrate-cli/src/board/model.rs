@@ -107,6 +107,11 @@ impl Board {
         }
     }
 
+    /// The recent rate of `job`'s progress (units per second), once measurable.
+    pub(crate) fn rate_of(&self, job: JobId) -> Option<f64> {
+        self.jobs.get(&job)?.progress.as_ref()?.rate()
+    }
+
     /// The next moment a bold line turns normal, if any is bold at `now`.
     pub(crate) fn next_dim(&self, now: Instant) -> Option<Instant> {
         self.jobs

@@ -96,6 +96,7 @@ fn show_cursor() {
 /// no frame is drawn after this. Safe to call at any time, from a signal task or a panic hook;
 /// writes nothing when no console board is drawing, so that a log never gets escape codes.
 pub fn restore_terminal() {
+    super::keys::restore_input();
     let mut hold = hold();
     if hold.live {
         show_cursor();

@@ -53,6 +53,7 @@ impl Term {
             out: TermWriter(self.clone()),
             size: move || *size.lock().unwrap(),
             color,
+            control: None,
         };
         start_console(&config, target)
     }

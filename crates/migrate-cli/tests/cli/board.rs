@@ -315,7 +315,9 @@ fn ctrl_c_in_a_terminal_ends_with_an_interrupted_summary_code_130_and_the_cursor
             "{shown}"
         );
     }
-    assert_eq!(live.len(), 22, "{shown}");
+    // Under them, the keys' hint (stdin is the pane's terminal).
+    assert_eq!(live[22], "p pause · +/- rate · q stop", "{shown}");
+    assert_eq!(live.len(), 23, "{shown}");
     assert!(
         !tmux.cursor_visible(),
         "the cursor is hidden while the board draws"
@@ -342,6 +344,114 @@ fn ctrl_c_in_a_terminal_ends_with_an_interrupted_summary_code_130_and_the_cursor
         "no job is left active: {shown}"
     );
     assert!(tmux.cursor_visible(), "the cursor is shown again");
+}
+
+/// The hint line of the board's keys, wherever it is on `screen`.
+fn hint(screen: &[String]) -> Option<&str> {
+    screen
+        .iter()
+        .find(|l| l.contains("+/- rate · q stop"))
+        .map(String::as_str)
+}
+
+#[test]
+fn keys_in_a_terminal_pause_and_resume_then_q_stops_gracefully() {
+    let tmux = Tmux::run(
+        &[
+            "connection.simulated-customers=20000",
+            "status-board.mode=console",
+            "customer-migration.processes=4",
+        ],
+        120,
+        40,
+    );
+    let live = tmux.wait_for(Duration::from_secs(60), |s| {
+        s.iter().any(|l| l.contains(": Migrating customer"))
+    });
+    let shown = live.join("\n");
+    assert_eq!(
+        live.last().map(String::as_str),
+        Some("p pause · +/- rate · q stop"),
+        "{shown}"
+    );
+
+    tmux.tmux(&["send-keys", "-t", tmux.session, "p"]);
+    let paused = tmux.wait_for(Duration::from_secs(10), |s| {
+        hint(s).is_some_and(|h| h.contains("PAUSED"))
+    });
+    assert_eq!(
+        hint(&paused),
+        Some("p resume · +/- rate · q stop  (PAUSED)"),
+        "{}",
+        paused.join("\n")
+    );
+    // The key is not echoed onto the board.
+    assert!(!paused.iter().any(|l| l == "p"), "{}", paused.join("\n"));
+
+    tmux.tmux(&["send-keys", "-t", tmux.session, "p"]);
+    let resumed = tmux.wait_for(Duration::from_secs(10), |s| {
+        hint(s).is_some_and(|h| h.starts_with("p pause"))
+    });
+    assert_eq!(hint(&resumed), Some("p pause · +/- rate · q stop"));
+
+    tmux.tmux(&["send-keys", "-t", tmux.session, "q"]);
+    let (screen, exit) = tmux.wait_for_exit();
+    let shown = screen.join("\n");
+    assert_eq!(exit, "130", "{shown}");
+    let exit_row = screen.iter().position(|l| l.starts_with("EXIT=")).unwrap();
+    assert!(
+        is_summary(&screen[exit_row - 1], "; interrupted, progress saved"),
+        "{shown}"
+    );
+    // The final screen has no hint: the keys are done.
+    assert!(hint(&screen).is_none(), "{shown}");
+    assert!(tmux.cursor_visible(), "the cursor is shown again");
+    // The terminal echoes again once the run is over.
+    tmux.tmux(&["send-keys", "-t", tmux.session, "echoed"]);
+    tmux.wait_for(Duration::from_secs(10), |s| {
+        s.iter().any(|l| l.contains("echoed"))
+    });
+}
+
+/// A paused run's board stops counting: needs the engine to obey the pause.
+#[test]
+#[ignore = "needs the engine to obey RunControl"]
+fn p_in_a_terminal_pauses_the_migration_until_pressed_again() {
+    let tmux = Tmux::run(
+        &[
+            "connection.simulated-customers=5000",
+            "status-board.mode=console",
+            "customer-migration.processes=4",
+        ],
+        120,
+        40,
+    );
+    tmux.wait_for(Duration::from_secs(60), |s| {
+        s.iter().any(|l| l.contains(": Migrating customer"))
+    });
+    tmux.tmux(&["send-keys", "-t", tmux.session, "p"]);
+    let migrated = |s: &[String]| {
+        s.iter()
+            .find(|l| l.starts_with("Migrated "))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+    };
+    // Batches under way finish; then the count stays.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = migrated(&tmux.screen());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        migrated(&tmux.screen()),
+        before,
+        "nothing migrated while paused"
+    );
+    tmux.tmux(&["send-keys", "-t", tmux.session, "p"]);
+    let (screen, exit) = tmux.wait_for_exit();
+    assert!(exit == "0" || exit == "1", "{}", screen.join("\n"));
+    assert!(
+        screen.iter().any(|l| is_completed(l)),
+        "{}",
+        screen.join("\n")
+    );
 }
 
 fn run_with_stderr_to(scratch: &Scratch, args: &[&str], log: &Path) -> std::process::ExitStatus {

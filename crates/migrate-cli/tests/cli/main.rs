@@ -2,6 +2,7 @@
 
 mod board;
 mod config;
+mod control;
 mod database;
 mod declared;
 mod keys;

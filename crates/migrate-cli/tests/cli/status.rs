@@ -15,13 +15,13 @@ use crate::util::{Scratch, stderr, stdout};
 const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The test's own connection to the database the binary works on.
-enum Db {
+pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
 impl Db {
-    async fn scalar(&self, sql: &'static str) -> i64 {
+    pub(crate) async fn scalar(&self, sql: &'static str) -> i64 {
         match self {
             Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
             Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
@@ -35,7 +35,7 @@ impl Db {
         }
     }
 
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         match self {
             Db::Sqlite(pool) => pool.close().await,
             Db::Postgres(pool) => pool.close().await,
@@ -66,7 +66,7 @@ fn status(scratch: &Scratch, url: &str) -> Value {
 }
 
 /// Starts a slow run (a rate limit) and waits until its row is in `migration_runs`.
-async fn start_slow(scratch: &Scratch, url: &str, db: &Db, extra: &[&str]) -> Child {
+pub(crate) async fn start_slow(scratch: &Scratch, url: &str, db: &Db, extra: &[&str]) -> Child {
     let before = runs_started(db).await;
     let url = format!("connection.url={url}");
     let mut args = vec![
@@ -97,7 +97,7 @@ async fn start_slow(scratch: &Scratch, url: &str, db: &Db, extra: &[&str]) -> Ch
     child
 }
 
-async fn runs_started(db: &Db) -> i64 {
+pub(crate) async fn runs_started(db: &Db) -> i64 {
     let exists = match db {
         Db::Sqlite(_) => {
             db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'migration_runs'")
@@ -117,7 +117,7 @@ async fn runs_started(db: &Db) -> i64 {
         .await
 }
 
-fn wait(mut child: Child) -> std::process::ExitStatus {
+pub(crate) fn wait(mut child: Child) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {

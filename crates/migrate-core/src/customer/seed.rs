@@ -88,11 +88,12 @@ pub(crate) fn list(tables: &[DroppedTable]) -> String {
 /// The tables a migration keeps its progress and failures in. They describe the rows of
 /// `customers`: once those are replaced, a kept checkpoint would make the next run skip the new
 /// rows, and kept failures would name records that no longer exist.
-const BOOKKEEPING: [&str; 4] = [
+const BOOKKEEPING: [&str; 5] = [
     "migration_checkpoints",
     "migration_failures",
     "migration_audit",
     "migration_runs",
+    "migration_controls",
 ];
 
 /// When the pre-migrated demo rows were migrated.

@@ -8,6 +8,7 @@
 //! | `migration_failures` | failed record (migration, key): error, attempts, when, when resolved |
 //! | `migration_audit` | committed batch: the keys it migrated |
 //! | `migration_runs` | run (migration, run id): host, process id, settings, started, heartbeat, ended, ending, counts |
+//! | `migration_controls` | migration: paused, the last stop request, setting overrides, who changed it and when, generation |
 //!
 //! `migration_runs` has the columns `migration`, `run_id`, `host`, `pid`, `settings` (a small
 //! JSON object: processes, batch size, rate limit, dry run, reset, input digest or range),
@@ -16,6 +17,15 @@
 //! `interrupted`, `aborted`; NULL while running, and forever for a run killed with SIGKILL),
 //! `migrated`, `previously_migrated`, `gone`, `failed` and `abort_reason`. A dry run writes no
 //! row.
+//!
+//! `migration_controls` (see [`StoredControls`](crate::store::controls::StoredControls)) has
+//! the columns `migration`, `paused` (no new batch starts in any run of the migration until
+//! resumed, including runs started later), `stop_requested_at` and `stop_generation` (the last
+//! stop request: it stops the runs that started at an earlier generation, never a later run),
+//! `rate_limit`, `processes` and `batch_size` (overrides of the configured settings, NULL for
+//! the configured one), `changed_by` (who made the last change: user@host, process id, and
+//! through what), `changed_at`, and `generation` (one more at each change; a writer updates the
+//! generation it read, so concurrent changes land one after the other).
 //!
 //! Keys are stored as JSON (`42`, `"abc"`, `["eu", 7]`) in checkpoints and the audit, and as
 //! the CSV line `-f` reads (`42`, `abc`, `eu,7`) in `migration_failures.record_key`, so that
@@ -84,6 +94,7 @@ pub(crate) async fn create_tables(backend: &Database) -> Result<(), DbError> {
         ("migration_failures", CREATE_FAILURES),
         ("migration_audit", CREATE_AUDIT),
         ("migration_runs", CREATE_RUNS),
+        ("migration_controls", super::controls::CREATE_CONTROLS),
     ] {
         create_missing(backend, table, create).await?;
     }

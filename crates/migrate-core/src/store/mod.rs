@@ -8,6 +8,7 @@
 //! simulated backend.
 
 pub(crate) mod bookkeeping;
+pub(crate) mod controls;
 pub(crate) mod paging_state;
 pub(crate) mod report;
 pub(crate) mod runs;
@@ -24,6 +25,7 @@ use crate::database::{context, sql_for};
 use crate::engine::checkpoint::{Checkpoint, CheckpointKey};
 use crate::engine::migrator::{AppendFile, FailureRecord};
 use crate::engine::summary::Summary;
+use crate::store::controls::{ControlChange, StoredControls};
 use crate::store::runs::{ReportQuery, RunId, RunRecord, StoreReport};
 
 /// `$body` with `$pool` bound to `$store`'s pool, whichever the database: the SQLite and the
@@ -100,6 +102,24 @@ pub trait ProgressStore: shaku::Interface + Lifecycle {
     /// the store does not know which failures are open.
     async fn open_failure_keys(&self, _migration: &str) -> Result<Option<Vec<String>>, BoxError> {
         Ok(None)
+    }
+
+    /// The controls of `migration` (see [`StoredControls`]): the defaults, generation 0, when
+    /// nobody ever changed them or the store keeps none, which is what this default does.
+    async fn load_controls(&self, _migration: &str) -> Result<StoredControls, BoxError> {
+        Ok(StoredControls::default())
+    }
+
+    /// Applies `change` to the controls of `migration`, saying `by` whom, and returns them
+    /// as changed (one generation later). Changes from several processes at once each land
+    /// whole, one after the other.
+    async fn change_controls(
+        &self,
+        _migration: &str,
+        _change: ControlChange,
+        _by: &str,
+    ) -> Result<StoredControls, BoxError> {
+        Err("this progress store keeps no controls".into())
     }
 }
 crate::named_interface!(ProgressStore, "progress-store");
@@ -385,12 +405,67 @@ impl ProgressStore for DatabaseStore {
             report::open_failure_keys(&self.database, migration).await?,
         ))
     }
+
+    async fn load_controls(&self, migration: &str) -> Result<StoredControls, BoxError> {
+        Ok(controls::read(&self.database, migration).await?)
+    }
+
+    async fn change_controls(
+        &self,
+        migration: &str,
+        change: ControlChange,
+        by: &str,
+    ) -> Result<StoredControls, BoxError> {
+        self.tables().await?;
+        for _ in 0..controls::CHANGE_ATTEMPTS {
+            let current = controls::read(&self.database, migration).await?;
+            let next = current.changed(change, by, chrono::Utc::now());
+            if self.write_controls(migration, &next).await? {
+                return Ok(next);
+            }
+        }
+        Err(controls::contended(migration))
+    }
+}
+
+impl DatabaseStore {
+    /// Writes `next` over the generation before it; `false` when another writer changed the
+    /// controls first.
+    async fn write_controls(
+        &self,
+        migration: &str,
+        next: &StoredControls,
+    ) -> Result<bool, BoxError> {
+        let sql = controls::write_sql(&self.database, next);
+        let b = controls::Binds::of(next);
+        let update = next.generation > 1;
+        let affected = writing!(self, pool => {
+            let mut query = sqlx::query(sql)
+                .bind(b.paused)
+                .bind(&b.stop_requested_at);
+            for number in b.numbers {
+                query = query.bind(number);
+            }
+            query = query
+                .bind(&b.changed_by)
+                .bind(&b.changed_at)
+                .bind(b.generation)
+                .bind(migration);
+            if update {
+                query = query.bind(b.previous);
+            }
+            query.execute(pool).await.map(|done| done.rows_affected())
+        })
+        .map_err(crate::database::context("writing migration_controls"))?;
+        Ok(affected == 1)
+    }
 }
 
 /// Files, for the simulated backend: checkpoints in one JSON file replaced atomically, failures
-/// appended as JSON lines, and runs as JSON lines beside the failures (`*.runs.jsonl`: a line
+/// appended as JSON lines, runs as JSON lines beside the failures (`*.runs.jsonl`: a line
 /// when a run begins, a line when it ends; no heartbeat, so a run without an end line is taken
-/// as running while its process lives).
+/// as running while its process lives), and the controls of every migration in one JSON file
+/// beside them (`*.controls.json`), replaced atomically.
 #[derive(Debug)]
 pub struct FileStore {
     /// The checkpoints (`customer-scanner.paging-state-path`).
@@ -403,6 +478,9 @@ pub struct FileStore {
     runs_file: PathBuf,
     /// The runs file, opened on first write.
     runs: AppendFile,
+    /// The controls of every migration, one JSON file replaced whole (`*.controls.json`
+    /// beside the runs file).
+    controls_file: PathBuf,
 }
 
 impl FileStore {
@@ -429,9 +507,11 @@ impl FileStore {
     /// A store keeping checkpoints in `paging_state`, failures in `failures_file` and runs
     /// beside it.
     pub fn new(paging_state: PathBuf, failures_file: PathBuf) -> FileStore {
+        let runs_file = Self::runs_file_beside(&failures_file);
         FileStore {
             paging_state,
-            runs_file: Self::runs_file_beside(&failures_file),
+            controls_file: controls::file_beside(&runs_file),
+            runs_file,
             failures_file,
             failures: AppendFile::default(),
             runs: AppendFile::default(),
@@ -526,6 +606,25 @@ impl ProgressStore for FileStore {
             query.clone(),
         );
         blocking(move || report::files(&paging, &failures, &runs, &query)).await
+    }
+
+    async fn load_controls(&self, migration: &str) -> Result<StoredControls, BoxError> {
+        let (path, migration) = (self.controls_file.clone(), migration.to_owned());
+        blocking(move || controls::read_file(&path, &migration)).await
+    }
+
+    async fn change_controls(
+        &self,
+        migration: &str,
+        change: ControlChange,
+        by: &str,
+    ) -> Result<StoredControls, BoxError> {
+        let (path, migration, by) = (
+            self.controls_file.clone(),
+            migration.to_owned(),
+            by.to_owned(),
+        );
+        blocking(move || controls::change_file(&path, &migration, change, &by)).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! directory and against PostgreSQL (a fresh database per test on the server named by
 //! `DB_MIGRATE_TEST_POSTGRES_URL`; start one with `.ci/postgres.sh`).
 
+mod controls;
 mod correctness;
 mod declarative;
 mod flow;
