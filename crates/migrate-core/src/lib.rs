@@ -80,6 +80,9 @@ pub use engine::board::{EventBoard, RecordingBoard, StatusBoard};
 pub use engine::checkpoint::{Checkpoint, CheckpointKey, KeyRange, Offer, Tracker};
 pub use engine::control::{Controls, RunControl, Setting};
 pub use engine::events::{Event, JobId, JobStatus};
+/// The names, labels and descriptions of the run's metrics (recorded through the `metrics`
+/// facade).
+pub use engine::metrics as run_metrics;
 pub use engine::migrator::{
     BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,
 };

@@ -172,7 +172,10 @@ mod tests {
             Ok(Setting::BatchSize(250))
         );
         let zero = Setting::parse("processes=0").unwrap_err();
-        assert!(zero.contains("`processes`") && zero.contains("`0`"), "{zero}");
+        assert!(
+            zero.contains("`processes`") && zero.contains("`0`"),
+            "{zero}"
+        );
         let unknown = Setting::parse("max-failures=3").unwrap_err();
         assert!(unknown.contains("`max-failures`"), "{unknown}");
         assert!(Setting::parse("rate-limit").is_err());

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::components::component::{BoxError, Lifecycle};
 use crate::config::MigrationConfig;
@@ -17,10 +18,12 @@ use crate::engine::checkpoint::{CheckpointKey, KeyRange, Tracker};
 use crate::engine::control::RunControl;
 use crate::engine::events::{Event, JobId, JobStatus};
 use crate::engine::job::{Counts, Shared, panic_message, run_job};
+use crate::engine::metrics::RunMetrics;
 use crate::engine::migrator::Migrator;
 use crate::engine::retry::RateLimit;
 use crate::engine::scanner::{Scan, ScanReport, Scanner};
 use crate::engine::summary::{Ending, Summary, thousands};
+use crate::engine::trace;
 use crate::migration::key::Key;
 use crate::store::ProgressStore;
 use crate::store::runs::{HEARTBEAT_PERIOD, RunId, RunRecord};
@@ -212,9 +215,9 @@ impl Overseer {
     }
 }
 
-#[async_trait]
-impl MigrationOverseer for Overseer {
-    async fn run(
+impl Overseer {
+    /// The run, inside the span that [`MigrationOverseer::run`] gives it.
+    async fn run_in_span(
         &self,
         options: RunOptions,
         shutdown: CancellationToken,
@@ -280,6 +283,11 @@ impl MigrationOverseer for Overseer {
             tracker: Arc::clone(&tracker),
             counts: Counts::default(),
             rate: RateLimit::new(self.config.rate_limit),
+            metrics: RunMetrics::new(
+                self.migrator.migration_name(),
+                batch_size,
+                self.config.rate_limit,
+            ),
             halt: shutdown.child_token(),
             halted: AtomicBool::new(false),
             abort: Mutex::new(None),
@@ -319,7 +327,7 @@ impl MigrationOverseer for Overseer {
             total: Arc::clone(&total),
         };
         let scanner = Arc::clone(&self.scanner);
-        let scan_task = tokio::spawn(async move { scanner.scan(scan).await });
+        let scan_task = tokio::spawn(async move { scanner.scan(scan).await }.in_current_span());
 
         let processes = self.config.processes.max(1);
         let width = processes.to_string().len();
@@ -327,7 +335,7 @@ impl MigrationOverseer for Overseer {
         for n in 0..processes {
             let job = JobId(FIRST_PROCESS_JOB.0 + n as u32);
             let prefix = format!("Process #{:>width$}: ", n + 1);
-            jobs.spawn(run_job(Arc::clone(&shared), job, prefix));
+            jobs.spawn(run_job(Arc::clone(&shared), job, prefix).in_current_span());
         }
 
         let mut ticker = tokio::time::interval(PROGRESS_PERIOD);
@@ -508,5 +516,25 @@ impl MigrationOverseer for Overseer {
         board.publish(Event::JobFinished { job: SUMMARY_JOB });
         board.publish(Event::Summary(summary.clone()));
         Ok(summary)
+    }
+}
+
+#[async_trait]
+impl MigrationOverseer for Overseer {
+    async fn run(
+        &self,
+        options: RunOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Summary, RunError> {
+        let name = self.migrator.migration_name();
+        let span = trace::run_span(name, options.dry_run, &options.range);
+        let result = self
+            .run_in_span(options, shutdown)
+            .instrument(span.clone())
+            .await;
+        if let Ok(summary) = &result {
+            span.in_scope(|| trace::run_ended(summary));
+        }
+        result
     }
 }

@@ -4,3 +4,4 @@ mod backends;
 mod run;
 mod support;
 mod system;
+mod traces;
