@@ -8,6 +8,8 @@ pub mod board;
 mod cli;
 pub mod exit;
 mod ids_file;
+pub mod logging;
+mod metrics_server;
 mod migrate;
 mod retry_failures;
 mod seed;
@@ -17,7 +19,7 @@ mod status;
 mod visualize;
 
 pub use cli::{
-    Cli, Command, ConfigArgs, Environment, LogFormat, OutputArgs, RunArgs, VisualFormat,
+    Cli, Command, ConfigArgs, Environment, LogFormat, LogLevel, OutputArgs, RunArgs, VisualFormat,
 };
 pub use exit::CliError;
 

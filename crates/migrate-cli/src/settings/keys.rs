@@ -8,7 +8,13 @@
 pub(crate) const KEYS: [(&str, &[&str]); 5] = [
     (
         "status-board",
-        &["mode", "update-millis", "dim-after-millis"],
+        &[
+            "mode",
+            "update-millis",
+            "dim-after-millis",
+            "metrics-addr",
+            "metrics-linger-millis",
+        ],
     ),
     (
         "connection",

@@ -5,6 +5,7 @@ mod config;
 mod database;
 mod declared;
 mod keys;
+mod observe;
 /// Which PostgreSQL server the database tests use (shared with the engine's tests).
 #[path = "../../../migrate-core/tests/common/postgres_server.rs"]
 mod postgres_server;
