@@ -52,7 +52,7 @@ pub struct MetricsServer {
 struct AfterRun {
     /// Set when the run is over: a scrape rendered from then on reads the final counts.
     over: AtomicBool,
-    /// Woken when such a scrape was served.
+    /// Notified (a permit kept when nobody waits yet) when such a scrape was served.
     scraped: Notify,
 }
 
@@ -78,17 +78,18 @@ pub fn start(addr: &str, by: &str) -> Result<MetricsServer, CliError> {
 }
 
 impl MetricsServer {
-    /// Keeps serving for at most `linger` after the run, until one more scrape is served (so
-    /// that it reads the final counts) or Ctrl-C, then stops.
+    /// The run is over: from now on a scrape reads the final counts.
+    pub fn run_over(&self) {
+        self.after.over.store(true, Ordering::SeqCst);
+    }
+
+    /// Keeps serving for at most `linger` after the run, until a scrape since
+    /// [`run_over`](Self::run_over) is served (it read the final counts) or Ctrl-C, then stops.
     pub async fn finish(self, linger: Duration) {
         if !linger.is_zero() {
-            let scraped = self.after.scraped.notified();
-            tokio::pin!(scraped);
-            // Registered before the run is said to be over, so that no final scrape is missed.
-            scraped.as_mut().enable();
-            self.after.over.store(true, Ordering::SeqCst);
+            self.run_over();
             tokio::select! {
-                () = scraped => {}
+                () = self.after.scraped.notified() => {}
                 () = tokio::time::sleep(linger) => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
@@ -151,7 +152,7 @@ async fn answer(mut stream: TcpStream, handle: &PrometheusHandle, after: &AfterR
         stream.shutdown().await
     };
     if sent.await.is_ok() && is_metrics && final_counts {
-        after.scraped.notify_waiters();
+        after.scraped.notify_one();
     }
 }
 

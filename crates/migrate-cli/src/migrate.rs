@@ -39,6 +39,9 @@ pub async fn run_keys(
     let (terminal_board, board_task) = board::start(&config.status_board, board_output);
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
     let result = run_system(config, args, board, keys).await;
+    if let Some(metrics) = &metrics {
+        metrics.run_over();
+    }
     board_task.finish().await;
     let (summary, stop_warning) = result?;
     report(&summary, board_output, output.json, stop_warning.as_deref());

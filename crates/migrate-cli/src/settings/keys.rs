@@ -83,8 +83,9 @@ mod tests {
     #[test]
     fn the_table_lists_every_field_of_config() {
         let mut config = Config::default();
-        // The only optional field; set so that it serializes.
+        // The optional fields; set so that they serialize.
         config.customer_migrator.batch_size = Some(1);
+        config.status_board.metrics_addr = Some("127.0.0.1:9187".to_owned());
         let toml::Value::Table(sections) = toml::Value::try_from(&config).unwrap() else {
             panic!("a config serializes to a table");
         };

@@ -528,6 +528,7 @@ impl MigrationOverseer for Overseer {
     ) -> Result<Summary, RunError> {
         let name = self.migrator.migration_name();
         let span = trace::run_span(name, options.dry_run, &options.range);
+        span.in_scope(trace::run_started);
         let result = self
             .run_in_span(options, shutdown)
             .instrument(span.clone())

@@ -3,7 +3,7 @@
 //!
 //! - span `run` (INFO): `migration`, `dry_run`, `range`; the jobs and the scanner run inside it;
 //! - span `batch` (DEBUG): `migration`, `first` and `last` key, `size`;
-//! - events: a retry (INFO), a record's failure (WARN), an abort (ERROR), the end of the run
+//! - events: the start of the run (INFO), a retry (INFO), a record's failure (WARN), an abort (ERROR), the end of the run
 //!   (INFO), and throttling and control commands ([`throttled`], [`unthrottled`],
 //!   [`control_command`], for the parts of the engine that throttle or obey controls).
 //!
@@ -46,6 +46,11 @@ pub(crate) fn record_failed(batch: &Span, key: &Key, attempts: u32, error: &str)
 /// The run aborts (failure limit, fatal error).
 pub(crate) fn aborting(reason: &str) {
     tracing::error!(reason, "the run aborts");
+}
+
+/// The run starts (inside its span, which says which run).
+pub(crate) fn run_started() {
+    tracing::info!("the run starts");
 }
 
 /// The run ended, with its counts.
