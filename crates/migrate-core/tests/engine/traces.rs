@@ -1,10 +1,16 @@
 //! The run's `tracing` spans and events, as an embedding service's own subscriber sees them: a
-//! small layer collects them for the test, on the test's thread (`set_default`; the tokio test
-//! runtime runs every task there).
+//! small layer collects them for the test.
+//!
+//! The layer is installed once as the global subscriber and hands what it sees to the collector
+//! of the thread it happens on: the tokio test runtime runs every task of a test on the test's
+//! thread, and the other tests of this binary, on other threads, are ignored. (A scoped
+//! subscriber per test, `set_default`, was seen to miss every batch span when the whole binary
+//! ran: tracing caches each callsite's interest, and other tests reach the callsites first.)
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use migrate_core::{Ending, Key, RunOptions, overseer};
@@ -43,6 +49,39 @@ struct Collector {
     events: Arc<Mutex<Vec<EventSeen>>>,
 }
 
+thread_local! {
+    /// The collector of the test running on this thread, if it collects.
+    static COLLECTOR: RefCell<Option<Collector>> = const { RefCell::new(None) };
+}
+
+/// Collects what happens on this thread until dropped.
+struct Collecting;
+
+impl Collecting {
+    fn start(collector: &Collector) -> Collecting {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(Registry::default().with(Routing))
+                .expect("no other global subscriber in this binary");
+        });
+        COLLECTOR.with(|c| *c.borrow_mut() = Some(collector.clone()));
+        Collecting
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        COLLECTOR.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// The global layer: hands spans and events to this thread's collector.
+struct Routing;
+
+fn collector() -> Option<Collector> {
+    COLLECTOR.with(|c| c.borrow().clone())
+}
+
 struct FieldsVisitor<'a>(&'a mut Fields);
 
 impl Visit for FieldsVisitor<'_> {
@@ -55,15 +94,18 @@ impl Visit for FieldsVisitor<'_> {
     }
 }
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Collector {
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Routing {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(collector) = collector() else {
+            return;
+        };
         let mut fields = Fields::new();
         attrs.record(&mut FieldsVisitor(&mut fields));
         let parent = ctx
             .span(id)
             .and_then(|span| span.parent())
             .map(|parent| parent.name().to_owned());
-        self.spans.lock().unwrap().push(SpanSeen {
+        collector.spans.lock().unwrap().push(SpanSeen {
             name: attrs.metadata().name().to_owned(),
             fields,
             parent,
@@ -71,13 +113,16 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Collector {
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let Some(collector) = collector() else {
+            return;
+        };
         let mut fields = Fields::new();
         event.record(&mut FieldsVisitor(&mut fields));
         let scope = ctx
             .event_scope(event)
             .map(|scope| scope.from_root().map(|s| s.name().to_owned()).collect())
             .unwrap_or_default();
-        self.events.lock().unwrap().push(EventSeen {
+        collector.events.lock().unwrap().push(EventSeen {
             level: *event.metadata().level(),
             fields,
             scope,
@@ -92,7 +137,7 @@ async fn traced_run(
     max_failures: u64,
 ) -> (migrate_core::Summary, Collector, Arc<Journal>) {
     let collector = Collector::default();
-    let _guard = tracing::subscriber::set_default(Registry::default().with(collector.clone()));
+    let _collecting = Collecting::start(&collector);
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), 20);
     config.customer_migration.processes = 2;
