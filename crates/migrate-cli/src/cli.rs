@@ -290,9 +290,40 @@ pub struct OutputArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// `json`: every run event as a JSON line on stderr, instead of the status board.
+    /// `json`: every run event as a JSON line on stderr, instead of the status board, and the
+    /// log (when there is one) as JSON lines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Write the log (the engine's spans and events) to FILE [default: stderr, or db-migrate.log
+    /// beside the audit log while the live board draws on stderr].
+    #[arg(long = "log", global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Log db-migrate's own messages from this level up [default: RUST_LOG when set, else no
+    /// log unless --log is given, then info].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts [default:
+    /// status-board.metrics-addr, unset: none].
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+}
+
+/// `--log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Aborts.
+    Error,
+    /// Records that failed, and the above.
+    Warn,
+    /// The run's start and end, retries, and the above.
+    Info,
+    /// Every batch, and the above.
+    Debug,
+    /// Everything.
+    Trace,
 }
 
 /// `--visualize` formats.
@@ -309,9 +340,9 @@ pub enum VisualFormat {
 /// `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// The status board.
+    /// The status board; the log as text lines.
     Text,
-    /// JSON lines on stderr.
+    /// Run events as JSON lines on stderr; the log as JSON lines.
     Json,
 }
 

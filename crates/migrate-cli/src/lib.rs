@@ -10,6 +10,8 @@ mod control;
 mod control_link;
 pub mod exit;
 mod ids_file;
+pub mod logging;
+mod metrics_server;
 mod migrate;
 mod retry_failures;
 mod seed;
@@ -19,8 +21,8 @@ mod status;
 mod visualize;
 
 pub use cli::{
-    Cli, Command, ConfigArgs, ControlAction, Environment, LogFormat, OutputArgs, RunArgs,
-    VisualFormat,
+    Cli, Command, ConfigArgs, ControlAction, Environment, LogFormat, LogLevel, OutputArgs,
+    RunArgs, VisualFormat,
 };
 pub use exit::CliError;
 

@@ -34,16 +34,39 @@ pub async fn run_keys(
     keys: Option<Arc<[Key]>>,
 ) -> Result<u8, CliError> {
     let board_output = board::resolve(config.status_board.mode, output.log_format);
+    // Both before anything runs: a log or an address that cannot be used is a usage error.
+    crate::logging::init(board_output, output, &config.customer_migrator.log_file)?;
+    let metrics = metrics_server(config, output)?;
     let live = LiveControl::new();
     let board_control = live.for_board(config.customer_migration.rate_limit);
     let (terminal_board, board_task) =
         board::start(&config.status_board, board_output, Some(board_control));
     let board: Box<dyn StatusBoard> = Box::new(terminal_board);
     let result = run_system(config, args, board, keys, live).await;
+    if let Some(metrics) = &metrics {
+        metrics.run_over();
+    }
     board_task.finish().await;
     let (summary, stop_warning) = result?;
     report(&summary, board_output, output.json, stop_warning.as_deref());
+    if let Some(metrics) = metrics {
+        let linger = Duration::from_millis(config.status_board.metrics_linger_millis);
+        metrics.finish(linger).await;
+    }
     Ok(exit::for_summary(&summary))
+}
+
+/// The `/metrics` server, when `--metrics-addr` or `status-board.metrics-addr` asks for one.
+fn metrics_server(
+    config: &Config,
+    output: &OutputArgs,
+) -> Result<Option<crate::metrics_server::MetricsServer>, CliError> {
+    let addr = match (&output.metrics_addr, &config.status_board.metrics_addr) {
+        (Some(addr), _) => (addr, "--metrics-addr"),
+        (None, Some(addr)) => (addr, "status-board.metrics-addr"),
+        (None, None) => return Ok(None),
+    };
+    crate::metrics_server::start(addr.0, addr.1).map(Some)
 }
 
 /// Builds, starts, runs and stops the system. Returns the summary (with a failed stop folded

@@ -51,6 +51,12 @@ pub struct StatusBoardConfig {
     pub update_millis: u64,
     /// A changed line stays bold this long, then turns normal, in milliseconds.
     pub dim_after_millis: u64,
+    /// `HOST:PORT` where the CLI serves Prometheus metrics (`/metrics`) while a run lasts;
+    /// unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
+    /// After the run, how long `/metrics` stays up waiting for a last scrape, in milliseconds.
+    pub metrics_linger_millis: u64,
 }
 
 impl Default for StatusBoardConfig {
@@ -59,6 +65,8 @@ impl Default for StatusBoardConfig {
             mode: BoardMode::Auto,
             update_millis: 100,
             dim_after_millis: 1000,
+            metrics_addr: None,
+            metrics_linger_millis: 0,
         }
     }
 }
@@ -453,6 +461,23 @@ impl Config {
         let b = &self.status_board;
         checks.millis("status-board.update-millis", b.update_millis, 1);
         checks.millis("status-board.dim-after-millis", b.dim_after_millis, 0);
+        checks.millis(
+            "status-board.metrics-linger-millis",
+            b.metrics_linger_millis,
+            0,
+        );
+        if let Some(addr) = &b.metrics_addr {
+            let port = addr
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            let ok = matches!(port, Some((host, Ok(_))) if !host.is_empty());
+            checks.check(
+                ok,
+                "status-board.metrics-addr",
+                addr.clone(),
+                "must be HOST:PORT",
+            );
+        }
         if checks.0.is_empty() {
             Ok(())
         } else {
@@ -534,6 +559,12 @@ mod tests {
             key(
                 "status-board.dim-after-millis",
                 |c, v| c.status_board.dim_after_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "status-board.metrics-linger-millis",
+                |c, v| c.status_board.metrics_linger_millis = v,
                 0,
                 millis,
             ),

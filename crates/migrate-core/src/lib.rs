@@ -83,6 +83,9 @@ pub use engine::control::{Controls, RunControl, Setting};
 pub use engine::events::{Event, JobId, JobStatus};
 pub use engine::flow::{FLOW_JOB, FlowState};
 pub use engine::health::HealthCheck;
+/// The names, labels and descriptions of the run's metrics (recorded through the `metrics`
+/// facade).
+pub use engine::metrics as run_metrics;
 pub use engine::migrator::{
     BatchError, BatchMigrator, FailureRecord, Migrator, Outcome, PreflightError, RecordFailure,
 };

@@ -8,7 +8,13 @@
 pub(crate) const KEYS: [(&str, &[&str]); 5] = [
     (
         "status-board",
-        &["mode", "update-millis", "dim-after-millis"],
+        &[
+            "mode",
+            "update-millis",
+            "dim-after-millis",
+            "metrics-addr",
+            "metrics-linger-millis",
+        ],
     ),
     (
         "connection",
@@ -86,6 +92,7 @@ mod tests {
         // The optional fields; set so that they serialize.
         config.customer_migrator.batch_size = Some(1);
         config.customer_migration.throttle_query = Some("SELECT 0".into());
+        config.status_board.metrics_addr = Some("127.0.0.1:9187".to_owned());
         let toml::Value::Table(sections) = toml::Value::try_from(&config).unwrap() else {
             panic!("a config serializes to a table");
         };

@@ -37,7 +37,10 @@ pub(crate) fn render(config: &Config, figment: &Figment, header: &str) -> String
                     (format!("{key} = {value}"), Some(origin))
                 }
                 None => (
-                    format!("# {key} is unset: the backend's default applies"),
+                    match *key {
+                        "metrics-addr" => format!("# {key} is unset: no metrics are served"),
+                        _ => format!("# {key} is unset: the backend's default applies"),
+                    },
                     None,
                 ),
             })

@@ -20,7 +20,7 @@ pub fn repo_conf() -> PathBuf {
 }
 
 /// A scratch directory with a `db-migrate` command that runs in it, with no `DB_MIGRATE_*`
-/// variable inherited and the board in plain-lines mode.
+/// variable (nor `RUST_LOG`) inherited and the board in plain-lines mode.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
@@ -45,6 +45,8 @@ impl Scratch {
                 command.env_remove(key);
             }
         }
+        // A log only where a test asks for one: RUST_LOG would add lines to stderr.
+        command.env_remove("RUST_LOG");
         command.env("NO_COLOR", "1");
         command
     }

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::components::component::BoxError;
 use crate::config::MigrationConfig;
@@ -18,10 +19,12 @@ use crate::engine::board::StatusBoard;
 use crate::engine::checkpoint::Tracker;
 use crate::engine::events::{Event, JobId, JobStatus};
 use crate::engine::flow::Flow;
+use crate::engine::metrics::RunMetrics;
 use crate::engine::migrator::{BatchError, FailureRecord, Migrator, Outcome, RecordFailure};
 use crate::engine::retry::backoff;
 use crate::engine::scanner::Work;
 use crate::engine::summary::thousands;
+use crate::engine::trace;
 use crate::migration::key::Key;
 use crate::store::ProgressStore;
 
@@ -64,12 +67,15 @@ pub(crate) struct Shared {
     pub(crate) halted: AtomicBool,
     /// Why the run aborted, once it has.
     pub(crate) abort: Mutex<Option<String>>,
+    /// The run's metrics, labelled with the migration's name.
+    pub(crate) metrics: RunMetrics,
 }
 
 impl Shared {
     pub(crate) fn abort(&self, reason: String) {
         let mut abort = self.abort.lock().expect("abort lock");
         if abort.is_none() {
+            trace::aborting(&reason);
             *abort = Some(reason);
         }
         self.halt.cancel();
@@ -202,6 +208,7 @@ impl Shared {
                     () = self.halt.cancelled() => return None,
                     () = tokio::time::sleep(backoff(attempts, initial, max)) => {}
                 }
+                trace::retrying(id, attempts + 1, &last.message);
             } else if self.halt.is_cancelled() {
                 return None;
             }
@@ -361,10 +368,15 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             };
             board.publish(Event::JobText { job, text });
         }
-        let started = Instant::now();
-        shared.migrate_batch(&ids, &mut results).await;
-        shared.flow.batch_done(ids.len(), started.elapsed());
-        let (mut migrated, mut previously, mut gone) = (0, 0, 0);
+        let span = trace::batch_span(shared.migrator.migration_name(), &ids);
+        let batch_started = Instant::now();
+        shared.metrics.batch_started();
+        let batch = shared.migrate_batch(&ids, &mut results);
+        batch.instrument(span.clone()).await;
+        let took = batch_started.elapsed();
+        shared.metrics.batch_finished(took);
+        shared.flow.batch_done(ids.len(), took);
+        let (mut migrated, mut previously, mut gone, mut retries) = (0, 0, 0, 0);
         done.clear();
         failures.clear();
         failed_seqs.clear();
@@ -374,11 +386,13 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             let Some((outcome, attempts)) = result else {
                 continue;
             };
+            retries += u64::from(attempts.saturating_sub(1));
             match outcome {
                 Outcome::Migrated => migrated += 1,
                 Outcome::PreviouslyMigrated => previously += 1,
                 Outcome::Gone => gone += 1,
                 Outcome::Failed(failure) => {
+                    trace::record_failed(&span, key, attempts, &failure.message);
                     failures.push(FailureRecord {
                         key: key.clone(),
                         error: failure.message,
@@ -398,6 +412,8 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             .previously_migrated
             .fetch_add(previously, Ordering::Relaxed);
         counts.gone.fetch_add(gone, Ordering::Relaxed);
+        shared.metrics.records(migrated, previously, gone);
+        shared.metrics.retries(retries);
         if !failures.is_empty() {
             if !shared.dry_run
                 && let Err(error) = shared
@@ -411,6 +427,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             } else {
                 done.extend_from_slice(&failed_seqs);
                 let failed = failures.len() as u64;
+                shared.metrics.failed(failed);
                 let total_failed = counts.failed.fetch_add(failed, Ordering::Relaxed) + failed;
                 if !had_failure {
                     had_failure = true;

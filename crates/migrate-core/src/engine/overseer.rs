@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::components::component::{BoxError, Lifecycle};
 use crate::config::MigrationConfig;
@@ -19,9 +20,11 @@ use crate::engine::events::{Event, JobId, JobStatus};
 use crate::engine::flow::{self, Bound, Flow};
 use crate::engine::health::HealthCheck;
 use crate::engine::job::{Counts, Shared, panic_message, run_job};
+use crate::engine::metrics::RunMetrics;
 use crate::engine::migrator::Migrator;
 use crate::engine::scanner::{Scan, ScanReport, Scanner};
 use crate::engine::summary::{Ending, Summary, thousands};
+use crate::engine::trace;
 use crate::migration::key::Key;
 use crate::store::ProgressStore;
 use crate::store::runs::{HEARTBEAT_PERIOD, RunId, RunRecord};
@@ -243,13 +246,13 @@ fn spawn_jobs(shared: &Arc<Shared>, jobs: &mut JoinSet<()>, spawned: &mut usize,
         *spawned += 1;
         let prefix = format!("Process #{:>width$}: ", *spawned);
         shared.flow.job_started();
-        jobs.spawn(run_job(Arc::clone(shared), job, prefix));
+        jobs.spawn(run_job(Arc::clone(shared), job, prefix).in_current_span());
     }
 }
 
-#[async_trait]
-impl MigrationOverseer for Overseer {
-    async fn run(
+impl Overseer {
+    /// The run, inside the span that [`MigrationOverseer::run`] gives it.
+    async fn run_in_span(
         &self,
         options: RunOptions,
         shutdown: CancellationToken,
@@ -319,6 +322,11 @@ impl MigrationOverseer for Overseer {
             ids: tokio::sync::Mutex::new(receiver),
             tracker: Arc::clone(&tracker),
             counts: Counts::default(),
+            metrics: RunMetrics::new(
+                self.migrator.migration_name(),
+                batch_size,
+                self.config.rate_limit,
+            ),
             halt: shutdown.child_token(),
             halted: AtomicBool::new(false),
             abort: Mutex::new(None),
@@ -358,7 +366,7 @@ impl MigrationOverseer for Overseer {
             total: Arc::clone(&total),
         };
         let scanner = Arc::clone(&self.scanner);
-        let scan_task = tokio::spawn(async move { scanner.scan(scan).await });
+        let scan_task = tokio::spawn(async move { scanner.scan(scan).await }.in_current_span());
 
         let obeying = flow::obey(&flow, &options.control, &shared.halt);
         let health = match &self.health {
@@ -566,5 +574,26 @@ impl MigrationOverseer for Overseer {
         board.publish(Event::JobFinished { job: SUMMARY_JOB });
         board.publish(Event::Summary(summary.clone()));
         Ok(summary)
+    }
+}
+
+#[async_trait]
+impl MigrationOverseer for Overseer {
+    async fn run(
+        &self,
+        options: RunOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Summary, RunError> {
+        let name = self.migrator.migration_name();
+        let span = trace::run_span(name, options.dry_run, &options.range);
+        span.in_scope(trace::run_started);
+        let result = self
+            .run_in_span(options, shutdown)
+            .instrument(span.clone())
+            .await;
+        if let Ok(summary) = &result {
+            span.in_scope(|| trace::run_ended(summary));
+        }
+        result
     }
 }

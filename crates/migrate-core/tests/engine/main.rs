@@ -5,3 +5,4 @@ mod control;
 mod run;
 mod support;
 mod system;
+mod traces;
