@@ -21,8 +21,8 @@ mod status;
 mod visualize;
 
 pub use cli::{
-    Cli, Command, ConfigArgs, ControlAction, Environment, LogFormat, LogLevel, OutputArgs,
-    RunArgs, VisualFormat,
+    Cli, Command, ConfigArgs, ControlAction, Environment, LogFormat, LogLevel, OutputArgs, RunArgs,
+    VisualFormat,
 };
 pub use exit::CliError;
 

@@ -195,14 +195,12 @@ async fn control_commands_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine to obey RunControl"]
 async fn a_pause_outlives_a_killed_run_on_sqlite() {
     let (scratch, url, db) = on_sqlite("paused").await;
     pause_outlives_a_killed_run(&scratch, &url, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine to obey RunControl"]
 async fn a_pause_outlives_a_killed_run_on_postgres() {
     let Some(database) = PgDatabase::new("paused").await else {
         return;

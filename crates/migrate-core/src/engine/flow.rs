@@ -19,8 +19,10 @@ use crate::engine::checkpoint::Tracker;
 use crate::engine::control::{Controls, RunControl};
 use crate::engine::events::{Event, JobId, JobStatus};
 use crate::engine::health::HealthCheck;
+use crate::engine::metrics::RunMetrics;
 use crate::engine::retry::RateLimit;
 use crate::engine::summary::thousands;
+use crate::engine::trace;
 
 /// The board line that says how the run is steered: paused, throttled, settings changed.
 pub const FLOW_JOB: JobId = JobId(u32::MAX - 1);
@@ -114,6 +116,8 @@ pub(crate) struct Flow {
     board: Arc<dyn StatusBoard>,
     /// Whether the flow has a line on the board.
     shown: AtomicBool,
+    /// The run's metrics: batch size, rate limit and throttling as they change.
+    metrics: RunMetrics,
 }
 
 impl std::fmt::Debug for Flow {
@@ -136,6 +140,7 @@ impl Flow {
         tracker: Arc<Tracker>,
         bound: Bound,
         board: Arc<dyn StatusBoard>,
+        metrics: RunMetrics,
     ) -> Flow {
         let sizer = (adaptive && config.batch_target_millis > 0).then(|| {
             BatchSizer::new(
@@ -166,7 +171,9 @@ impl Flow {
             bound,
             board,
             shown: AtomicBool::new(false),
+            metrics,
         };
+        flow.metrics.set_batch_size(start.max(1));
         flow.update_bound();
         flow
     }
@@ -197,7 +204,9 @@ impl Flow {
         let mut sizing = self.sizing.lock().expect("sizing lock");
         if let Some(sizer) = &mut sizing.sizer {
             let next = sizer.record(records, elapsed);
-            self.batch_size.store(next, Ordering::Relaxed);
+            if self.batch_size.swap(next, Ordering::Relaxed) != next {
+                self.metrics.set_batch_size(next);
+            }
         }
     }
 
@@ -267,10 +276,17 @@ impl Flow {
         let mut held = self.held.lock().expect("held lock");
         let now = Instant::now();
         match (&why, held.throttled_since) {
-            (Some(_), None) => held.throttled_since = Some(now),
+            (Some(reason), None) => {
+                held.throttled_since = Some(now);
+                self.metrics.set_throttled(true);
+                trace::throttled(reason);
+            }
             (None, Some(since)) => {
                 held.throttled += now - since;
                 held.throttled_since = None;
+                self.metrics.set_throttled(false);
+                self.metrics.add_throttled_time(now - since);
+                trace::unthrottled(now - since);
             }
             _ => {}
         }
@@ -299,6 +315,7 @@ impl Flow {
             }
         };
         self.batch_size.store(next, Ordering::Relaxed);
+        self.metrics.set_batch_size(next);
         drop(sizing);
         self.update_bound();
     }
@@ -406,6 +423,7 @@ impl Flow {
         if now.rate_limit != before.rate_limit {
             let rate = now.rate_limit.unwrap_or(self.configured_rate);
             self.rate.set(rate);
+            self.metrics.set_rate_limit(rate);
             notes.push(match rate {
                 0 => format!("No rate limit (set by {by})"),
                 n => format!("Rate limit {}/s (set by {by})", thousands(n)),
@@ -428,7 +446,9 @@ impl Flow {
             halt.cancel();
         }
         if !notes.is_empty() {
-            self.publish(notes.join("; "));
+            let notes = notes.join("; ");
+            trace::control_command(&notes, &by);
+            self.publish(notes);
         }
     }
 }

@@ -185,7 +185,6 @@ impl RunMetrics {
     }
 
     /// Adds time spent throttled.
-    #[allow(dead_code)] // for the throttling part of the engine
     pub(crate) fn add_throttled_time(&self, time: Duration) {
         self.throttled_seconds.increment(time.as_secs_f64());
     }

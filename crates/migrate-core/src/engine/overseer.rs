@@ -300,6 +300,11 @@ impl Overseer {
         // that the jobs would wait for the scanner even with no slow record. The flow keeps it
         // so as the batch size and the number of jobs change.
         let tracker = Arc::new(Tracker::bounded(checkpoint, self.config.max_pending));
+        let metrics = RunMetrics::new(
+            self.migrator.migration_name(),
+            batch_size,
+            self.config.rate_limit,
+        );
         let flow = Arc::new(Flow::new(
             &self.config,
             batch_size,
@@ -310,6 +315,7 @@ impl Overseer {
                 scanner: block_size.saturating_add(self.scanner.fetch_size()),
             },
             Arc::clone(&self.board),
+            metrics.clone(),
         ));
         let (sender, receiver) = mpsc::channel(block_size);
         let shared = Arc::new(Shared {
@@ -322,11 +328,7 @@ impl Overseer {
             ids: tokio::sync::Mutex::new(receiver),
             tracker: Arc::clone(&tracker),
             counts: Counts::default(),
-            metrics: RunMetrics::new(
-                self.migrator.migration_name(),
-                batch_size,
-                self.config.rate_limit,
-            ),
+            metrics,
             halt: shutdown.child_token(),
             halted: AtomicBool::new(false),
             abort: Mutex::new(None),

@@ -70,13 +70,11 @@ pub(crate) fn run_ended(summary: &Summary) {
 
 /// The run is throttled from now on (no batch starts), because of `reason` (`throttle query
 /// returned 3`, `replication lag 12 s`).
-#[allow(dead_code)] // for the throttling part of the engine
 pub(crate) fn throttled(reason: &str) {
     tracing::warn!(reason, "throttled");
 }
 
 /// The run goes on after being throttled for `time`.
-#[allow(dead_code)] // for the throttling part of the engine
 pub(crate) fn unthrottled(time: Duration) {
     tracing::info!(
         throttled_ms = time.as_millis() as u64,
@@ -86,7 +84,6 @@ pub(crate) fn unthrottled(time: Duration) {
 
 /// A control command was obeyed (`pause`, `rate-limit=500`), given `by` someone (`the board`,
 /// `db-migrate control on host-2`).
-#[allow(dead_code)] // for the live-control part of the engine
 pub(crate) fn control_command(command: &str, by: &str) {
     tracing::info!(command, by, "control command");
 }

@@ -9,7 +9,10 @@ use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 use super::sql::Plan;
 
 /// A key from its JSON form: a value for one column, an array for several.
-pub(super) fn key_from_json(value: &serde_json::Value, columns: &[KeyColumn]) -> Result<Key, String> {
+pub(super) fn key_from_json(
+    value: &serde_json::Value,
+    columns: &[KeyColumn],
+) -> Result<Key, String> {
     match (columns, value) {
         ([_], _) => key_from_values(std::slice::from_ref(value), columns),
         (_, serde_json::Value::Array(values)) => key_from_values(values, columns),
@@ -18,7 +21,10 @@ pub(super) fn key_from_json(value: &serde_json::Value, columns: &[KeyColumn]) ->
 }
 
 /// A key from the JSON values of its columns.
-pub(super) fn key_from_values(values: &[serde_json::Value], columns: &[KeyColumn]) -> Result<Key, String> {
+pub(super) fn key_from_values(
+    values: &[serde_json::Value],
+    columns: &[KeyColumn],
+) -> Result<Key, String> {
     if values.len() != columns.len() {
         return Err(format!(
             "{} values for a key of {} columns",

@@ -217,8 +217,14 @@ impl Migration for SqlMigration {
                 ("in the page query".to_owned(), self.plan.page(true, true)),
                 ("in the count query".to_owned(), self.plan.count(true, true)),
                 ("in the classifying query".to_owned(), &self.plan.classify),
-                ("in the query before the update".to_owned(), &self.plan.settled),
-                ("in the query after the update".to_owned(), &self.plan.leftover),
+                (
+                    "in the query before the update".to_owned(),
+                    &self.plan.settled,
+                ),
+                (
+                    "in the query after the update".to_owned(),
+                    &self.plan.leftover,
+                ),
                 ("in the update".to_owned(), &self.plan.update),
             ]);
         for (place, statement) in statements.filter(|(_, s)| !s.sql.is_empty()) {

@@ -195,7 +195,6 @@ impl Runner for SqliteRunner {
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)
     }
-
 }
 
 /// Reads which of the batch's rows are not pending, then updates the others, guarded by both
