@@ -17,6 +17,8 @@
 //!   alternate pages;
 //! - `composite`: the engine with `migrations/orders-normalize.toml` on `orders`, keyed by
 //!   (region text, order_no integer);
+//! - `clustered`: the same file on `orders_clustered`, the same rows stored in their key's
+//!   order (SQLite `WITHOUT ROWID`; PostgreSQL `CLUSTER`);
 //! - `integer`: the same file on `orders_by_id`, keyed by its integer `id` alone.
 //!
 //! Prints each round, the medians in rows of the table per second, and their ratios.
@@ -104,6 +106,7 @@ enum Measure {
     Loop,
     LoopTwoWriters,
     Composite,
+    Clustered,
     Integer,
 }
 
@@ -116,6 +119,7 @@ impl Measure {
             Measure::Loop => "loop",
             Measure::LoopTwoWriters => "loop x2",
             Measure::Composite => "composite",
+            Measure::Clustered => "clustered",
             Measure::Integer => "integer",
         }
     }
@@ -129,6 +133,7 @@ impl Measure {
             Measure::Loop => "loop",
             Measure::LoopTwoWriters => "loop2",
             Measure::Composite => "composite",
+            Measure::Clustered => "clustered",
             Measure::Integer => "integer",
         }
     }
@@ -139,6 +144,7 @@ struct Specs {
     customers: migrate_core::MigrationSpec,
     orders: migrate_core::MigrationSpec,
     orders_by_id: migrate_core::MigrationSpec,
+    orders_clustered: migrate_core::MigrationSpec,
 }
 
 /// Runs `measure` on a fresh copy: its time, the rows of its table, and what it says of them.
@@ -175,6 +181,11 @@ async fn time(
         }
         Measure::Composite => {
             let (took, n) = runs::declared(&url, dir, options, &specs.orders, orders).await;
+            return (took, orders, format!("{n} orders migrated"));
+        }
+        Measure::Clustered => {
+            let (took, n) =
+                runs::declared(&url, dir, options, &specs.orders_clustered, orders).await;
             return (took, orders, format!("{n} orders migrated"));
         }
         Measure::Integer => {
@@ -217,6 +228,7 @@ async fn main() {
         ))
         .expect("the orders migration"),
         orders_by_id: runs::orders_by_id(),
+        orders_clustered: runs::orders_clustered(),
     };
     let started = std::time::Instant::now();
     let report = target.seed(options.rows, orders).await;
@@ -236,6 +248,7 @@ async fn main() {
         Measure::Update,
         Measure::Loop,
         Measure::Composite,
+        Measure::Clustered,
         Measure::Integer,
     ];
     if options.postgres {
@@ -275,7 +288,7 @@ async fn main() {
         options.rows, options.rounds
     );
     for (measure, rate) in measures.iter().zip(&medians) {
-        println!("  {:<9} {:>11}", measure.name(), thousands(*rate));
+        println!("  {:<10} {:>11}", measure.name(), thousands(*rate));
     }
     let mut ratios = vec![
         ("TOML / UPDATE", of(Measure::Toml) / of(Measure::Update)),
@@ -289,6 +302,10 @@ async fn main() {
             "composite / integer",
             of(Measure::Composite) / of(Measure::Integer),
         ),
+        (
+            "clustered / integer",
+            of(Measure::Clustered) / of(Measure::Integer),
+        ),
     ];
     if options.postgres {
         ratios.push((
@@ -301,7 +318,7 @@ async fn main() {
         ));
     }
     for (name, ratio) in ratios.into_iter().filter(|(_, r)| !r.is_nan()) {
-        println!("  {name:<19} {ratio:.2}");
+        println!("  {name:<20} {ratio:.2}");
     }
     target.clean_up().await;
 }

@@ -65,6 +65,17 @@ pub fn migration_file(name: &str) -> std::path::PathBuf {
 
 /// `orders-normalize.toml` on `orders_by_id`, keyed by its integer `id` alone: the same change
 /// and batch size on the same rows.
+pub fn orders_clustered() -> MigrationSpec {
+    let path = migration_file("orders-normalize.toml");
+    let text = std::fs::read_to_string(&path).expect("the orders migration");
+    let mut file: toml::Table = text.parse().expect("the orders migration is TOML");
+    file.insert("name".into(), "orders-clustered".into());
+    file.insert("table".into(), "orders_clustered".into());
+    let text = toml::to_string(&file).expect("TOML");
+    MigrationSpec::parse(&text, "orders-clustered.toml").expect("the clustered migration")
+}
+
+/// The orders migration on `orders_by_id`, keyed by its integer `id` alone.
 pub fn orders_by_id() -> MigrationSpec {
     let path = migration_file("orders-normalize.toml");
     let text = std::fs::read_to_string(&path).expect("the orders migration");

@@ -10,13 +10,14 @@ pub enum Target {
 }
 
 /// Databases a run may leave on the server, dropped at the end.
-pub const COPIES: [&str; 7] = [
+pub const COPIES: [&str; 8] = [
     "engine",
     "toml",
     "set",
     "loop",
     "loop2",
     "composite",
+    "clustered",
     "integer",
 ];
 
@@ -51,7 +52,7 @@ impl Target {
 
     /// Seeds `customers` demo customers (and their tenth as orders), grows `orders` to
     /// `orders` rows with more demo orders, and derives `orders_by_id`: the same rows in the
-    /// same order under an integer key.
+    /// same order under an integer key, and `orders_clustered`: stored in the key's order.
     pub async fn seed(&self, customers: u64, orders: u64) -> SeedReport {
         let seed = open(&self.seed_url(), true).await;
         let mut report = seed_customers(&seed, customers, true)
@@ -79,7 +80,26 @@ impl Target {
                FROM orders"
                 .to_owned(),
         ];
+        // `orders_clustered`: the same rows stored in their key's order. SQLite: a table
+        // `WITHOUT ROWID`, whose primary key is the table's own B-tree (one descent per key
+        // instead of the index's and then the rowid's). PostgreSQL has no such table: the heap
+        // rewritten in the key's order (`CLUSTER`), which is what it can do.
+        let clustered = match &seed {
+            Backend::Postgres(_) => "",
+            _ => " WITHOUT ROWID",
+        };
+        statements.push(format!(
+            "CREATE TABLE orders_clustered (region TEXT NOT NULL, order_no BIGINT NOT NULL,
+               status TEXT, currency TEXT, normalized_at TEXT,
+               PRIMARY KEY (region, order_no)){clustered}"
+        ));
+        statements.push(
+            "INSERT INTO orders_clustered SELECT region, order_no, status, currency, normalized_at
+               FROM orders ORDER BY region, order_no"
+                .to_owned(),
+        );
         if let Backend::Postgres(_) = &seed {
+            statements.push("CLUSTER orders_clustered USING orders_clustered_pkey".to_owned());
             statements.push("VACUUM ANALYZE".to_owned());
         }
         for sql in statements {
