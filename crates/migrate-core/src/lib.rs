@@ -5,10 +5,13 @@
 //! - a [`Migration`] knows a table: its [`Key`]s in the database's order, and what to do with a
 //!   batch of them ([`CustomerMigration`] is the seed's; write your own);
 //! - the [`Scanner`] pages through the migration's keys and feeds a bounded channel;
-//! - jobs take batches from it and hand them to the [`Migrator`], retrying what may pass;
+//! - jobs take batches from it and hand them to the [`Migrator`], retrying what may pass; a flow
+//!   gate holds them while the run is paused ([`RunControl`]) or the database is unhealthy
+//!   ([`HealthCheck`]), and sizes their batches to a target duration;
 //! - the [`Overseer`] counts what happened, saves progress in the [`ProgressStore`] so that a
 //!   rerun resumes without gaps, records every failure there, and reports every step as an
-//!   [`Event`] to the [`StatusBoard`].
+//!   [`Event`] to the [`StatusBoard`], a metric (the `metrics` facade, see [`run_metrics`]) and
+//!   a `tracing` span or event.
 //!
 //! These are shaku components declared in [`MigrationModule`]; [`System`] adds what shaku
 //! lacks: a lifecycle (start in dependency order, stop in reverse) and a dependency graph
