@@ -53,11 +53,6 @@ impl BatchSizer {
         self.current
     }
 
-    /// The largest size it may choose.
-    pub(crate) fn max(&self) -> usize {
-        self.max
-    }
-
     /// Takes in a batch of `records` that took `elapsed`; returns the size of the next batch.
     pub(crate) fn record(&mut self, records: usize, elapsed: Duration) -> usize {
         if records == 0 {

@@ -150,8 +150,14 @@ impl Flow {
                 batch_size,
             )
         });
-        let start = sizer.as_ref().map_or(batch_size, BatchSizer::current);
         let processes = config.processes.max(1);
+        let start = match &sizer {
+            // Within `adaptive_cap` from the first batch on.
+            Some(sizer) => sizer
+                .current()
+                .min((bound.max_pending / (2 * processes)).max(1)),
+            None => batch_size,
+        };
         let flow = Flow {
             gate: watch::Sender::new(Gate::default()),
             rate: RateLimit::new(config.rate_limit),
@@ -183,13 +189,12 @@ impl Flow {
         self.batch_size.load(Ordering::Relaxed)
     }
 
-    /// The most a batch can hold while the sizing stays as it is.
+    /// The most a batch holds now. Adaptive sizes are followed as they change (see
+    /// [`batch_done`](Flow::batch_done)) rather than bounded by `batch-size-max`, which would
+    /// let the tracker's window, and the checkpoint with it, grow to `2 × processes ×
+    /// batch-size-max` keys behind a slow record (400,000 by default, not `max-pending`).
     fn largest_batch(&self) -> usize {
-        let sizing = self.sizing.lock().expect("sizing lock");
-        match &sizing.sizer {
-            Some(sizer) => sizer.max(),
-            None => self.batch_size(),
-        }
+        self.batch_size()
     }
 
     /// Whether the batch size adapts.
@@ -203,11 +208,21 @@ impl Flow {
         self.last_batch_micros.store(micros, Ordering::Relaxed);
         let mut sizing = self.sizing.lock().expect("sizing lock");
         if let Some(sizer) = &mut sizing.sizer {
-            let next = sizer.record(records, elapsed);
+            let next = sizer.record(records, elapsed).min(self.adaptive_cap());
             if self.batch_size.swap(next, Ordering::Relaxed) != next {
+                drop(sizing);
                 self.metrics.set_batch_size(next);
+                self.update_bound();
             }
         }
+    }
+
+    /// The largest adaptive size: what keeps the jobs' batches, twice over, within
+    /// `max-pending` keys, so that adapting never widens the tracker's window (and the
+    /// checkpoint) beyond the bound a user set. A size given explicitly is not capped.
+    fn adaptive_cap(&self) -> usize {
+        let processes = self.processes.load(Ordering::Relaxed).max(1);
+        (self.bound.max_pending / (2 * processes)).max(1)
     }
 
     /// `batch 1,000 (adaptive), last 0.42 s` for the summary line.

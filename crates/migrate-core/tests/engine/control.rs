@@ -333,6 +333,34 @@ async fn the_batch_size_converges_on_the_target_and_follows_a_slowdown() {
     );
 }
 
+/// Adapting never widens the tracker's window beyond `max-pending`: the size stops at
+/// `max-pending / (2 × processes)` however cheap the batches are.
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_size_keeps_every_jobs_batches_within_max_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 20_000);
+    config.customer_migration.processes = 4;
+    config.customer_migration.max_pending = 1000;
+    config.customer_migration.batch_target_millis = 200;
+    config.customer_migration.batch_size_min = 5;
+    config.customer_migration.batch_size_max = 10_000;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.adaptive = true;
+    migrator.batch_size = 10;
+    // Cheap records: the target alone would take the size to its maximum.
+    migrator.pace = Duration::from_micros(10);
+    let control = RunControl::default();
+    let (summary, _) = start(&config, migrator, &control, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.ending, Ending::Completed);
+    all_migrated_once(&journal, 20_000);
+    let sizes = sizes(&journal);
+    let largest = sizes.iter().copied().max().unwrap();
+    assert_eq!(largest, 125, "1000 / (2 × 4); sizes: {sizes:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_batch_size_set_while_running_is_fixed() {
     let dir = tempfile::tempdir().unwrap();
