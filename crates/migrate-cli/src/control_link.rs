@@ -25,7 +25,7 @@ pub(crate) const POLL_PERIOD: Duration = Duration::from_millis(400);
 const LAST_WRITES: Duration = Duration::from_secs(1);
 
 /// The board line that says the controls cannot be read or written.
-const CONTROL_JOB: JobId = JobId(u32::MAX - 1);
+const CONTROL_JOB: JobId = JobId(u32::MAX - 3);
 
 /// A run's controls before the run starts: the handle the board's keys and the engine share,
 /// and the board's changes waiting to be written to the store.

@@ -50,8 +50,10 @@ impl Signals {
     }
 }
 
-/// The board line that says a stop was asked for.
-const STOPPING_JOB: JobId = JobId(u32::MAX);
+/// The board line that says a stop was asked for: below the engine's run-level lines
+/// (`NOTICE_JOB`, `FLOW_JOB`, the distributed migration's line) and the control line
+/// (`control_link::CONTROL_JOB`).
+const STOPPING_JOB: JobId = JobId(u32::MAX - 4);
 
 /// Listens for signals: the first cancels `shutdown` (the run stops taking work, finishes what
 /// it holds, saves progress) and says so on the board; the second restores the terminal and
