@@ -8,6 +8,7 @@ pub mod board;
 mod cli;
 mod control;
 mod control_link;
+mod distributed;
 pub mod exit;
 mod ids_file;
 pub mod logging;
