@@ -53,14 +53,14 @@ pub(crate) fn scope(database: &Database, migration: &str) -> Option<String> {
 }
 
 /// Fences the batches of `migration` on `database` with `lease` from now on.
-pub(crate) fn hold(database: &Database, migration: &str, lease: Lease) {
+pub fn hold(database: &Database, migration: &str, lease: Lease) {
     if let Some(scope) = scope(database, migration) {
         HELD.lock().expect("fence lock").insert(scope, lease);
     }
 }
 
 /// Lifts the fence: batches of `migration` are no longer checked.
-pub(crate) fn release(database: &Database, migration: &str) {
+pub fn release(database: &Database, migration: &str) {
     if let Some(scope) = scope(database, migration) {
         HELD.lock().expect("fence lock").remove(&scope);
     }
