@@ -61,13 +61,23 @@ async fn eight_processes_starting_together_split_once() {
         .collect();
     assert_eq!(counts, vec![5; 8], "every process sees the one plan");
     assert_eq!(db.scalar("SELECT count(*) FROM migration_ranges").await, 5);
-    assert_eq!(db.scalar("SELECT count(*) FROM migration_range_plans").await, 1);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM migration_range_plans")
+            .await,
+        1
+    );
     // The ranges cover the keys without gap or overlap: their bounds chain.
     let rows = ranges::list(&pool, NAME).await.unwrap();
     let scopes: Vec<&str> = rows.iter().map(|r| r.scope.as_str()).collect();
     assert_eq!(
         scopes,
-        ["(-inf, 1001)", "(1000, 2001)", "(2000, 3001)", "(3000, 4001)", "(4000, +inf)"]
+        [
+            "(-inf, 1001)",
+            "(1000, 2001)",
+            "(2000, 3001)",
+            "(3000, 4001)",
+            "(4000, +inf)"
+        ]
     );
     db.finish().await;
 }
@@ -110,7 +120,10 @@ async fn an_expired_lease_is_taken_over_and_its_holder_can_no_longer_renew_or_fi
     assert!(!ranges::finish(&pool, NAME, &a, 20).await.unwrap());
     assert!(ranges::finish(&pool, NAME, &c, 1_000).await.unwrap());
     let overview = ranges::overview(&pool, NAME).await.unwrap().unwrap();
-    assert_eq!((overview.done, overview.leased, overview.pending), (1, 1, 0));
+    assert_eq!(
+        (overview.done, overview.leased, overview.pending),
+        (1, 1, 0)
+    );
     db.finish().await;
 }
 
