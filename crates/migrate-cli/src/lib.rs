@@ -19,6 +19,7 @@ mod seed;
 pub mod settings;
 mod signals;
 mod status;
+mod status_ranges;
 mod visualize;
 
 pub use cli::{

@@ -187,6 +187,18 @@ async fn four_processes_two_killed_and_restarted_end_as_one_process() {
         .unwrap();
     assert!(ranges >= 10, "{ranges} ranges");
     pool.close().await;
+    let status = scratch.run(&[
+        "status",
+        "customer-migration",
+        &format!("connection.url={}", shared.url),
+    ]);
+    let text = crate::util::stdout(&status);
+    assert!(
+        text.contains(&format!(
+            "Key ranges of customer-migration: {ranges}/{ranges} done, 0 leased, 0 pending"
+        )),
+        "{text}"
+    );
     reference.drop_it().await;
     shared.drop_it().await;
 }
