@@ -149,12 +149,11 @@ async fn four_processes_two_killed_and_restarted_end_as_one_process() {
             killed += 1;
         }
     }
-    for i in 0..2 {
-        let restarted = spawn(
+    for (i, child) in children.iter_mut().enumerate().take(2) {
+        *child = spawn(
             &scratch,
             &args(&shared.url, &format!("p{i}-again.log"), true),
         );
-        children[i] = restarted;
     }
     for child in children {
         finish(child);
