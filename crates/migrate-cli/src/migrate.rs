@@ -35,6 +35,11 @@ pub async fn run_keys(
     keys: Option<Arc<[Key]>>,
 ) -> Result<u8, CliError> {
     let mut distributed = Distributed::from_args(config, args)?;
+    if distributed.is_some() && keys.is_some() {
+        return Err(CliError::Usage(
+            "retry-failures runs in one process: drop --distributed and --shard".to_owned(),
+        ));
+    }
     let board_output = board::resolve(config.status_board.mode, output.log_format);
     // Both before anything runs: a log or an address that cannot be used is a usage error.
     crate::logging::init(board_output, output, &config.customer_migrator.log_file)?;
