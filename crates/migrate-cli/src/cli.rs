@@ -275,6 +275,10 @@ pub struct RunArgs {
     /// `migrations/`) instead of the built-in customer migration.
     #[arg(short = 'm', long, global = true, value_name = "FILE")]
     pub migration: Option<PathBuf>,
+
+    /// Distributed mode: many processes on one migration (`docs/scale-out.md`).
+    #[command(flatten)]
+    pub distributed: crate::distributed::DistributedArgs,
 }
 
 /// Output choices.

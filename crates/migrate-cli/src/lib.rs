@@ -8,6 +8,7 @@ pub mod board;
 mod cli;
 mod control;
 mod control_link;
+mod distributed;
 pub mod exit;
 mod ids_file;
 pub mod logging;
@@ -18,6 +19,7 @@ mod seed;
 pub mod settings;
 mod signals;
 mod status;
+mod status_ranges;
 mod visualize;
 
 pub use cli::{

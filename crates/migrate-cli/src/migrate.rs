@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::board::{self, Output};
 use crate::cli::{OutputArgs, RunArgs};
 use crate::control_link::LiveControl;
+use crate::distributed::Distributed;
 use crate::exit::{self, CliError};
 use crate::ids_file;
 
@@ -33,6 +34,12 @@ pub async fn run_keys(
     output: &OutputArgs,
     keys: Option<Arc<[Key]>>,
 ) -> Result<u8, CliError> {
+    let mut distributed = Distributed::from_args(config, args)?;
+    if distributed.is_some() && keys.is_some() {
+        return Err(CliError::Usage(
+            "retry-failures runs in one process: drop --distributed and --shard".to_owned(),
+        ));
+    }
     let board_output = board::resolve(config.status_board.mode, output.log_format);
     // Both before anything runs: a log or an address that cannot be used is a usage error.
     crate::logging::init(board_output, output, &config.customer_migrator.log_file)?;
@@ -41,8 +48,11 @@ pub async fn run_keys(
     let board_control = live.for_board(config.customer_migration.rate_limit);
     let (terminal_board, board_task) =
         board::start(&config.status_board, board_output, Some(board_control));
-    let board: Box<dyn StatusBoard> = Box::new(terminal_board);
-    let result = run_system(config, args, board, keys, live).await;
+    let mut board: Box<dyn StatusBoard> = Box::new(terminal_board);
+    if let Some(distributed) = &mut distributed {
+        board = distributed.wrap_board(board);
+    }
+    let result = run_system(config, args, board, keys, live, distributed.as_ref()).await;
     if let Some(metrics) = &metrics {
         metrics.run_over();
     }
@@ -78,6 +88,7 @@ async fn run_system(
     board: Box<dyn StatusBoard>,
     keys: Option<Arc<[Key]>>,
     live: LiveControl,
+    distributed: Option<&Distributed>,
 ) -> Result<(Summary, Option<String>), CliError> {
     let system = build(config, args, board).await?;
     // Keys are read as the migration's key columns say, before anything starts.
@@ -117,7 +128,14 @@ async fn run_system(
         let stop = move || crate::signals::stop_gracefully(&shutdown, board.as_ref(), grace_period);
         live.link(&system, args.dry_run, stop).await
     };
-    let result = migrate_core::overseer(&system).run(options, shutdown).await;
+    let result = match distributed {
+        Some(distributed) => {
+            distributed
+                .run(&system, config, args, options, shutdown)
+                .await
+        }
+        None => migrate_core::overseer(&system).run(options, shutdown).await,
+    };
     link.finish().await;
     run_over.store(true, Ordering::SeqCst);
     let stop_time = STOP_TIME;

@@ -42,14 +42,31 @@ pub async fn run(
         },
     };
     let report = store.report(&query).await;
+    let ranges = match (
+        &report,
+        system.resolve::<dyn migrate_core::Connection>().backend(),
+    ) {
+        (Ok(report), migrate_core::Backend::Postgres(pool)) => {
+            let names: Vec<String> = report
+                .migrations
+                .iter()
+                .map(|m| m.migration.clone())
+                .collect();
+            crate::status_ranges::read(pool, &names).await
+        }
+        _ => Vec::new(),
+    };
     crate::retry_failures::close(&system).await;
     let report = report.map_err(|e| CliError::Fatal(format!("while reading the status: {e}")))?;
     let simulated = config.connection.url.starts_with("simulated:");
     let now = Utc::now();
     let text = if json {
-        to_json(&report, now, process_alive)
+        let text = to_json(&report, now, process_alive);
+        crate::status_ranges::add_json(text, &ranges)
     } else {
-        render(&report, name, simulated, now, process_alive)
+        let mut text = render(&report, name, simulated, now, process_alive);
+        crate::status_ranges::render(&mut text, &ranges, name.is_some());
+        text
     };
     #[allow(clippy::print_stdout)]
     {

@@ -54,6 +54,7 @@ mod config;
 mod connection;
 mod customer;
 mod database;
+pub mod distributed;
 mod engine;
 mod health;
 mod migration;

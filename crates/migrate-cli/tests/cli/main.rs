@@ -5,6 +5,7 @@ mod config;
 mod control;
 mod database;
 mod declared;
+mod distributed;
 mod keys;
 mod observe;
 /// Which PostgreSQL server the database tests use (shared with the engine's tests).

@@ -39,6 +39,7 @@ use sqlx::{PgConnection, SqliteConnection};
 
 use crate::connection::Database;
 use crate::database::{DbError, columns, context, execute, execute_owned, table_exists};
+use crate::distributed::fence;
 use crate::migration::key::Key;
 
 pub(crate) const CREATE_CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS migration_checkpoints (
@@ -201,6 +202,9 @@ pub struct BatchJournal {
     /// Whether the migration had open failures when the run began: only then is there
     /// anything to resolve (failures this run records are not tried again in it).
     resolve: bool,
+    /// Where to look for the lease this process holds on its range in distributed mode
+    /// (see [`fence`](crate::distributed::fence)); `None` on SQLite.
+    fence: Option<String>,
 }
 
 impl BatchJournal {
@@ -211,6 +215,7 @@ impl BatchJournal {
         Ok(BatchJournal {
             migration: migration.to_owned(),
             resolve: open > 0,
+            fence: fence::scope(backend, migration),
         })
     }
 
@@ -250,7 +255,10 @@ impl BatchJournal {
         Ok(())
     }
 
-    /// Writes the batch's bookkeeping on PostgreSQL, inside the batch's transaction.
+    /// Writes the batch's bookkeeping on PostgreSQL, inside the batch's transaction. In
+    /// distributed mode it first checks that this process still holds the lease on the range
+    /// (a fatal error when another process took it over), and holds a share lock on the range
+    /// until the transaction ends, so that no takeover happens in between.
     pub async fn write_postgres(
         &self,
         conn: &mut PgConnection,
@@ -258,6 +266,9 @@ impl BatchJournal {
         migrated: &[Key],
         settled: &[Key],
     ) -> Result<(), DbError> {
+        if let Some(lease) = self.fence.as_deref().and_then(fence::held) {
+            fence::check(conn, &self.migration, lease).await?;
+        }
         if !migrated.is_empty() {
             sqlx::query(
                 "INSERT INTO migration_audit (migration, migrated_at, record_keys)

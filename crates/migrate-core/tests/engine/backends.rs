@@ -5,6 +5,7 @@
 mod controls;
 mod correctness;
 mod declarative;
+mod distributed;
 mod flow;
 mod harness;
 mod live;

@@ -1,0 +1,230 @@
+//! Distributed mode end to end: four processes on one PostgreSQL migration, two of them
+//! killed with SIGKILL at random points and restarted, end as one process's run; SQLite
+//! refuses distributed mode.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::util::{PgDatabase, Scratch, random_below, stderr};
+
+const CUSTOMERS: &str = "20000";
+
+/// What the tables hold after a run: every customer (migration time blanked), the failed
+/// keys, and the keys of the audit, in audit order.
+async fn read(
+    url: &str,
+) -> (
+    Vec<(i64, String, i32, Option<String>, Option<String>)>,
+    Vec<String>,
+    Vec<i64>,
+) {
+    let pool = PgPool::connect(url).await.unwrap();
+    let customers = sqlx::query_as(
+        "SELECT id, full_name, schema_version, first_name, last_name FROM customers ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let failures = sqlx::query_scalar(
+        "SELECT record_key FROM migration_failures ORDER BY CAST(record_key AS BIGINT)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let batches: Vec<String> = sqlx::query_scalar("SELECT record_keys FROM migration_audit")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let audit = batches
+        .iter()
+        .flat_map(|keys| serde_json::from_str::<Vec<i64>>(keys).unwrap())
+        .collect();
+    (customers, failures, audit)
+}
+
+fn seed(scratch: &Scratch, url: &str) {
+    let seeded = scratch.run(&[
+        "seed",
+        "--customers",
+        CUSTOMERS,
+        &format!("connection.url={url}"),
+    ]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+}
+
+fn args(url: &str, log: &str, distributed: bool) -> Vec<String> {
+    let mut args = vec![
+        format!("connection.url={url}"),
+        "status-board.mode=off".to_owned(),
+        format!("customer-migrator.log-file={log}"),
+        "customer-migrator.batch-size=100".to_owned(),
+    ];
+    if distributed {
+        args.extend(
+            ["--distributed", "--range-rows", "1500", "--lease-secs", "1"].map(String::from),
+        );
+    }
+    args
+}
+
+fn spawn(scratch: &Scratch, args: &[String]) -> Child {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    scratch
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("db-migrate starts")
+}
+
+fn lines(scratch: &Scratch, log: &str) -> usize {
+    std::fs::read(scratch.path().join(log))
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Waits until `log` holds `at` lines (or the process ended), then kills it with SIGKILL;
+/// whether it was still running.
+fn kill_at(scratch: &Scratch, child: &mut Child, log: &str, at: usize) -> bool {
+    let started = Instant::now();
+    while lines(scratch, log) < at && child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    child.wait().unwrap().signal() == Some(9)
+}
+
+fn finish(child: Child) {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{:?}: {}",
+        output.status,
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_two_killed_and_restarted_end_as_one_process() {
+    let (Some(reference), Some(shared)) = (
+        PgDatabase::new("dist_reference").await,
+        PgDatabase::new("dist_shared").await,
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new();
+    seed(&scratch, &reference.url);
+    seed(&scratch, &shared.url);
+    let single = scratch.run(
+        &args(&reference.url, "reference.log", false)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(single.status.code(), Some(1), "{}", stderr(&single));
+    let (expected, expected_failures, expected_audit) = read(&reference.url).await;
+    assert!(expected_audit.len() > 10_000);
+    assert!(!expected_failures.is_empty());
+
+    let mut children: Vec<Child> = (0..4)
+        .map(|i| spawn(&scratch, &args(&shared.url, &format!("p{i}.log"), true)))
+        .collect();
+    // Processes 0 and 1 are killed at random points, then restarted.
+    let share = expected_audit.len() / 4;
+    let mut killed = 0;
+    for (i, child) in children.iter_mut().enumerate().take(2) {
+        let log = format!("p{i}.log");
+        if kill_at(
+            &scratch,
+            child,
+            &log,
+            1 + random_below(share as u64 * 2 / 3) as usize,
+        ) {
+            killed += 1;
+        }
+    }
+    for (i, child) in children.iter_mut().enumerate().take(2) {
+        *child = spawn(
+            &scratch,
+            &args(&shared.url, &format!("p{i}-again.log"), true),
+        );
+    }
+    for child in children {
+        finish(child);
+    }
+    assert!(killed >= 1, "a process was killed while it worked");
+
+    let (customers, failures, audit) = read(&shared.url).await;
+    assert_eq!(
+        customers, expected,
+        "the table equals a single process's run"
+    );
+    assert_eq!(failures, expected_failures, "every failure recorded once");
+    let unique: BTreeSet<i64> = audit.iter().copied().collect();
+    assert_eq!(unique.len(), audit.len(), "no key migrated twice");
+    assert_eq!(
+        unique,
+        expected_audit.iter().copied().collect::<BTreeSet<_>>(),
+        "every key migrated"
+    );
+    let pool = PgPool::connect(&shared.url).await.unwrap();
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM migration_ranges WHERE state <> 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(open, 0, "no range left pending");
+    let ranges: i64 = sqlx::query_scalar("SELECT count(*) FROM migration_ranges")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(ranges >= 10, "{ranges} ranges");
+    pool.close().await;
+    let status = scratch.run(&[
+        "status",
+        "customer-migration",
+        &format!("connection.url={}", shared.url),
+    ]);
+    let text = crate::util::stdout(&status);
+    assert!(
+        text.contains(&format!(
+            "Key ranges of customer-migration: {ranges}/{ranges} done, 0 leased, 0 pending"
+        )),
+        "{text}"
+    );
+    reference.drop_it().await;
+    shared.drop_it().await;
+}
+
+#[test]
+fn sqlite_and_the_simulated_backend_refuse_distributed_mode() {
+    let scratch = Scratch::new();
+    for (url, flag) in [
+        ("sqlite://customers.db", "--distributed"),
+        ("simulated:", "--shard=1/4"),
+    ] {
+        let output = scratch.run(&[flag, &format!("connection.url={url}")]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        let message = stderr(&output);
+        assert!(
+            message.contains(&format!(
+                "{} needs a PostgreSQL database",
+                flag.split('=').next().unwrap()
+            )),
+            "{message}"
+        );
+    }
+    let output = scratch.run(&["--shard", "4/4", "connection.url=postgres://localhost/x"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("shards count from 0 to N-1"),
+        "{}",
+        stderr(&output)
+    );
+}
