@@ -459,9 +459,34 @@ mod tests {
             "no room while the slow record is out"
         );
         t.complete([stuck]);
-        waiting.await.unwrap();
+        assert!(waiting.await.unwrap(), "room");
         assert_eq!(t.window_len(), 0);
         assert_eq!(t.snapshot().0.low_water, Some(k(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferred_record_holds_the_mark_and_a_full_window_behind_it_is_stuck() {
+        let t = std::sync::Arc::new(Tracker::bounded(Some(Checkpoint::default()), 3));
+        let first = send(&t, 1);
+        t.complete([first]);
+        let locked = send(&t, 2);
+        let others: Vec<u64> = [3, 4].iter().map(|&id| send(&t, id)).collect();
+        t.complete(others);
+        let waiting = tokio::spawn({
+            let t = std::sync::Arc::clone(&t);
+            async move { t.room().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "no room while the record is out");
+        assert!(!t.stuck(), "the record may still pass");
+        t.defer([locked]);
+        assert_eq!((t.in_flight(), t.deferred()), (0, 1));
+        assert!(t.stuck(), "the window is full behind the deferred record");
+        assert!(!waiting.await.unwrap(), "a waiting scanner learns it is stuck");
+        let (checkpoint, _) = t.snapshot();
+        // The next run resumes before the deferred record and skips those done after it.
+        assert_eq!(checkpoint.low_water, Some(k(1)));
+        assert_eq!(checkpoint.done_above, [k(3), k(4)]);
     }
 
     #[test]
