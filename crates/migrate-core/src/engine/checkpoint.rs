@@ -482,7 +482,10 @@ mod tests {
         t.defer([locked]);
         assert_eq!((t.in_flight(), t.deferred()), (0, 1));
         assert!(t.stuck(), "the window is full behind the deferred record");
-        assert!(!waiting.await.unwrap(), "a waiting scanner learns it is stuck");
+        assert!(
+            !waiting.await.unwrap(),
+            "a waiting scanner learns it is stuck"
+        );
         let (checkpoint, _) = t.snapshot();
         // The next run resumes before the deferred record and skips those done after it.
         assert_eq!(checkpoint.low_water, Some(k(1)));

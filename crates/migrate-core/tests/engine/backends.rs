@@ -8,6 +8,7 @@ mod declarative;
 mod flow;
 mod harness;
 mod live;
+mod locks;
 mod masking;
 mod names;
 mod names_property;

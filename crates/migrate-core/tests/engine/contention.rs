@@ -56,7 +56,10 @@ async fn a_locked_record_is_split_out_of_its_batch_and_left_for_the_next_run() {
         (summary.migrated, summary.failed, summary.deferred),
         (15, 0, 1)
     );
-    assert!(journal.failures().is_empty(), "a locked record is no failure");
+    assert!(
+        journal.failures().is_empty(),
+        "a locked record is no failure"
+    );
     let mut migrated: Vec<i64> = journal.migrated_ids().into_keys().collect();
     migrated.sort_unstable();
     assert_eq!(migrated, [range(1..=10), range(12..=16)].concat());
@@ -82,9 +85,9 @@ async fn a_locked_record_is_split_out_of_its_batch_and_left_for_the_next_run() {
         ]
     );
     assert!(
-        summary.to_string().ends_with(
-            "; 1 customer left for the next run (locked by another session)"
-        ),
+        summary
+            .to_string()
+            .ends_with("; 1 customer left for the next run (locked by another session)"),
         "{summary}"
     );
     assert!(matches!(events.last(), Some(Event::Summary(s)) if s.deferred == 1));
@@ -176,6 +179,9 @@ async fn a_stop_during_the_split_leaves_what_is_not_settled_for_the_next_run() {
     let summary = overseer(&system).run(options, shutdown).await.unwrap();
     system.stop().await.unwrap();
     assert_eq!(summary.ending, Ending::Interrupted);
-    assert_eq!((summary.migrated, summary.deferred, summary.failed), (0, 0, 0));
+    assert_eq!(
+        (summary.migrated, summary.deferred, summary.failed),
+        (0, 0, 0)
+    );
     assert_eq!(journal.batches.lock().unwrap().len(), 1);
 }
