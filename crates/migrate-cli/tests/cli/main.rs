@@ -6,6 +6,7 @@ mod control;
 mod database;
 mod declared;
 mod keys;
+mod locks;
 mod observe;
 /// Which PostgreSQL server the database tests use (shared with the engine's tests).
 #[path = "../../../migrate-core/tests/common/postgres_server.rs"]
