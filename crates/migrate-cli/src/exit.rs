@@ -6,6 +6,7 @@
 //! | 1 | the run completed and some records failed (each one recorded), or failures recorded by an earlier run are still open |
 //! | 2 | usage or configuration error: nothing ran |
 //! | 3 | the run was aborted: failure limit exceeded, or a fatal error |
+//! | 4 | the run completed, but left records locked by other sessions for the next run: run it again |
 //! | 130 | interrupted (Ctrl-C, SIGTERM); progress was saved |
 
 use migrate_core::{Ending, Summary};
@@ -18,12 +19,16 @@ pub const FAILURES: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Aborted.
 pub const ABORTED: u8 = 3;
+/// Completed, with records left for the next run because other sessions held them.
+pub const DEFERRED: u8 = 4;
 /// Interrupted.
 pub const INTERRUPTED: u8 = 130;
 
-/// The exit code for a run's summary.
+/// The exit code for a run's summary. Records left for the next run come before failures:
+/// the next thing to do is to run again, and that run reports the failures that stand.
 pub fn for_summary(summary: &Summary) -> u8 {
     match summary.ending {
+        Ending::Completed if summary.deferred > 0 => DEFERRED,
         Ending::Completed if summary.failed == 0 && summary.earlier_open_failures() == 0 => SUCCESS,
         Ending::Completed => FAILURES,
         Ending::Interrupted => INTERRUPTED,

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrate_core::{
-    Backend, Config, ConnectionError, Ending, Key, MigrationModule, Migrator, PreflightError,
-    RunOptions, SqlMigration, StatusBoard, Summary, System, builder_for, migration_builder,
+    Backend, BatchTimeouts, Config, ConnectionError, Ending, Key, MigrationModule, Migrator,
+    PreflightError, RunOptions, SqlMigration, StatusBoard, Summary, System, builder_for,
+    migration_builder,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -190,7 +191,7 @@ pub(crate) async fn build(
             let writer = Arc::new(tokio::sync::Mutex::new(()));
             let migration = SqlMigration::from_file(file, &backend)
                 .map_err(|e| CliError::Usage(format!("--migration {}", exit::chain(&e))))?
-                .with_lock_timeout(config.customer_migration.grace_period())
+                .with_timeouts(BatchTimeouts::from_config(&config.customer_migration))
                 .sharing_writer(Arc::clone(&writer));
             builder_for(config, backend, writer, Arc::new(migration))
         }
@@ -236,5 +237,12 @@ fn report(summary: &Summary, output: Output, json: bool, stop_warning: Option<&s
     }
     if let Some(place) = &summary.failures_recorded_in {
         eprintln!("Failures were recorded in {place}");
+    }
+    if summary.deferred > 0 {
+        eprintln!(
+            "Other sessions held {} {} through every retry: run again to migrate them",
+            migrate_core::thousands(summary.deferred),
+            summary.noun.count(summary.deferred)
+        );
     }
 }

@@ -193,6 +193,15 @@ pub struct MigrationConfig {
     /// PostgreSQL: no batch starts while a replica's `replay_lag` (`pg_stat_replication`) is
     /// over this many milliseconds. 0: not checked.
     pub max_replication_lag_millis: u64,
+    /// PostgreSQL: how long a batch's transaction waits for a lock another session holds
+    /// (`SET LOCAL lock_timeout`), in milliseconds, at most `grace-period-millis` (see
+    /// [`BatchTimeouts`](crate::BatchTimeouts)). A batch that times out is retried, split, and
+    /// its locked records left for the next run: never recorded as failures. SQLite waits
+    /// for another process's write lock for `connection.busy-timeout-millis` instead.
+    pub lock_timeout_millis: u64,
+    /// PostgreSQL: how long one statement of a batch may run (`SET LOCAL statement_timeout`),
+    /// in milliseconds; treated as a lock timeout when it fires. 0: the database's own setting.
+    pub statement_timeout_millis: u64,
 }
 
 impl Default for MigrationConfig {
@@ -215,6 +224,8 @@ impl Default for MigrationConfig {
             throttle_query: None,
             throttle_interval_millis: 1000,
             max_replication_lag_millis: 0,
+            lock_timeout_millis: 1000,
+            statement_timeout_millis: 30_000,
         }
     }
 }
@@ -403,6 +414,17 @@ impl Config {
         checks.millis(
             "customer-migration.max-replication-lag-millis",
             m.max_replication_lag_millis,
+            0,
+        );
+        // PostgreSQL takes no lock timeout of 0 as "none": at least a millisecond.
+        checks.millis(
+            "customer-migration.lock-timeout-millis",
+            m.lock_timeout_millis,
+            1,
+        );
+        checks.millis(
+            "customer-migration.statement-timeout-millis",
+            m.statement_timeout_millis,
             0,
         );
         if let Some(query) = &m.throttle_query {
@@ -712,6 +734,18 @@ mod tests {
             key(
                 "customer-migration.max-replication-lag-millis",
                 |c, v| c.customer_migration.max_replication_lag_millis = v,
+                0,
+                millis,
+            ),
+            key(
+                "customer-migration.lock-timeout-millis",
+                |c, v| c.customer_migration.lock_timeout_millis = v,
+                1,
+                millis,
+            ),
+            key(
+                "customer-migration.statement-timeout-millis",
+                |c, v| c.customer_migration.statement_timeout_millis = v,
                 0,
                 millis,
             ),

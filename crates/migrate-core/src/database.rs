@@ -21,9 +21,12 @@ pub struct DbError {
 /// What a database error means for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
-    /// Another attempt may succeed: a lost connection, a busy or locked database, a deadlock,
-    /// a serialization failure, a lock or statement timeout.
+    /// Another attempt may succeed: a lost connection, a deadlock, a serialization failure.
     Transient,
+    /// Another session holds what the statement needs, or the statement ran too long: a lock
+    /// or statement timeout (PostgreSQL), a busy or locked database (SQLite). Another attempt
+    /// may succeed once the other session is done; the records are not at fault.
+    Contended,
     /// The database refused a value of the batch: a constraint, a value out of range. Only
     /// the records at fault should fail.
     Rejected,
@@ -75,6 +78,7 @@ impl From<DbError> for BatchError {
     fn from(error: DbError) -> BatchError {
         match error.kind() {
             ErrorKind::Transient => BatchError::Transient(error.into()),
+            ErrorKind::Contended => BatchError::Contended(error.into()),
             ErrorKind::Rejected => BatchError::Rejected(error.into()),
             ErrorKind::Fatal => BatchError::Fatal {
                 error: error.into(),
@@ -111,13 +115,15 @@ pub(crate) fn error_kind(error: &sqlx::Error) -> ErrorKind {
     }
 }
 
-/// See [`error_kind`]: SQLSTATE classes 08 (connection), 53 (resources), 57P (server shutting
-/// down) and the codes 40001, 40P01, 55P03, 57014 are transient; 22 (data) and 23 (integrity)
+/// See [`error_kind`]: 55P03 (lock_not_available: `lock_timeout`) and 57014 (query_canceled:
+/// `statement_timeout`) are contended; SQLSTATE classes 08 (connection), 53 (resources), 57P
+/// (server shutting down) and the codes 40001, 40P01 are transient; 22 (data) and 23 (integrity)
 /// reject a value; 42 (undefined table or column, type mismatch, privilege) and 25006 (read
 /// only transaction) are fatal.
 fn postgres_error_kind(sqlstate: &str) -> ErrorKind {
     match sqlstate {
-        "40001" | "40P01" | "55P03" | "57014" => ErrorKind::Transient,
+        "55P03" | "57014" => ErrorKind::Contended,
+        "40001" | "40P01" => ErrorKind::Transient,
         // Read-only transaction, disk full, no such database.
         "25006" | "53100" | "3D000" => ErrorKind::Fatal,
         s if s.starts_with("08") || s.starts_with("53") || s.starts_with("57P") => {
@@ -153,6 +159,8 @@ fn postgres_error_kind(sqlstate: &str) -> ErrorKind {
 fn sqlite_error_kind(extended_code: i32) -> ErrorKind {
     const ERROR: i32 = 1; // an SQL error: no such table or column
     const PERM: i32 = 3;
+    const BUSY: i32 = 5; // another connection holds the write lock past the busy timeout
+    const LOCKED: i32 = 6;
     const READONLY: i32 = 8;
     const IOERR: i32 = 10;
     const CORRUPT: i32 = 11;
@@ -169,7 +177,8 @@ fn sqlite_error_kind(extended_code: i32) -> ErrorKind {
             ErrorKind::Fatal
         }
         TOOBIG | CONSTRAINT | MISMATCH | RANGE => ErrorKind::Rejected,
-        // BUSY, LOCKED, NOMEM, PROTOCOL and anything else: try again.
+        BUSY | LOCKED => ErrorKind::Contended,
+        // NOMEM, PROTOCOL and anything else: try again.
         _ => ErrorKind::Transient,
     }
 }
@@ -297,12 +306,12 @@ mod tests {
 
     #[test]
     fn database_errors_are_classified_by_what_a_retry_can_do() {
-        use ErrorKind::{Fatal, Rejected, Transient};
+        use ErrorKind::{Contended, Fatal, Rejected, Transient};
         for (sqlstate, kind) in [
             ("40001", Transient),
             ("40P01", Transient),
-            ("55P03", Transient),
-            ("57014", Transient),
+            ("55P03", Contended),
+            ("57014", Contended),
             ("08006", Transient),
             ("53300", Transient),
             ("57P01", Transient),
@@ -326,9 +335,10 @@ mod tests {
         }
         // SQLite: primary codes, and extended codes built on them.
         for (code, kind) in [
-            (5, Transient),   // BUSY
-            (517, Transient), // BUSY_SNAPSHOT
-            (6, Transient),   // LOCKED
+            (5, Contended),   // BUSY
+            (517, Contended), // BUSY_SNAPSHOT
+            (6, Contended),   // LOCKED
+            (7, Transient),   // NOMEM
             (1, Fatal),       // ERROR: no such table or column
             (8, Fatal),       // READONLY
             (1032, Fatal),    // READONLY_DBMOVED

@@ -104,6 +104,7 @@ pub use health::DatabaseHealth;
 pub use migrate_derive::Dependencies;
 pub use migration::declarative::{MigrationSpec, SpecError, SqlMigration};
 pub use migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+pub use migration::timeouts::BatchTimeouts;
 pub use migration::{Migration, Noun};
 pub use module::{
     BuildError, MigrationModule, build_migration_system, builder_for, migration_builder, overseer,

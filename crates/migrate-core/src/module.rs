@@ -14,6 +14,7 @@ use crate::engine::overseer::{MigrationOverseer, Overseer};
 use crate::engine::scanner::{PagingScanner, Scanner};
 use crate::health::DatabaseHealth;
 use crate::migration::Migration;
+use crate::migration::timeouts::BatchTimeouts;
 use crate::store::{DatabaseStore, FileStore, ProgressStore};
 
 // The seed named the scanner and the migrator after its customers; the graph keeps its names.
@@ -74,12 +75,12 @@ pub fn migration_builder(config: &Config, backend: Backend) -> SystemBuilder<Mig
         Backend::Sqlite(pool) => Arc::new(CustomerMigration::new(
             Database::Sqlite(pool.clone()),
             Arc::clone(&writer),
-            config.customer_migration.grace_period(),
+            BatchTimeouts::from_config(&config.customer_migration),
         )),
         Backend::Postgres(pool) => Arc::new(CustomerMigration::new(
             Database::Postgres(pool.clone()),
             Arc::clone(&writer),
-            config.customer_migration.grace_period(),
+            BatchTimeouts::from_config(&config.customer_migration),
         )),
     };
     builder_for(config, backend, writer, migration)

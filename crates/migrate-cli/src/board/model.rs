@@ -358,6 +358,7 @@ mod tests {
                 migrated: 0,
                 previously_migrated: 0,
                 failed: 0,
+                deferred: 0,
                 scanned: 0,
                 elapsed: Duration::ZERO,
                 dry_run: false,

@@ -208,6 +208,7 @@ fn summary() -> Summary {
         migrated: 723,
         previously_migrated: 308,
         failed: 0,
+        deferred: 0,
         scanned: 1031,
         elapsed: Duration::from_secs(7),
         dry_run: false,

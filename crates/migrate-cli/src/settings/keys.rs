@@ -53,6 +53,8 @@ pub(crate) const KEYS: [(&str, &[&str]); 5] = [
             "throttle-query",
             "throttle-interval-millis",
             "max-replication-lag-millis",
+            "lock-timeout-millis",
+            "statement-timeout-millis",
         ],
     ),
 ];

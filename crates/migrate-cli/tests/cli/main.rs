@@ -7,6 +7,7 @@ mod database;
 mod declared;
 mod distributed;
 mod keys;
+mod locks;
 mod observe;
 /// Which PostgreSQL server the database tests use (shared with the engine's tests).
 #[path = "../../../migrate-core/tests/common/postgres_server.rs"]

@@ -139,7 +139,9 @@ pub async fn declared(
     let writer = Arc::new(tokio::sync::Mutex::new(()));
     let migration = SqlMigration::new(spec.clone(), &backend)
         .expect("the migration")
-        .with_lock_timeout(config.customer_migration.grace_period())
+        .with_timeouts(migrate_core::BatchTimeouts::from_config(
+            &config.customer_migration,
+        ))
         .sharing_writer(Arc::clone(&writer));
     let board: Box<dyn StatusBoard> = Box::new(EventBoard::discard());
     let system = builder_for(&config, backend, writer, Arc::new(migration))

@@ -17,6 +17,7 @@ use crate::config::MigratorConfig;
 use crate::connection::Database;
 use crate::engine::migrator::{BatchError, Outcome, RecordFailure};
 use crate::migration::key::{Key, KeyColumn, KeyKind};
+use crate::migration::timeouts::BatchTimeouts;
 use crate::migration::{Migration, Noun};
 use crate::store::bookkeeping::BatchJournal;
 
@@ -51,10 +52,9 @@ pub struct CustomerMigration {
     /// SQLite has one writer at a time; jobs (and the store) take turns on this lock instead
     /// of in SQLite's sleeping busy handler. Shared with the connection component.
     writer: Arc<tokio::sync::Mutex<()>>,
-    /// Longest wait for a row lock on PostgreSQL (`lock_timeout` of each batch): the run's
-    /// grace period, so that a batch blocked by another session never holds up a stop for
-    /// longer than the grace period allows. A batch that times out is retried.
-    lock_timeout: Duration,
+    /// Longest wait for a row lock and longest statement of each batch on PostgreSQL: a batch
+    /// that times out is retried, split, and its locked records left for the next run.
+    timeouts: BatchTimeouts,
     /// The audit row and resolution each batch writes in its transaction, prepared before the
     /// first batch that writes.
     journal: tokio::sync::OnceCell<BatchJournal>,
@@ -64,16 +64,16 @@ pub struct CustomerMigration {
 
 impl CustomerMigration {
     /// The customer migration on `backend` (SQLite or PostgreSQL), taking turns for SQLite's
-    /// writer on `writer`, each PostgreSQL batch waiting at most `lock_timeout` for a row lock.
+    /// writer on `writer`, each PostgreSQL batch bound by `timeouts`.
     pub fn new(
         backend: Database,
         writer: Arc<tokio::sync::Mutex<()>>,
-        lock_timeout: Duration,
+        timeouts: BatchTimeouts,
     ) -> CustomerMigration {
         CustomerMigration {
             backend,
             writer,
-            lock_timeout,
+            timeouts,
             journal: tokio::sync::OnceCell::new(),
             noun: customer_noun(),
             keys: id_column(),
@@ -147,7 +147,7 @@ impl Migration for CustomerMigration {
             &ids,
             dry_run,
             writer,
-            self.lock_timeout,
+            &self.timeouts,
             journal,
         )
         .await?)

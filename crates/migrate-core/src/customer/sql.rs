@@ -8,6 +8,7 @@ use crate::connection::Database;
 use crate::database::{DbError, columns, context, protocol, sql_for};
 use crate::engine::migrator::{Outcome, PreflightError, RecordFailure};
 use crate::migration::key::Key;
+use crate::migration::timeouts::BatchTimeouts;
 use crate::store::bookkeeping::BatchJournal;
 
 /// The columns of `customers` the migration reads or writes.
@@ -376,7 +377,7 @@ pub(crate) async fn migrate(
     ids: &[i64],
     dry_run: bool,
     writer: Option<&tokio::sync::Mutex<()>>,
-    lock_timeout: std::time::Duration,
+    timeouts: &BatchTimeouts,
     journal: Option<&BatchJournal>,
 ) -> Result<Vec<Outcome>, DbError> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -472,13 +473,20 @@ pub(crate) async fn migrate(
         Database::Postgres(pool) => {
             let mut tx: Transaction<'_, Postgres> =
                 pool.begin().await.map_err(context("starting a batch"))?;
-            // For this transaction only: a row locked by another session fails the batch
-            // (55P03, retried) instead of blocking it, and a stop, for longer than this.
-            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(format!("{}ms", lock_timeout.as_millis().max(1)))
-                .execute(&mut *tx)
-                .await
-                .map_err(context("setting the batch's lock timeout"))?;
+            // For this transaction only: a row locked by another session (55P03) or a statement
+            // running too long (57014) fails the batch, which the engine retries and splits,
+            // instead of blocking it, and a stop, for longer. Without a statement timeout the
+            // database's own setting stays.
+            sqlx::query(
+                "SELECT set_config('lock_timeout', $1, true), \
+                        set_config('statement_timeout', \
+                                   coalesce($2, current_setting('statement_timeout')), true)",
+            )
+            .bind(timeouts.lock_setting())
+            .bind(timeouts.statement_setting())
+            .execute(&mut *tx)
+            .await
+            .map_err(context("setting the batch's timeouts"))?;
             let migrated: Vec<i64> = if dry_run {
                 Vec::new()
             } else {

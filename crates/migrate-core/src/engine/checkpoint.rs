@@ -136,9 +136,9 @@ pub struct Tracker {
 struct Window {
     /// Sequence number of `entries[0]`.
     first_seq: u64,
-    /// Keys handed out and not yet folded into the low-water mark, with whether each is
-    /// finished, in scan order.
-    entries: VecDeque<(Key, bool)>,
+    /// Keys handed out and not yet folded into the low-water mark, with where each stands, in
+    /// scan order.
+    entries: VecDeque<(Key, State)>,
     /// Everything scanned up to here is finished.
     low_water: Option<Key>,
     /// Keys a previous run finished that the scanner has not met again yet. Met keys leave
@@ -196,11 +196,24 @@ impl Tracker {
 
     /// Marks the ids with these sequence numbers finished.
     pub fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
+        self.settle(seqs, State::Done);
+    }
+
+    /// Marks the ids with these sequence numbers left for the next run (a lock held by another
+    /// session outlasted their retries): not finished, so the low-water mark stays behind them
+    /// and the next run migrates them, but no longer in flight in this run.
+    pub fn defer(&self, seqs: impl IntoIterator<Item = u64>) {
+        self.settle(seqs, State::Deferred);
+        // The window does not shrink, but a scanner waiting for room may now be stuck.
+        self.room.notify_waiters();
+    }
+
+    fn settle(&self, seqs: impl IntoIterator<Item = u64>, state: State) {
         let mut w = self.lock();
         let before = w.entries.len();
         for seq in seqs {
             let index = (seq - w.first_seq) as usize;
-            w.entries[index].1 = true;
+            w.entries[index].1 = state;
         }
         w.fold();
         // Only a window at its limit can have the scanner waiting (see `room`).
@@ -212,16 +225,30 @@ impl Tracker {
         }
     }
 
-    /// Waits until the window is below its limit.
-    pub async fn room(&self) {
+    /// Waits until the window is below its limit: `true`. `false` when it never will in this
+    /// run: it is full and a deferred id holds the low-water mark (see [`Tracker::stuck`]).
+    pub async fn room(&self) -> bool {
         loop {
             // Registered before the check, so that a shrink in between is not missed.
             let shrunk = self.room.notified();
-            if self.lock().entries.len() < self.limit.load(Ordering::Relaxed) {
-                return;
+            {
+                let w = self.lock();
+                let limit = self.limit.load(Ordering::Relaxed);
+                if w.entries.len() < limit {
+                    return true;
+                }
+                if w.stuck(limit) {
+                    return false;
+                }
             }
             shrunk.await;
         }
+    }
+
+    /// Whether the window is full behind a deferred id: only the next run can move the
+    /// low-water mark, so the scanner can go no further in this one.
+    pub fn stuck(&self) -> bool {
+        self.lock().stuck(self.limit.load(Ordering::Relaxed))
     }
 
     /// Changes the most ids in the window (at least 1); a scanner waiting at a lower limit
@@ -236,9 +263,22 @@ impl Tracker {
         self.lock().entries.len()
     }
 
-    /// Ids handed out and not yet finished.
+    /// Ids handed out and neither finished nor deferred.
     pub fn in_flight(&self) -> usize {
-        self.lock().entries.iter().filter(|(_, done)| !done).count()
+        self.count(State::Pending)
+    }
+
+    /// Ids deferred to the next run (see [`Tracker::defer`]).
+    pub fn deferred(&self) -> usize {
+        self.count(State::Deferred)
+    }
+
+    fn count(&self, state: State) -> usize {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|(_, s)| *s == state)
+            .count()
     }
 
     /// The progress to save, and whether it changed since the last call.
@@ -248,7 +288,7 @@ impl Tracker {
         let mut done_above: Vec<Key> = w
             .entries
             .iter()
-            .filter(|(_, done)| *done)
+            .filter(|(_, state)| *state == State::Done)
             .map(|(key, _)| key.clone())
             .collect();
         done_above.extend(w.carried.iter().cloned());
@@ -266,23 +306,39 @@ impl Tracker {
     }
 }
 
+/// Where an id of the window stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Handed to the jobs, not settled yet.
+    Pending,
+    /// Finished: migrated, found migrated or gone, or failed and recorded.
+    Done,
+    /// Left for the next run, which meets it again: the checkpoint stays behind it.
+    Deferred,
+}
+
 impl Window {
+    /// See [`Tracker::stuck`].
+    fn stuck(&self, limit: usize) -> bool {
+        self.entries.len() >= limit && matches!(self.entries.front(), Some((_, State::Deferred)))
+    }
+
     /// See [`Tracker::offer`].
     fn offer(&mut self, key: Key) -> Offer {
         if self.carried.remove(&key) {
-            self.entries.push_back((key, true));
+            self.entries.push_back((key, State::Done));
             self.fold();
             return Offer::Skip;
         }
         let seq = self.first_seq + self.entries.len() as u64;
-        self.entries.push_back((key, false));
+        self.entries.push_back((key, State::Pending));
         Offer::Send(seq)
     }
 
     /// Moves the low-water mark past every finished key at the front.
     fn fold(&mut self) {
         self.dirty = true;
-        while let Some((_, true)) = self.entries.front() {
+        while let Some((_, State::Done)) = self.entries.front() {
             let (key, _) = self.entries.pop_front().expect("a front entry");
             self.low_water = Some(key);
             self.first_seq += 1;
@@ -403,9 +459,37 @@ mod tests {
             "no room while the slow record is out"
         );
         t.complete([stuck]);
-        waiting.await.unwrap();
+        assert!(waiting.await.unwrap(), "room");
         assert_eq!(t.window_len(), 0);
         assert_eq!(t.snapshot().0.low_water, Some(k(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferred_record_holds_the_mark_and_a_full_window_behind_it_is_stuck() {
+        let t = std::sync::Arc::new(Tracker::bounded(Some(Checkpoint::default()), 3));
+        let first = send(&t, 1);
+        t.complete([first]);
+        let locked = send(&t, 2);
+        let others: Vec<u64> = [3, 4].iter().map(|&id| send(&t, id)).collect();
+        t.complete(others);
+        let waiting = tokio::spawn({
+            let t = std::sync::Arc::clone(&t);
+            async move { t.room().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "no room while the record is out");
+        assert!(!t.stuck(), "the record may still pass");
+        t.defer([locked]);
+        assert_eq!((t.in_flight(), t.deferred()), (0, 1));
+        assert!(t.stuck(), "the window is full behind the deferred record");
+        assert!(
+            !waiting.await.unwrap(),
+            "a waiting scanner learns it is stuck"
+        );
+        let (checkpoint, _) = t.snapshot();
+        // The next run resumes before the deferred record and skips those done after it.
+        assert_eq!(checkpoint.low_water, Some(k(1)));
+        assert_eq!(checkpoint.done_above, [k(3), k(4)]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::components::component::BoxError;
 use crate::config::MigrationConfig;
 use crate::engine::board::StatusBoard;
 use crate::engine::checkpoint::Tracker;
+use crate::engine::contention::Settled;
 use crate::engine::events::{Event, JobId, JobStatus};
 use crate::engine::flow::Flow;
 use crate::engine::metrics::RunMetrics;
@@ -35,6 +36,8 @@ pub(crate) struct Counts {
     pub(crate) previously_migrated: AtomicU64,
     pub(crate) gone: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Left for the next run: still contended after their retries (see `contention`).
+    pub(crate) deferred: AtomicU64,
 }
 
 impl Counts {
@@ -43,6 +46,7 @@ impl Counts {
             + self.previously_migrated.load(Ordering::Relaxed)
             + self.gone.load(Ordering::Relaxed)
             + self.failed.load(Ordering::Relaxed)
+            + self.deferred.load(Ordering::Relaxed)
     }
 }
 
@@ -86,7 +90,7 @@ impl Shared {
     }
 
     /// One call to the migrator, with a panic turned into a transient error.
-    async fn try_migrate(&self, ids: &[Key]) -> Result<Vec<Outcome>, BatchError> {
+    pub(crate) async fn try_migrate(&self, ids: &[Key]) -> Result<Vec<Outcome>, BatchError> {
         match AssertUnwindSafe(self.migrator.migrate(ids, self.dry_run))
             .catch_unwind()
             .await
@@ -108,13 +112,30 @@ impl Shared {
     }
 
     /// Migrates `ids` as one batch; records that fail in a way that may pass are retried alone
-    /// with backoff. Fills `results` with one entry per id, in the order of `ids`: the
-    /// record's final outcome and its number of attempts, or `None` when the record is not
-    /// done (the run halted before it was settled: the next run migrates it). `results` is a
-    /// buffer the job reuses: this runs once per batch.
-    async fn migrate_batch(&self, ids: &[Key], results: &mut Vec<Option<(Outcome, u32)>>) {
+    /// with backoff, and a contended batch is retried and split (see `contention`). Fills
+    /// `results` with one entry per id, in the order of `ids`. `results` is a buffer the job
+    /// reuses: this runs once per batch.
+    async fn migrate_batch(&self, ids: &[Key], results: &mut Vec<Settled>) {
         results.clear();
-        let outcomes = match self.try_migrate(ids).await {
+        match self.try_migrate(ids).await {
+            Err(BatchError::Contended(error)) => {
+                self.migrate_contended(ids, error.to_string(), results)
+                    .await;
+            }
+            tried => self.settle(ids, tried, results).await,
+        }
+    }
+
+    /// Settles `ids` after their first try as a batch (`tried`): what it says, with the
+    /// records that failed in a way that may pass retried alone, and each record of a batch
+    /// that failed as a whole tried alone. Pushes one entry per id onto `results`.
+    pub(crate) async fn settle(
+        &self,
+        ids: &[Key],
+        tried: Result<Vec<Outcome>, BatchError>,
+        results: &mut Vec<Settled>,
+    ) {
+        let outcomes = match tried {
             Ok(outcomes) => outcomes,
             Err(BatchError::Fatal { error, committed }) => {
                 self.abort(error.to_string());
@@ -123,11 +144,11 @@ impl Shared {
                     // another try is left for the next run rather than recorded as failed.
                     Some(outcomes) => {
                         results.extend(outcomes.into_iter().map(|outcome| match outcome {
-                            Outcome::Failed(f) if f.retryable => None,
-                            outcome => Some((outcome, 1)),
+                            Outcome::Failed(f) if f.retryable => Settled::Unsettled,
+                            outcome => Settled::Done(outcome, 1),
                         }))
                     }
-                    None => results.resize(ids.len(), None),
+                    None => results.extend(ids.iter().map(|_| Settled::Unsettled)),
                 }
                 return;
             }
@@ -137,10 +158,11 @@ impl Shared {
                 let last = match error {
                     BatchError::Rejected(e) if ids.len() == 1 => {
                         let failure = RecordFailure::permanent(e.to_string());
-                        results.push(Some((Outcome::Failed(failure), 1)));
+                        results.push(Settled::Done(Outcome::Failed(failure), 1));
                         return;
                     }
                     BatchError::Rejected(e) => Failure::Rejected(e.to_string()),
+                    BatchError::Contended(e) => Failure::Contended(e.to_string()),
                     other => Failure::Transient(RecordFailure::transient(other.to_string())),
                 };
                 for id in ids {
@@ -155,25 +177,22 @@ impl Shared {
                 Outcome::Failed(failure) if failure.retryable => {
                     self.migrate_alone(id, 1, Failure::Transient(failure)).await
                 }
-                other => Some((other, 1)),
+                other => Settled::Done(other, 1),
             });
         }
     }
 
-    /// Tries one record alone until it succeeds, fails for good, or runs out of attempts.
-    /// `None` when the run halted first (the record is left for the next run).
-    async fn migrate_alone(
-        &self,
-        id: &Key,
-        mut attempts: u32,
-        last: Failure,
-    ) -> Option<(Outcome, u32)> {
+    /// Tries one record alone until it succeeds, fails for good, or runs out of attempts: then
+    /// it fails, or, when the last attempt was contended, is deferred. Unsettled when the run
+    /// halted first (the record is left for the next run).
+    async fn migrate_alone(&self, id: &Key, mut attempts: u32, last: Failure) -> Settled {
         let initial = Duration::from_millis(self.config.retry_initial_delay_millis);
         let max = Duration::from_millis(self.config.retry_max_delay_millis);
         // A stop or an abort settles nothing more: what is left goes to the next run.
         if self.halt.is_cancelled() {
-            return None;
+            return Settled::Unsettled;
         }
+        let mut contended = matches!(last, Failure::Contended(_));
         let mut last = match last {
             // A rejected batch: one try alone tells whether this record is the one.
             Failure::Rejected(message) => match self.try_migrate(std::slice::from_ref(id)).await {
@@ -182,68 +201,70 @@ impl Shared {
                         attempts = 1;
                         failure
                     }
-                    outcome => return Some((outcome, 1)),
+                    outcome => return Settled::Done(outcome, 1),
                 },
                 Err(BatchError::Rejected(error)) => {
-                    return Some((
-                        Outcome::Failed(RecordFailure::permanent(error.to_string())),
-                        1,
-                    ));
+                    let failure = RecordFailure::permanent(error.to_string());
+                    return Settled::Done(Outcome::Failed(failure), 1);
                 }
                 Err(BatchError::Fatal { error, committed }) => {
                     return self.fatal_alone(error, committed);
                 }
                 Err(other) => {
                     attempts = 1;
+                    contended = matches!(other, BatchError::Contended(_));
                     RecordFailure::transient(format!("{other} (after: {message})"))
                 }
             },
             Failure::Transient(failure) => failure,
+            Failure::Contended(message) => RecordFailure::transient(message),
         };
         while attempts < self.config.retry_attempts {
             if attempts > 0 {
                 // A stop or an abort does not wait for a long backoff to pass.
                 tokio::select! {
                     biased;
-                    () = self.halt.cancelled() => return None,
+                    () = self.halt.cancelled() => return Settled::Unsettled,
                     () = tokio::time::sleep(backoff(attempts, initial, max)) => {}
                 }
                 trace::retrying(id, attempts + 1, &last.message);
             } else if self.halt.is_cancelled() {
-                return None;
+                return Settled::Unsettled;
             }
             attempts += 1;
+            contended = false;
             match self.try_migrate(std::slice::from_ref(id)).await {
                 Ok(mut outcomes) => match outcomes.pop().expect("one outcome") {
                     Outcome::Failed(failure) if failure.retryable => last = failure,
-                    outcome => return Some((outcome, attempts)),
+                    outcome => return Settled::Done(outcome, attempts),
                 },
                 Err(BatchError::Rejected(error)) => {
-                    return Some((
-                        Outcome::Failed(RecordFailure::permanent(error.to_string())),
-                        attempts,
-                    ));
+                    let failure = RecordFailure::permanent(error.to_string());
+                    return Settled::Done(Outcome::Failed(failure), attempts);
                 }
                 Err(BatchError::Fatal { error, committed }) => {
                     return self.fatal_alone(error, committed);
                 }
-                Err(error) => last = RecordFailure::transient(error.to_string()),
+                Err(error) => {
+                    contended = matches!(error, BatchError::Contended(_));
+                    last = RecordFailure::transient(error.to_string());
+                }
             }
         }
-        Some((Outcome::Failed(last), attempts.max(1)))
+        match contended {
+            true => Settled::Deferred(attempts.max(1), last.message),
+            false => Settled::Done(Outcome::Failed(last), attempts.max(1)),
+        }
     }
 
     /// A fatal error while trying one record alone: the run aborts; the record counts when its
     /// migration was committed before the error.
-    fn fatal_alone(
-        &self,
-        error: BoxError,
-        committed: Option<Vec<Outcome>>,
-    ) -> Option<(Outcome, u32)> {
+    fn fatal_alone(&self, error: BoxError, committed: Option<Vec<Outcome>>) -> Settled {
         self.abort(error.to_string());
         match committed.and_then(|mut outcomes| outcomes.pop()) {
-            Some(Outcome::Failed(f)) if f.retryable => None,
-            outcome => outcome.map(|outcome| (outcome, 1)),
+            Some(Outcome::Failed(f)) if f.retryable => Settled::Unsettled,
+            Some(outcome) => Settled::Done(outcome, 1),
+            None => Settled::Unsettled,
         }
     }
 }
@@ -255,6 +276,9 @@ enum Failure {
     Transient(RecordFailure),
     /// Its batch was refused by the database (this message): try it once alone.
     Rejected(String),
+    /// Its batch met a lock or statement timeout (this message): retry with backoff, and
+    /// defer it if the last attempt is contended too.
+    Contended(String),
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -316,6 +340,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let mut results = Vec::with_capacity(capacity);
     let mut failures = Vec::new();
     let mut failed_seqs = Vec::new();
+    let mut deferred_seqs = Vec::new();
     let mut done = Vec::with_capacity(capacity);
     let mut had_failure = false;
     let mut handled = 0u64;
@@ -380,11 +405,18 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         done.clear();
         failures.clear();
         failed_seqs.clear();
+        deferred_seqs.clear();
         for ((key, item), result) in ids.iter().zip(&work).zip(results.drain(..)) {
-            // A record without a result (the run halted first) is not done: the next run
-            // migrates it.
-            let Some((outcome, attempts)) = result else {
-                continue;
+            let (outcome, attempts) = match result {
+                Settled::Done(outcome, attempts) => (outcome, attempts),
+                Settled::Deferred(attempts, error) => {
+                    retries += u64::from(attempts.saturating_sub(1));
+                    trace::record_deferred(&span, key, attempts, &error);
+                    deferred_seqs.push(item.seq);
+                    continue;
+                }
+                // Not settled (the run halted first): not done, the next run migrates it.
+                Settled::Unsettled => continue,
             };
             retries += u64::from(attempts.saturating_sub(1));
             match outcome {
@@ -414,6 +446,12 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         counts.gone.fetch_add(gone, Ordering::Relaxed);
         shared.metrics.records(migrated, previously, gone);
         shared.metrics.retries(retries);
+        if !deferred_seqs.is_empty() {
+            let deferred = deferred_seqs.len() as u64;
+            counts.deferred.fetch_add(deferred, Ordering::Relaxed);
+            shared.metrics.deferred(deferred);
+            shared.tracker.defer(deferred_seqs.iter().copied());
+        }
         if !failures.is_empty() {
             if !shared.dry_run
                 && let Err(error) = shared

@@ -41,7 +41,7 @@ pub fn describe_metrics() {
     describe_counter!(
         RECORDS_TOTAL,
         Unit::Count,
-        "Records handled, by outcome: migrated, previously_migrated, gone, failed."
+        "Records handled, by outcome: migrated, previously_migrated, gone, failed, deferred."
     );
     describe_counter!(
         RETRIES_TOTAL,
@@ -85,6 +85,8 @@ pub(crate) struct RunMetrics {
     previously_migrated: Counter,
     gone: Counter,
     failed: Counter,
+    /// Records left for the next run, still locked by another session.
+    deferred: Counter,
     retries: Counter,
     batches: Counter,
     batch_duration: Histogram,
@@ -107,6 +109,7 @@ impl RunMetrics {
             previously_migrated: records("previously_migrated"),
             gone: records("gone"),
             failed: records("failed"),
+            deferred: records("deferred"),
             retries: metrics::counter!(RETRIES_TOTAL, &label()),
             batches: metrics::counter!(BATCHES_TOTAL, &label()),
             batch_duration: metrics::histogram!(BATCH_DURATION_SECONDS, &label()),
@@ -133,6 +136,7 @@ impl RunMetrics {
             &self.previously_migrated,
             &self.gone,
             &self.failed,
+            &self.deferred,
             &self.retries,
             &self.batches,
         ] {
@@ -162,6 +166,11 @@ impl RunMetrics {
     /// Records that failed and were recorded.
     pub(crate) fn failed(&self, failed: u64) {
         self.failed.increment(failed);
+    }
+
+    /// Records left for the next run because another session held them.
+    pub(crate) fn deferred(&self, deferred: u64) {
+        self.deferred.increment(deferred);
     }
 
     /// Attempts beyond the first.

@@ -46,11 +46,22 @@ impl PreflightError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BatchError {
-    /// Nothing took effect, and another attempt may succeed: a lost connection, a deadlock, a
-    /// lock or statement timeout. The engine retries each record alone, with backoff. Any
-    /// other error converts to this one, so `?` keeps the engine's safe default.
+    /// Nothing took effect, and another attempt may succeed: a lost connection, a deadlock. The
+    /// engine retries each record alone, with backoff. Any other error converts to this one,
+    /// so `?` keeps the engine's safe default.
     #[error("{0}")]
     Transient(BoxError),
+    /// Nothing took effect because another session held what the batch needed, or a statement
+    /// ran too long: a lock or statement timeout, a busy SQLite database
+    /// ([`BatchTimeouts`](crate::BatchTimeouts)). The engine retries the batch as a whole
+    /// with backoff, then splits it in halves, down to single records, so that the records
+    /// that are free get migrated. A record still contended after
+    /// `customer-migration.retry-attempts` is not a failure: it is left for the next run (the
+    /// checkpoint stays behind it) and counted as deferred ([`Summary::deferred`]).
+    ///
+    /// [`Summary::deferred`]: crate::Summary::deferred
+    #[error("{0}")]
+    Contended(BoxError),
     /// Nothing took effect, and the same records would fail the same way: the database refused
     /// a value of one of them. The engine tries each record alone once, to find which.
     #[error("{0}")]

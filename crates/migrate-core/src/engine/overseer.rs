@@ -217,8 +217,12 @@ impl Overseer {
             0 => String::new(),
             gone => format!("{} gone, ", thousands(gone)),
         };
+        let deferred = match counts.deferred.load(Ordering::Relaxed) {
+            0 => String::new(),
+            deferred => format!(", {} locked, left for the next run", thousands(deferred)),
+        };
         format!(
-            "{} {} {} ({} previously migrated, {gone}{} failures); {}",
+            "{} {} {} ({} previously migrated, {gone}{} failures{deferred}); {}",
             if shared.dry_run {
                 "Migration needed for"
             } else {
@@ -496,7 +500,9 @@ impl Overseer {
                 }
             }
         };
-        let all_done = scan_report.complete && tracker.in_flight() == 0;
+        // Records deferred to the next run do not keep a run from completing; nor does a scan
+        // that stopped because they held the window full: the next run resumes before them.
+        let all_done = (scan_report.complete || tracker.stuck()) && tracker.in_flight() == 0;
         let abort_reason = shared.abort_reason();
         let ending = match (&abort_reason, all_done) {
             (Some(_), _) => Ending::Aborted,
@@ -505,7 +511,7 @@ impl Overseer {
         };
         let mut abort_reason = abort_reason;
         if !options.dry_run {
-            let saved = if ending == Ending::Completed {
+            let saved = if ending == Ending::Completed && tracker.deferred() == 0 {
                 self.store.clear_checkpoint(&key).await
             } else {
                 self.store
@@ -541,6 +547,7 @@ impl Overseer {
             previously_migrated: counts.previously_migrated.load(Ordering::Relaxed),
             gone: counts.gone.load(Ordering::Relaxed),
             failed,
+            deferred: counts.deferred.load(Ordering::Relaxed),
             open_failures,
             scanned: sent.load(Ordering::Relaxed),
             elapsed: started.elapsed(),
@@ -567,7 +574,7 @@ impl Overseer {
         });
         board.publish(Event::JobStatus {
             job: SUMMARY_JOB,
-            status: match (summary.ending, summary.failed) {
+            status: match (summary.ending, summary.failed + summary.deferred) {
                 (Ending::Aborted, _) => JobStatus::Error,
                 (Ending::Interrupted, _) | (_, 1..) => JobStatus::Warning,
                 _ => JobStatus::Success,

@@ -62,7 +62,8 @@ impl Scan {
 
     /// Hands `key` to the jobs, waiting while the channel is full (backpressure). Keys must
     /// come in scan order. Keys a previous run finished are skipped. Returns `Err(Halted)`
-    /// when the run is stopping: the scanner should return.
+    /// when the run is stopping, or can go no further (its window is full behind records
+    /// left for the next run): the scanner should return.
     pub async fn send(&self, key: Key) -> Result<(), Halted> {
         self.send_page(vec![key]).await
     }
@@ -74,10 +75,14 @@ impl Scan {
             return Err(Halted);
         }
         // Backpressure from the checkpoint: while a slow record holds the low-water mark back,
-        // the scanner may not run ahead further than the tracker's window.
+        // the scanner may not run ahead further than the tracker's window. Behind a record
+        // left for the next run the window never shrinks: the scan ends here, and the next
+        // run resumes before that record.
         tokio::select! {
             biased;
-            () = self.tracker.room() => {}
+            room = self.tracker.room() => if !room {
+                return Err(Halted);
+            },
             () = self.halt.cancelled() => return Err(Halted),
         }
         let mut work = Vec::with_capacity(keys.len());

@@ -35,6 +35,12 @@ pub struct Summary {
     pub gone: u64,
     /// Records that failed and were recorded.
     pub failed: u64,
+    /// Records left for the next run: another session held them (a lock or statement timeout,
+    /// a busy SQLite database) through every retry. Not failures: the checkpoint stays behind
+    /// them, so the next run migrates them. A run that defers records has not finished the
+    /// migration.
+    #[serde(default)]
+    pub deferred: u64,
     /// Failures recorded for this migration, by this run or an earlier one, that no run has
     /// resolved since; `None` when the store cannot tell (or on a dry run). A run that
     /// completes with open failures has not finished the migration.
@@ -84,6 +90,7 @@ impl Summary {
         self.previously_migrated += other.previously_migrated;
         self.gone += other.gone;
         self.failed += other.failed;
+        self.deferred += other.deferred;
         self.scanned += other.scanned;
         self.elapsed = self.elapsed.max(other.elapsed);
         self.paused_seconds = self.paused_seconds.max(other.paused_seconds);
@@ -118,6 +125,14 @@ impl fmt::Display for Summary {
             spell_duration(self.elapsed),
         )?;
         self.fmt_held(f)?;
+        if self.deferred > 0 {
+            write!(
+                f,
+                "; {} {} left for the next run (locked by another session)",
+                thousands(self.deferred),
+                self.noun.count(self.deferred),
+            )?;
+        }
         match self.ending {
             Ending::Completed => match self.earlier_open_failures() {
                 0 => Ok(()),
@@ -218,6 +233,7 @@ mod tests {
             previously_migrated: previously,
             gone: 0,
             failed,
+            deferred: 0,
             open_failures: None,
             scanned: migrated + previously + failed,
             elapsed: Duration::from_secs(secs),
@@ -276,6 +292,22 @@ mod tests {
         s.ending = Ending::Aborted;
         s.abort_reason = Some("more than 3 failures".into());
         assert!(s.to_string().ends_with("; aborted: more than 3 failures"));
+    }
+
+    #[test]
+    fn records_left_for_the_next_run_are_said_apart_from_failures() {
+        let mut s = summary(10, 2, 1, 1);
+        s.deferred = 3;
+        assert_eq!(
+            s.to_string(),
+            "Migrated 10 customers (2 previously migrated, 1 failure) in 1 second; 3 customers \
+             left for the next run (locked by another session)"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["deferred"], 3);
+        let mut total = summary(1, 0, 0, 1);
+        total.merge(&s);
+        assert_eq!(total.deferred, 3);
     }
 
     #[test]

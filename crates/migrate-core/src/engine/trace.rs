@@ -35,6 +35,30 @@ pub(crate) fn retrying(key: &Key, attempt: u32, error: &str) {
     tracing::info!(key = %key, attempt, error, "retrying a record");
 }
 
+/// A contended batch of `keys` is tried again as a whole (`attempt` is the attempt about to
+/// start) after `error`, a lock or statement timeout.
+pub(crate) fn retrying_batch(keys: &[Key], attempt: u32, error: &str) {
+    if let (Some(first), Some(last)) = (keys.first(), keys.last()) {
+        tracing::info!(first = %first, last = %last, size = keys.len(), attempt, error, "retrying a contended batch");
+    }
+}
+
+/// A batch of `keys` still contended after its tries is split in halves, so that the records
+/// no other session holds get migrated.
+pub(crate) fn splitting(keys: &[Key], error: &str) {
+    if let (Some(first), Some(last)) = (keys.first(), keys.last()) {
+        tracing::info!(first = %first, last = %last, size = keys.len(), error, "splitting a contended batch");
+    }
+}
+
+/// A record was still contended after `attempts`: it is left for the next run, not recorded as
+/// a failure. `batch` is the span of its batch.
+pub(crate) fn record_deferred(batch: &Span, key: &Key, attempts: u32, error: &str) {
+    batch.in_scope(
+        || tracing::warn!(key = %key, attempts, error, "a record was left for the next run"),
+    );
+}
+
 /// A record failed for good after `attempts`; it is recorded and the run goes on.
 /// `batch` is the span of its batch.
 pub(crate) fn record_failed(batch: &Span, key: &Key, attempts: u32, error: &str) {
@@ -61,6 +85,7 @@ pub(crate) fn run_ended(summary: &Summary) {
         previously_migrated = summary.previously_migrated,
         gone = summary.gone,
         failed = summary.failed,
+        deferred = summary.deferred,
         scanned = summary.scanned,
         elapsed_ms = summary.elapsed.as_millis() as u64,
         abort_reason = summary.abort_reason.as_deref(),

@@ -8,6 +8,7 @@
 
 pub(crate) mod declarative;
 pub(crate) mod key;
+pub(crate) mod timeouts;
 
 use std::fmt;
 

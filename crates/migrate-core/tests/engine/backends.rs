@@ -9,6 +9,7 @@ mod distributed;
 mod flow;
 mod harness;
 mod live;
+mod locks;
 mod masking;
 mod names;
 mod names_property;

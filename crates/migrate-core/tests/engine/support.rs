@@ -30,6 +30,10 @@ pub enum Behaviour {
     Previously,
     /// Never returns (a hung database call).
     Hang,
+    /// Held by another session: every batch holding it fails as contended (a lock timeout).
+    Locked,
+    /// Held by another session for this many batches holding it, then free.
+    LockedTimes(u32),
 }
 
 /// Shared record of what the migrator saw, kept by the test after the migrator moved into the
@@ -48,6 +52,8 @@ pub struct Journal {
     pub batches: Mutex<Vec<Vec<i64>>>,
     /// Whether any call was a dry run.
     pub dry_runs: Mutex<u32>,
+    /// Batches that held the id while it was locked, per id.
+    pub contended: Mutex<HashMap<i64, u32>>,
 }
 
 impl Journal {
@@ -103,6 +109,26 @@ impl ScriptedMigrator {
 
 impl Lifecycle for ScriptedMigrator {}
 
+impl ScriptedMigrator {
+    /// The lock timeout a batch of `ids` meets, as a database would fail the whole
+    /// transaction, when one of them is locked now.
+    fn contention(&self, ids: &[i64]) -> Option<BatchError> {
+        let mut contended = self.journal.contended.lock().unwrap();
+        let locked = ids.iter().find(|id| {
+            let times = contended.get(id).copied().unwrap_or(0);
+            match self.script.get(id) {
+                Some(Behaviour::Locked) => true,
+                Some(Behaviour::LockedTimes(n)) => times < *n,
+                _ => false,
+            }
+        })?;
+        *contended.entry(*locked).or_default() += 1;
+        Some(BatchError::Contended(
+            format!("canceling statement due to lock timeout on customer {locked}").into(),
+        ))
+    }
+}
+
 #[async_trait]
 impl Migrator for ScriptedMigrator {
     async fn migrate(&self, keys: &[Key], dry_run: bool) -> Result<Vec<Outcome>, BatchError> {
@@ -114,6 +140,9 @@ impl Migrator for ScriptedMigrator {
             _ => self.pace,
         };
         self.journal.received.lock().unwrap().extend_from_slice(ids);
+        if let Some(error) = self.contention(ids) {
+            return Err(error);
+        }
         if dry_run {
             *self.journal.dry_runs.lock().unwrap() += 1;
         }

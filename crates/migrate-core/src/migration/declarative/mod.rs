@@ -25,6 +25,7 @@ use crate::connection::{Backend, Database};
 use crate::database::DbError;
 use crate::engine::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
 use crate::migration::key::{Key, KeyColumn};
+use crate::migration::timeouts::BatchTimeouts;
 use crate::migration::{Migration, Noun};
 use crate::store::bookkeeping::BatchJournal;
 
@@ -122,7 +123,7 @@ impl SqlMigration {
                 Dialect::Postgres,
                 Box::new(postgres::PostgresRunner::new(
                     pool.clone(),
-                    DEFAULT_LOCK_TIMEOUT,
+                    BatchTimeouts::default(),
                 )),
             ),
         };
@@ -135,10 +136,21 @@ impl SqlMigration {
         })
     }
 
-    /// Bounds each batch's wait for a row lock on PostgreSQL (its `lock_timeout`): a batch
-    /// blocked longer fails and is retried, so that it never holds up a stop for longer.
+    /// Bounds each batch's wait for a row lock on PostgreSQL (its `lock_timeout`), keeping
+    /// the other timeouts: see [`SqlMigration::with_timeouts`].
     pub fn with_lock_timeout(mut self, lock_timeout: Duration) -> SqlMigration {
-        self.runner.set_lock_timeout(lock_timeout);
+        if let Some(timeouts) = self.runner.timeouts() {
+            self.runner.set_timeouts(timeouts.with_lock(lock_timeout));
+        }
+        self
+    }
+
+    /// Bounds each batch's wait for a lock and each of its statements on PostgreSQL (its
+    /// `lock_timeout` and `statement_timeout`; [`BatchTimeouts::default`] unless set): a batch
+    /// that times out fails as contended, and the engine retries it, splits it, and leaves
+    /// the records still locked for the next run. No effect on SQLite.
+    pub fn with_timeouts(mut self, timeouts: BatchTimeouts) -> SqlMigration {
+        self.runner.set_timeouts(timeouts);
         self
     }
 
@@ -158,10 +170,6 @@ impl SqlMigration {
         &self.spec
     }
 }
-
-/// The lock timeout of a batch on PostgreSQL unless [`SqlMigration::with_lock_timeout`] says
-/// otherwise: long enough for an application's short transactions, short enough for a stop.
-const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl Migration for SqlMigration {
@@ -358,8 +366,13 @@ trait Runner: Send + Sync + std::fmt::Debug {
         dry_run: bool,
     ) -> Result<Vec<Outcome>, DbError>;
 
-    /// See [`SqlMigration::with_lock_timeout`].
-    fn set_lock_timeout(&mut self, _lock_timeout: Duration) {}
+    /// See [`SqlMigration::with_timeouts`].
+    fn set_timeouts(&mut self, _timeouts: BatchTimeouts) {}
+
+    /// The timeouts set, on a backend that has them.
+    fn timeouts(&self) -> Option<BatchTimeouts> {
+        None
+    }
 
     /// See [`SqlMigration::sharing_writer`].
     fn set_writer(&mut self, _writer: std::sync::Arc<tokio::sync::Mutex<()>>) {}

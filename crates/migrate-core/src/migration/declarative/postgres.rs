@@ -1,17 +1,16 @@
 //! A declared migration's statements on PostgreSQL.
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
 use sqlx::{
     Arguments, AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr, Type,
 };
+use std::collections::{HashMap, HashSet};
 
 use crate::database::{DbError, context, misdefined, protocol};
 use crate::engine::migrator::Outcome;
 use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+use crate::migration::timeouts::BatchTimeouts;
 
 use super::json::{keys_from_json, states};
 use super::sql::{Args, Bind, Plan, Statement, Value, quote_table};
@@ -20,13 +19,14 @@ use super::{Batch, Runner};
 #[derive(Debug)]
 pub(super) struct PostgresRunner {
     pool: PgPool,
-    /// Longest wait of a batch for a row lock (see `SqlMigration::with_lock_timeout`).
-    lock_timeout: Duration,
+    /// Longest wait of a batch for a lock, and longest statement (see
+    /// `SqlMigration::with_timeouts`).
+    timeouts: BatchTimeouts,
 }
 
 impl PostgresRunner {
-    pub(super) fn new(pool: PgPool, lock_timeout: Duration) -> PostgresRunner {
-        PostgresRunner { pool, lock_timeout }
+    pub(super) fn new(pool: PgPool, timeouts: BatchTimeouts) -> PostgresRunner {
+        PostgresRunner { pool, timeouts }
     }
 }
 
@@ -199,20 +199,18 @@ impl Runner for PostgresRunner {
     /// The update reads and writes each row in one statement, guarded by the predicates, so
     /// a concurrent application write is never overwritten with stale values; the same
     /// statement classifies the keys it did not change, from the snapshot it started with.
-    /// The lock timeout is set with the `BEGIN`: a batch is four round trips (begin, the
-    /// update, the journal, the commit). A dry run classifies every key.
+    /// The lock and statement timeouts are set with the `BEGIN`: a batch is four round trips
+    /// (begin, the update, the journal, the commit). A dry run classifies every key.
     async fn migrate(
         &self,
         plan: &Plan,
         batch: &Batch<'_>,
         dry_run: bool,
     ) -> Result<Vec<Outcome>, DbError> {
-        // For this transaction only: a row locked by another session fails the batch (55P03,
-        // retried) instead of blocking it for longer than this.
-        let begin = format!(
-            "BEGIN; SET LOCAL lock_timeout = '{}ms'",
-            self.lock_timeout.as_millis().max(1)
-        );
+        // For this transaction only: a row locked by another session (55P03) or a statement
+        // running too long (57014) fails the batch, which the engine retries and splits,
+        // instead of blocking it, and the application's writes to its rows, for longer.
+        let begin = format!("BEGIN{}", self.timeouts.set_local());
         let mut tx = self
             .pool
             .begin_with(AssertSqlSafe(begin))
@@ -250,7 +248,11 @@ impl Runner for PostgresRunner {
         Ok(outcomes)
     }
 
-    fn set_lock_timeout(&mut self, lock_timeout: Duration) {
-        self.lock_timeout = lock_timeout;
+    fn set_timeouts(&mut self, timeouts: BatchTimeouts) {
+        self.timeouts = timeouts;
+    }
+
+    fn timeouts(&self) -> Option<BatchTimeouts> {
+        Some(self.timeouts)
     }
 }

@@ -367,7 +367,9 @@ pub async fn run_declared(config: &Config, file: &str, options: RunOptions) -> S
     let writer = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     let migration = migrate_core::SqlMigration::from_file(&path, &backend)
         .unwrap_or_else(|e| panic!("{e}"))
-        .with_lock_timeout(config.customer_migration.grace_period())
+        .with_timeouts(migrate_core::BatchTimeouts::from_config(
+            &config.customer_migration,
+        ))
         .sharing_writer(std::sync::Arc::clone(&writer));
     let system = migrate_core::builder_for(config, backend, writer, std::sync::Arc::new(migration))
         .with_override::<dyn StatusBoard>(Box::new(EventBoard::discard()), "test board")
