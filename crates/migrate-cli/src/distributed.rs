@@ -170,7 +170,7 @@ fn pager(
         None => Arc::new(CustomerMigration::new(
             Database::Postgres(pool.clone()),
             Arc::new(tokio::sync::Mutex::new(())),
-            config.customer_migration.grace_period(),
+            migrate_core::BatchTimeouts::from_config(&config.customer_migration),
         )),
         Some(file) => Arc::new(
             SqlMigration::from_file(file, backend)

@@ -60,6 +60,9 @@ enum RangeEnd {
     Done,
     /// Another process took it over; go on with another.
     Lost,
+    /// Completed but for records left locked (deferred): held back for a while (leased) or
+    /// given back (shard), to be run again from its checkpoint; go on with another.
+    Deferred,
     /// Stopped on request: given back, and the process stops.
     Interrupted,
     /// Aborted: given back, and the process stops.
@@ -109,6 +112,11 @@ impl Worker {
             Ok(_) => {
                 if summary.ending != Ending::Aborted {
                     summary.ending = Ending::Completed;
+                }
+                // Leased, the loop ends when every range is done: the records deferred on
+                // the way were migrated since, by this process or another.
+                if matches!(self.mode, Mode::Leased) {
+                    summary.deferred = 0;
                 }
             }
             Err(error) => {
@@ -163,7 +171,7 @@ impl Worker {
                 continue;
             };
             match self.run_range(claim, base, shutdown, total).await? {
-                RangeEnd::Done | RangeEnd::Lost => {}
+                RangeEnd::Done | RangeEnd::Lost | RangeEnd::Deferred => {}
                 stop => return Ok(stop),
             }
         }
@@ -194,7 +202,7 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             if let Some(claim) = taken {
                 match self.run_range(claim, base, shutdown, total).await? {
-                    RangeEnd::Done | RangeEnd::Lost => {}
+                    RangeEnd::Done | RangeEnd::Lost | RangeEnd::Deferred => {}
                     stop => return Ok(stop),
                 }
             }
@@ -270,6 +278,23 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<RangeEnd, String> {
         let pool = &self.pool;
+        if summary.ending == Ending::Completed && summary.deferred > 0 {
+            // Records a lock kept from the range: not done. Leased, the range stays this
+            // process's for one more lease period, then any process takes it over from its
+            // checkpoint (by then the lock may be gone), while this one goes on with others.
+            let kept = match self.mode {
+                Mode::Leased => {
+                    ranges::renew(pool, self.name(), claim, self.settings.lease, rows).await
+                }
+                Mode::Shard { .. } => ranges::give_back(pool, self.name(), claim, rows)
+                    .await
+                    .map(|()| true),
+            };
+            return Ok(match kept.map_err(|e| e.to_string())? {
+                true => RangeEnd::Deferred,
+                false => RangeEnd::Lost,
+            });
+        }
         if summary.ending == Ending::Completed {
             let done = ranges::finish(pool, self.name(), claim, rows)
                 .await
@@ -344,6 +369,7 @@ impl Worker {
             migrated: 0,
             previously_migrated: 0,
             gone: 0,
+            deferred: 0,
             failed: 0,
             open_failures: None,
             scanned: 0,

@@ -23,7 +23,7 @@ async fn setup(test: &str, n: u64) -> Option<(TestDb, sqlx::PgPool, Arc<Customer
     let migration = Arc::new(CustomerMigration::new(
         Database::Postgres(pool.clone()),
         Arc::new(tokio::sync::Mutex::new(())),
-        Duration::from_secs(5),
+        migrate_core::BatchTimeouts::default().with_lock(Duration::from_secs(5)),
     ));
     Some((db, pool, migration))
 }
@@ -47,7 +47,7 @@ async fn eight_processes_starting_together_split_once() {
             let migration = CustomerMigration::new(
                 Database::Postgres(pool.clone()),
                 Arc::new(tokio::sync::Mutex::new(())),
-                Duration::from_secs(5),
+                migrate_core::BatchTimeouts::default().with_lock(Duration::from_secs(5)),
             );
             let ranges = plan(&pool, &migration, 1_000).await;
             pool.close().await;
