@@ -199,6 +199,12 @@ impl Keys {
         if !stdin.is_terminal() {
             return None;
         }
+        // Only in the terminal's foreground: a run started with `&` would be stopped by
+        // SIGTTOU when it changed the terminal's settings (and by SIGTTIN when it read), and
+        // migrate nothing until brought to the foreground.
+        if rustix::termios::tcgetpgrp(&stdin).ok()? != rustix::process::getpgrp() {
+            return None;
+        }
         let saved = tcgetattr(&stdin).ok()?;
         let mut keys = saved.clone();
         keys.local_modes

@@ -21,6 +21,12 @@ impl Tmux {
     /// Runs `db-migrate ARGS` in a `columns`x`rows` pane; the pane's shell then prints
     /// `EXIT=<code>` and stays, so the final screen and the cursor can be inspected.
     fn run(args: &[&str], columns: u16, rows: u16) -> Tmux {
+        Tmux::run_as(args, columns, rows, false)
+    }
+
+    /// As [`run`](Tmux::run), with `background`: started with `&` by a shell with job control,
+    /// in a process group of its own that is not the terminal's foreground one.
+    fn run_as(args: &[&str], columns: u16, rows: u16, background: bool) -> Tmux {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let socket = format!(
             "db-migrate-test-{}-{}",
@@ -29,11 +35,18 @@ impl Tmux {
         );
         let scratch = Scratch::new();
         // The shell's trap keeps it alive through Ctrl-C so that it reports the exit code.
-        let script = format!(
-            "trap 'true' INT; {} {}; echo EXIT=$?; sleep 60",
-            binary().display(),
-            args.join(" ")
-        );
+        let script = match background {
+            false => format!(
+                "trap 'true' INT; {} {}; echo EXIT=$?; sleep 60",
+                binary().display(),
+                args.join(" ")
+            ),
+            true => format!(
+                "set -m; trap 'true' INT; {} {} & wait $!; echo EXIT=$?; sleep 60",
+                binary().display(),
+                args.join(" ")
+            ),
+        };
         let mut command = Command::new("tmux");
         command
             .args(["-f", "/dev/null", "-L", &socket, "new-session", "-d"])
@@ -411,6 +424,29 @@ fn keys_in_a_terminal_pause_and_resume_then_q_stops_gracefully() {
     tmux.wait_for(Duration::from_secs(10), |s| {
         s.iter().any(|l| l.contains("echoed"))
     });
+}
+
+/// A run started in the background of an interactive shell leaves the terminal's settings
+/// alone: it would be stopped (SIGTTOU) if it changed them to read keys, and migrate nothing.
+#[test]
+fn a_run_in_the_background_of_a_terminal_runs_to_completion() {
+    let tmux = Tmux::run_as(
+        &[
+            "connection.simulated-customers=300",
+            "customer-migrator.sleep-scale=0.01",
+            "status-board.mode=console",
+        ],
+        120,
+        40,
+        true,
+    );
+    let (screen, exit) = tmux.wait_for_exit();
+    assert_eq!(exit, "0", "{}", screen.join("\n"));
+    assert!(
+        tmux.history().iter().any(|l| is_completed(l)),
+        "{}",
+        tmux.history().join("\n")
+    );
 }
 
 /// A paused run's board stops counting until `p` is pressed again.

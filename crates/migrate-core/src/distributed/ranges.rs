@@ -262,11 +262,22 @@ pub async fn take(
     columns: &[KeyColumn],
 ) -> Result<Option<Claim>, crate::BoxError> {
     let row = sqlx::query(
-        "UPDATE migration_ranges
-            SET state = 'leased', holder = $3, generation = generation + 1,
+        // The row is locked `FOR UPDATE` first, as a claim locks it: that conflicts with the
+        // `FOR KEY SHARE` a batch's fence holds until it commits, so a shard taken over (a pod
+        // replaced while the old one still runs) waits for the old holder's batch under way,
+        // and the old holder's next batch sees the new generation. A plain UPDATE of these
+        // columns takes only `FOR NO KEY UPDATE`, which does not conflict with it.
+        "WITH target AS (
+            SELECT range_id FROM migration_ranges
+             WHERE migration = $1 AND range_id = $2 AND state <> 'done'
+             FOR UPDATE
+         )
+         UPDATE migration_ranges AS r
+            SET state = 'leased', holder = $3, generation = r.generation + 1,
                 lease_expires_at = NULL, heartbeat_at = now()
-          WHERE migration = $1 AND range_id = $2 AND state <> 'done'
-         RETURNING range_id, lower_key, upper_key, range_keys, generation, rows_done",
+           FROM target
+          WHERE r.migration = $1 AND r.range_id = target.range_id
+         RETURNING r.range_id, r.lower_key, r.upper_key, r.range_keys, r.generation, r.rows_done",
     )
     .bind(migration)
     .bind(range_id)

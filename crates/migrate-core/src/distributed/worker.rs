@@ -69,6 +69,10 @@ enum RangeEnd {
     Aborted,
 }
 
+/// How many times one process runs a range that it leaves with locked records before it gives
+/// the range back and ends (exit 4): a lock held for good must not keep it busy forever.
+const MAX_DEFERRALS: u32 = 3;
+
 impl Worker {
     fn name(&self) -> &str {
         self.migration.name()
@@ -109,13 +113,13 @@ impl Worker {
         match ending {
             Ok(RangeEnd::Interrupted) => summary.ending = Ending::Interrupted,
             Ok(RangeEnd::Aborted) => summary.ending = Ending::Aborted,
-            Ok(_) => {
+            Ok(end) => {
                 if summary.ending != Ending::Aborted {
                     summary.ending = Ending::Completed;
                 }
-                // Leased, the loop ends when every range is done: the records deferred on
-                // the way were migrated since, by this process or another.
-                if matches!(self.mode, Mode::Leased) {
+                // Leased, the loop ends `Done` when every range is done: the records deferred
+                // on the way were migrated since, by this process or another.
+                if matches!(self.mode, Mode::Leased) && matches!(end, RangeEnd::Done) {
                     summary.deferred = 0;
                 }
             }
@@ -142,6 +146,8 @@ impl Worker {
         total: &mut Option<Summary>,
     ) -> Result<RangeEnd, String> {
         let columns = self.migration.key_columns().to_vec();
+        // How often this process left each range with locked records.
+        let mut deferrals: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(RangeEnd::Interrupted);
@@ -170,8 +176,20 @@ impl Worker {
                 }
                 continue;
             };
+            let id = claim.range.id;
+            let tries = deferrals.entry(id).or_insert(0);
+            if *tries >= MAX_DEFERRALS {
+                // The range keeps records that stay locked: leave it pending for a later run
+                // (or another process) and end, reporting what is left (exit 4), rather than
+                // coming back to it forever.
+                ranges::give_back(&self.pool, self.name(), &claim, claim.rows_before)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(RangeEnd::Deferred);
+            }
             match self.run_range(claim, base, shutdown, total).await? {
-                RangeEnd::Done | RangeEnd::Lost | RangeEnd::Deferred => {}
+                RangeEnd::Deferred => *deferrals.entry(id).or_insert(0) += 1,
+                RangeEnd::Done | RangeEnd::Lost => {}
                 stop => return Ok(stop),
             }
         }
@@ -430,6 +448,7 @@ fn add(total: &mut Option<Summary>, summary: Summary, lost: bool) {
             t.migrated += summary.migrated;
             t.previously_migrated += summary.previously_migrated;
             t.gone += summary.gone;
+            t.deferred += summary.deferred;
             t.failed += summary.failed;
             t.scanned += summary.scanned;
             t.paused_seconds += summary.paused_seconds;
