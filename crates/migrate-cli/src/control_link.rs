@@ -75,7 +75,7 @@ impl LiveControl {
             control: self.control,
             changes: self.changes,
             read_only,
-            started_at: 0,
+            started_at: None,
             seen: 0,
             failing: false,
         };
@@ -112,8 +112,10 @@ struct Poller {
     changes: mpsc::UnboundedReceiver<ControlChange>,
     /// A dry run: its connection cannot write.
     read_only: bool,
-    /// The generation the run started at: only a later stop stops it.
-    started_at: u64,
+    /// The generation the run started at: only a later stop stops it. Unknown until the
+    /// controls were read once; the first read that works then sets it, so that a stop made
+    /// before the run (last week) never stops it, even when the read before the run failed.
+    started_at: Option<u64>,
     /// The last generation applied.
     seen: u64,
     /// The store is failing (said once on the board until it works again).
@@ -124,7 +126,6 @@ impl Poller {
     /// Applies the stored controls before the run starts.
     async fn load(&mut self) {
         if let Some(stored) = self.read().await {
-            self.started_at = stored.generation;
             self.apply(&stored);
         }
     }
@@ -177,11 +178,11 @@ impl Poller {
 
     /// Applies `stored` when it is newer than what was applied.
     fn apply(&mut self, stored: &StoredControls) {
+        let started_at = *self.started_at.get_or_insert(stored.generation);
         if stored.generation <= self.seen {
             return;
         }
         self.seen = stored.generation;
-        let started_at = self.started_at;
         let before = self.control.get();
         let mut after = before.clone();
         stored.apply_to(&mut after, started_at);

@@ -130,6 +130,10 @@ pub struct Tracker {
     limit: AtomicUsize,
     /// Woken when the window shrinks.
     room: tokio::sync::Notify,
+    /// Set once [`room`](Tracker::room) answered that the scan can go no further in this run:
+    /// what the run's end reads, rather than asking [`stuck`](Tracker::stuck) again under a
+    /// limit that may have changed since.
+    gave_up: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -163,6 +167,7 @@ impl Tracker {
         Tracker {
             limit: AtomicUsize::new(limit.max(1)),
             room: tokio::sync::Notify::new(),
+            gave_up: std::sync::atomic::AtomicBool::new(false),
             window: Mutex::new(Window {
                 first_seq: 0,
                 entries: VecDeque::new(),
@@ -238,11 +243,18 @@ impl Tracker {
                     return true;
                 }
                 if w.stuck(limit) {
+                    self.gave_up.store(true, Ordering::Relaxed);
                     return false;
                 }
             }
             shrunk.await;
         }
+    }
+
+    /// Whether [`room`](Tracker::room) ever answered that the window is stuck: the scan
+    /// stopped there, and the run ends with what it could do.
+    pub fn scan_gave_up(&self) -> bool {
+        self.gave_up.load(Ordering::Relaxed)
     }
 
     /// Whether the window is full behind a deferred id: only the next run can move the
@@ -482,10 +494,16 @@ mod tests {
         t.defer([locked]);
         assert_eq!((t.in_flight(), t.deferred()), (0, 1));
         assert!(t.stuck(), "the window is full behind the deferred record");
+        assert!(!t.scan_gave_up());
         assert!(
             !waiting.await.unwrap(),
             "a waiting scanner learns it is stuck"
         );
+        // A larger limit later (a larger batch size) leaves room, but the scan has stopped:
+        // the run's end must still know it gave up, not read it as an interruption.
+        t.set_limit(10);
+        assert!(!t.stuck());
+        assert!(t.scan_gave_up());
         let (checkpoint, _) = t.snapshot();
         // The next run resumes before the deferred record and skips those done after it.
         assert_eq!(checkpoint.low_water, Some(k(1)));

@@ -502,7 +502,9 @@ impl Overseer {
         };
         // Records deferred to the next run do not keep a run from completing; nor does a scan
         // that stopped because they held the window full: the next run resumes before them.
-        let all_done = (scan_report.complete || tracker.stuck()) && tracker.in_flight() == 0;
+        // (`scan_gave_up`, not `stuck()` asked again: the window's limit follows the batch size and
+        // the number of jobs, and may have grown since the scanner stopped.)
+        let all_done = (scan_report.complete || tracker.scan_gave_up()) && tracker.in_flight() == 0;
         let abort_reason = shared.abort_reason();
         let ending = match (&abort_reason, all_done) {
             (Some(_), _) => Ending::Aborted,
