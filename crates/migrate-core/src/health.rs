@@ -12,9 +12,13 @@ use crate::config::MigrationConfig;
 use crate::connection::Database;
 use crate::engine::health::HealthCheck;
 
-/// The longest replay lag among the replicas, in milliseconds (0 without replicas).
+/// The longest replay lag among the replicas, in milliseconds (0 without replicas), and
+/// whether the role may read it: `pg_stat_replication` shows `replay_lag` only to superusers
+/// and members of `pg_read_all_stats`, and NULL (which would read as no lag) to anyone else.
 const REPLICATION_LAG: &str = "SELECT CAST(COALESCE(MAX(EXTRACT(EPOCH FROM replay_lag)), 0) \
-                               * 1000 AS DOUBLE PRECISION) FROM pg_stat_replication";
+                               * 1000 AS DOUBLE PRECISION), \
+                               pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') \
+                               FROM pg_stat_replication";
 
 /// The throttle checks of `[customer-migration]` over the migrated database.
 #[derive(Debug, Clone)]
@@ -66,7 +70,17 @@ impl DatabaseHealth {
         let Database::Postgres(pool) = &self.database else {
             return Ok(Duration::ZERO);
         };
-        let millis: f64 = sqlx::query_scalar(REPLICATION_LAG).fetch_one(pool).await?;
+        let (millis, may_read): (f64, bool) =
+            sqlx::query_as(REPLICATION_LAG).fetch_one(pool).await?;
+        if !may_read {
+            // Holding off, with the reason on the board, rather than reading no lag at all.
+            return Err(
+                "the role cannot read the replicas' lag (pg_stat_replication shows it \
+                        only to members of pg_read_all_stats): grant it, or set \
+                        customer-migration.max-replication-lag-millis = 0"
+                    .into(),
+            );
+        }
         Ok(Duration::from_secs_f64(millis.max(0.0) / 1000.0))
     }
 }

@@ -266,7 +266,8 @@ impl BatchJournal {
         migrated: &[Key],
         settled: &[Key],
     ) -> Result<(), DbError> {
-        if let Some(lease) = self.fence.as_deref().and_then(fence::held) {
+        let lease = self.fence.as_deref().and_then(fence::held);
+        if let Some(lease) = lease {
             fence::check(conn, &self.migration, lease).await?;
         }
         if !migrated.is_empty() {
@@ -281,7 +282,10 @@ impl BatchJournal {
             .await
             .map_err(context("writing migration_audit"))?;
         }
-        if self.resolve && !settled.is_empty() {
+        // In distributed mode other processes record failures while this one runs (one
+        // killed after recording a failure, its range taken over here): whether there are any
+        // to resolve cannot be settled once when the run begins.
+        if (self.resolve || lease.is_some()) && !settled.is_empty() {
             let lines: Vec<String> = settled.iter().map(Key::to_string).collect();
             sqlx::query(
                 "UPDATE migration_failures SET resolved_at = $1

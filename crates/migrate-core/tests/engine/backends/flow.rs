@@ -111,3 +111,57 @@ async fn a_run_on_sqlite_pauses_and_resumes() {
     assert_eq!(audited.len() as u64, summary.migrated, "each once");
     db.finish().await;
 }
+
+/// `pg_stat_replication` hides `replay_lag` from roles outside `pg_read_all_stats`, which
+/// would read as no lag at all: the check refuses to answer for such a role (the run holds off
+/// and the board says why) and answers for one that may read it.
+#[tokio::test]
+async fn the_replication_lag_check_says_when_the_role_cannot_read_the_lag() {
+    use migrate_core::HealthCheck;
+    let Some(db) = TestDb::postgres("laggrants").await else {
+        return;
+    };
+    let mut config = db.config();
+    config.customer_migration.max_replication_lag_millis = 1000;
+    let privileged = super::harness::open(&db.url, false).await;
+    let health = migrate_core::DatabaseHealth::from_config(
+        &config.customer_migration,
+        &privileged.database().unwrap(),
+    )
+    .expect("a check");
+    assert_eq!(
+        health.check().await.unwrap(),
+        None,
+        "no replica: no lag, and the superuser may read it"
+    );
+    privileged.close().await;
+
+    let role = format!("nostats_{}", std::process::id());
+    db.execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .unwrap();
+    db.execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let plain = super::harness::open(&format!("{scheme}://{role}@{host}"), false).await;
+    let health = migrate_core::DatabaseHealth::from_config(
+        &config.customer_migration,
+        &plain.database().unwrap(),
+    )
+    .expect("a check");
+    let refused = health
+        .check()
+        .await
+        .expect_err("a role that cannot read the lag");
+    assert!(
+        refused.to_string().contains("pg_read_all_stats"),
+        "{refused}"
+    );
+    plain.close().await;
+    db.execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .unwrap();
+    db.finish().await;
+}
