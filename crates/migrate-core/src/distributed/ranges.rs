@@ -127,8 +127,14 @@ async fn create_tables(conn: &mut PgConnection) -> Result<(), DbError> {
 }
 
 /// Makes sure `migration` is split into ranges, exactly once whatever the number of processes
-/// calling at once: the first computes the plan with `split` (under the lock) and stores it;
-/// the others wait for the lock and find it. Returns the number of ranges.
+/// calling at once: the first computes the plan with `split` and stores it; the others wait
+/// and find it. Returns the number of ranges.
+///
+/// The processes take turns on a session-level advisory lock, not a transaction's: `split`
+/// pages through the whole key space, which on a large table takes minutes, and a transaction
+/// left open that long would be cut by `idle_in_transaction_session_timeout` and hold back
+/// vacuum. Only the writing of the plan is a (short) transaction. The waiters' wait is not cut
+/// by a `statement_timeout` of the role.
 pub async fn ensure_plan<F, Fut>(
     pool: &PgPool,
     migration: &str,
@@ -139,26 +145,60 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Vec<PlannedRange>, crate::BoxError>>,
 {
-    let mut tx = pool
-        .begin()
+    let mut conn = pool
+        .acquire()
         .await
         .map_err(context("starting to plan the key ranges"))?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(context("starting to plan the key ranges"))?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(PLAN_LOCK)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(context("waiting for the lock on the key ranges"))?;
-    create_tables(&mut tx).await?;
+    let planned = plan_once(&mut conn, migration, planned_by, split).await;
+    // Whatever happened: a lock left with a pooled connection would stop every other process.
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PLAN_LOCK)
+        .execute(&mut *conn)
+        .await;
+    let reset = sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await;
+    if unlocked.is_err() || reset.is_err() {
+        // Closing the session releases the lock and drops the setting.
+        let _ = conn.close().await;
+    }
+    planned
+}
+
+/// The plan of `migration`, read or (the first time) computed and stored; under the lock.
+async fn plan_once<F, Fut>(
+    conn: &mut PgConnection,
+    migration: &str,
+    planned_by: &str,
+    split: F,
+) -> Result<u64, crate::BoxError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<PlannedRange>, crate::BoxError>>,
+{
+    create_tables(&mut *conn).await?;
     let existing: Option<i64> =
         sqlx::query_scalar("SELECT ranges FROM migration_range_plans WHERE migration = $1")
             .bind(migration)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(context("reading the plan of key ranges"))?;
     if let Some(ranges) = existing {
         return Ok(ranges.max(0) as u64);
     }
     let planned = split().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn)
+        .await
+        .map_err(context("storing the plan of key ranges"))?;
     for (index, range) in planned.iter().enumerate() {
         insert_range(&mut tx, migration, index as i64 + 1, range).await?;
     }
