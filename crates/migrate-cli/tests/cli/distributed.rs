@@ -293,6 +293,14 @@ async fn control_pause_and_resume_reach_every_distributed_process() {
         .await
         .unwrap();
     assert!(at_pause.0 < total / 2, "paused early: {at_pause:?}");
+    // Paused processes keep renewing their leases: 3.5 s of pause, over three lease
+    // periods, took no range over.
+    let taken_over: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM migration_ranges WHERE generation > 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(taken_over, 0, "no takeover during the pause");
     for child in &children {
         assert!(
             std::process::Command::new("kill")
@@ -421,6 +429,17 @@ async fn a_locked_row_keeps_its_range_open_until_it_is_migrated() {
         .await
         .unwrap();
     assert_eq!(still, 1, "the locked row is not migrated yet");
+    let (id, _) = range_of_locked().await;
+    let generation: i64 =
+        sqlx::query_scalar("SELECT generation FROM migration_ranges WHERE range_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        generation >= 2,
+        "the range was claimed again after its lease ran out (generation {generation})"
+    );
     holder.rollback().await.unwrap();
     for child in children {
         finish(child);
