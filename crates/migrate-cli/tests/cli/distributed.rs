@@ -228,3 +228,248 @@ fn sqlite_and_the_simulated_backend_refuse_distributed_mode() {
         stderr(&output)
     );
 }
+
+/// Waits until `check` holds, for at most `secs` seconds.
+async fn until(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn control(scratch: &Scratch, url: &str, command: &str) -> String {
+    let output = scratch.run(&["control", command, &format!("connection.url={url}")]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    crate::util::stdout(&output)
+}
+
+/// `db-migrate control pause` from a third process stops both processes of a distributed run
+/// from committing batches; `resume` lets both finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_pause_and_resume_reach_every_distributed_process() {
+    let Some(db) = PgDatabase::new("dist_pause").await else {
+        return;
+    };
+    let scratch = Scratch::new();
+    seed(&scratch, &db.url);
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let logs = ["p0.log", "p1.log"];
+    let children: Vec<Child> = logs
+        .iter()
+        .map(|log| {
+            let mut args = args(&db.url, log, true);
+            // Slow enough to be caught in the middle: about 10 s for the 20,000 customers.
+            args.push("customer-migration.rate-limit=1000".to_owned());
+            spawn(&scratch, &args)
+        })
+        .collect();
+    until(60, "both processes commit batches", async || {
+        logs.iter().all(|log| lines(&scratch, log) > 0)
+    })
+    .await;
+    let paused = control(&scratch, &db.url, "pause");
+    assert!(paused.contains("customer-migration: paused"), "{paused}");
+    // Within a second no process takes a new batch; one under way may still commit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let migrated = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM customers WHERE schema_version = 2")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let at_pause = (migrated().await, logs.map(|log| lines(&scratch, log)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        (migrated().await, logs.map(|log| lines(&scratch, log))),
+        at_pause,
+        "no process commits a batch while paused"
+    );
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(at_pause.0 < total / 2, "paused early: {at_pause:?}");
+    // Paused processes keep renewing their leases: 3.5 s of pause, over three lease
+    // periods, took no range over.
+    let taken_over: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM migration_ranges WHERE generation > 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(taken_over, 0, "no takeover during the pause");
+    for child in &children {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-0", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success(),
+            "both processes still run, paused"
+        );
+    }
+    let resumed = control(&scratch, &db.url, "resume");
+    assert!(resumed.contains("resumed"), "{resumed}");
+    for child in children {
+        finish(child);
+    }
+    for log in logs {
+        assert!(lines(&scratch, log) > at_pause.1[0].min(at_pause.1[1]));
+    }
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM migration_ranges WHERE state <> 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(open, 0, "every range done after the resume");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM customers c WHERE schema_version = 1
+            AND NOT EXISTS (SELECT 1 FROM migration_failures f
+                             WHERE f.record_key = CAST(c.id AS TEXT))",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "every customer migrated or failed");
+    pool.close().await;
+    db.drop_it().await;
+}
+
+/// Another session holds a row of one range locked: the range is not marked done while its
+/// record is deferred (the other ranges are), and once the lock is gone the run migrates it;
+/// every key is migrated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_row_keeps_its_range_open_until_it_is_migrated() {
+    let (Some(reference), Some(db)) = (
+        PgDatabase::new("dist_lock_reference").await,
+        PgDatabase::new("dist_lock").await,
+    ) else {
+        return;
+    };
+    let scratch = Scratch::new();
+    seed(&scratch, &reference.url);
+    seed(&scratch, &db.url);
+    let single = scratch.run(
+        &args(&reference.url, "reference.log", false)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(single.status.code(), Some(1), "{}", stderr(&single));
+    let (expected, _, expected_audit) = read(&reference.url).await;
+
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let locked: i64 = sqlx::query_scalar(
+        "SELECT id FROM customers WHERE schema_version = 1 AND full_name LIKE '%, %' \
+         ORDER BY id LIMIT 1 OFFSET 5000",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM customers WHERE id = $1 FOR UPDATE")
+        .bind(locked)
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    let logs = ["p0.log", "p1.log"];
+    let children: Vec<Child> = logs
+        .iter()
+        .map(|log| {
+            let mut args = args(&db.url, log, true);
+            args.extend(
+                [
+                    "customer-migration.lock-timeout-millis=200",
+                    "customer-migration.retry-attempts=2",
+                    "customer-migration.retry-initial-delay-millis=10",
+                ]
+                .map(String::from),
+            );
+            spawn(&scratch, &args)
+        })
+        .collect();
+    let range_of_locked = async || -> (i64, String) {
+        sqlx::query_as(
+            "SELECT range_id, state FROM migration_ranges
+              WHERE (lower_key IS NULL OR CAST(lower_key AS BIGINT) < $1)
+                AND (upper_key IS NULL OR CAST(upper_key AS BIGINT) > $1)",
+        )
+        .bind(locked)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let others_done = async || -> bool {
+        let (id, _) = range_of_locked().await;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM migration_ranges WHERE state <> 'done' AND range_id <> $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        open == 0
+    };
+    until(120, "every other range done", async || {
+        tables_exist(&pool).await && others_done().await
+    })
+    .await;
+    // Held for several lease periods: taken over and deferred again, never marked done.
+    for _ in 0..6 {
+        let (_, state) = range_of_locked().await;
+        assert_ne!(state, "done", "a range with a locked record is not done");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let still: i32 = sqlx::query_scalar("SELECT schema_version FROM customers WHERE id = $1")
+        .bind(locked)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(still, 1, "the locked row is not migrated yet");
+    let (id, _) = range_of_locked().await;
+    let generation: i64 =
+        sqlx::query_scalar("SELECT generation FROM migration_ranges WHERE range_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        generation >= 2,
+        "the range was claimed again after its lease ran out (generation {generation})"
+    );
+    holder.rollback().await.unwrap();
+    for child in children {
+        finish(child);
+    }
+    assert_eq!(range_of_locked().await.1, "done");
+    let (customers, failures, audit) = read(&db.url).await;
+    assert!(
+        !failures.contains(&locked.to_string()),
+        "a locked row is no failure"
+    );
+    assert_eq!(
+        customers, expected,
+        "the table equals a single process's run"
+    );
+    let unique: BTreeSet<i64> = audit.iter().copied().collect();
+    assert_eq!(unique.len(), audit.len(), "no key migrated twice");
+    assert!(unique.contains(&locked), "the locked row was migrated");
+    assert_eq!(
+        unique,
+        expected_audit.iter().copied().collect::<BTreeSet<_>>(),
+        "every key migrated"
+    );
+    pool.close().await;
+    reference.drop_it().await;
+    db.drop_it().await;
+}
+
+async fn tables_exist(pool: &PgPool) -> bool {
+    sqlx::query_scalar("SELECT to_regclass('migration_ranges') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
