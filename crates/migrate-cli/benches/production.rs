@@ -317,7 +317,8 @@ fn report(options: &Options, results: &[Vec<Outcome>]) {
             .position(|m| m.label == label)
             .map(|i| &results[i][..])
     };
-    let none = find("none").map(p99);
+    let none_rounds = find("none");
+    let none = none_rounds.map(p99);
     let fixed = find("fixed").map(throughput);
     println!();
     for (measure, outcomes) in options.measures.iter().zip(results) {
@@ -330,6 +331,17 @@ fn report(options: &Options, results: &[Vec<Outcome>]) {
                 " p99 / p99 none = {:.2} (target <= 2)",
                 p99(outcomes) / none
             ));
+        }
+        if let Some(none_rounds) = none_rounds {
+            // Each round against the baseline of the same round, which saw the same machine.
+            let per_round = median(
+                outcomes
+                    .iter()
+                    .zip(none_rounds)
+                    .map(|(o, n)| o.latencies.total(0.99) / n.latencies.total(0.99))
+                    .collect(),
+            );
+            line.push_str(&format!(" (median of the rounds' ratios {per_round:.2})"));
         }
         if let Some(fixed) = fixed {
             line.push_str(&format!(
