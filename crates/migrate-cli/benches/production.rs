@@ -132,14 +132,22 @@ fn options(pgbench: PathBuf) -> Options {
     options
 }
 
-/// The pgbench to run: `PGBENCH`, or `pgbench` on `PATH`.
-fn find_pgbench() -> Option<PathBuf> {
+/// The pgbench to run: `PGBENCH`, or `pgbench` on `PATH`; or why there is none.
+fn find_pgbench() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("PGBENCH") {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("PGBENCH={} is not a file", path.display()))
+        };
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join("pgbench"))
         .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no pgbench on PATH (install postgresql-client, or set PGBENCH to its path)".to_owned()
+        })
 }
 
 /// What one measure gave in one round.
@@ -157,12 +165,12 @@ fn main() {
         );
         return;
     };
-    let Some(pgbench) = find_pgbench() else {
-        println!(
-            "production benchmark skipped: no pgbench on PATH (install postgresql-client, \
-             or set PGBENCH to its path)"
-        );
-        return;
+    let pgbench = match find_pgbench() {
+        Ok(pgbench) => pgbench,
+        Err(why) => {
+            println!("production benchmark skipped: {why}");
+            return;
+        }
     };
     let options = options(pgbench);
     let server = Server::new(url);
