@@ -218,7 +218,7 @@ impl Default for MigrationConfig {
             event_interval_millis: 50,
             batch_linger_millis: 20,
             max_pending: 100_000,
-            batch_target_millis: 250,
+            batch_target_millis: 20,
             batch_size_min: 10,
             batch_size_max: 10_000,
             throttle_query: None,

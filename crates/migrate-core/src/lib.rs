@@ -100,6 +100,7 @@ pub use engine::overseer::{
 pub use engine::retry::backoff;
 pub use engine::scanner::{Halted, PagingScanner, Scan, ScanReport, Scanner, scan_pages};
 pub use engine::summary::{Ending, Summary, spell_duration, thousands};
+pub use engine::timing::report_wait;
 pub use health::DatabaseHealth;
 pub use migrate_derive::Dependencies;
 pub use migration::declarative::{MigrationSpec, SpecError, SqlMigration};

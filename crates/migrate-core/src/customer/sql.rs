@@ -384,6 +384,7 @@ pub(crate) async fn migrate(
     let outcomes = match backend {
         Database::Sqlite(pool) => {
             let ids_json = serde_json::to_string(ids).expect("ids serialize");
+            let queued = std::time::Instant::now();
             let _writer = match writer {
                 Some(lock) => Some(lock.lock().await),
                 None => None,
@@ -394,6 +395,7 @@ pub(crate) async fn migrate(
                 pool.begin_with("BEGIN IMMEDIATE").await
             }
             .map_err(context("starting a batch"))?;
+            crate::report_wait(queued.elapsed());
             let (done_json, legacy_json, other_json): (String, Vec<u8>, String) =
                 sqlx::query_as(READ_BATCH_SQLITE)
                     .bind(&ids_json)
@@ -471,8 +473,10 @@ pub(crate) async fn migrate(
             outcomes
         }
         Database::Postgres(pool) => {
+            let queued = std::time::Instant::now();
             let mut tx: Transaction<'_, Postgres> =
                 pool.begin().await.map_err(context("starting a batch"))?;
+            crate::report_wait(queued.elapsed());
             // For this transaction only: a row locked by another session (55P03) or a statement
             // running too long (57014) fails the batch, which the engine retries and splits,
             // instead of blocking it, and a stop, for longer. Without a statement timeout the

@@ -25,6 +25,7 @@ use crate::engine::migrator::{BatchError, FailureRecord, Migrator, Outcome, Reco
 use crate::engine::retry::backoff;
 use crate::engine::scanner::Work;
 use crate::engine::summary::thousands;
+use crate::engine::timing;
 use crate::engine::trace;
 use crate::migration::key::Key;
 use crate::store::ProgressStore;
@@ -397,10 +398,13 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         let batch_started = Instant::now();
         shared.metrics.batch_started();
         let batch = shared.migrate_batch(&ids, &mut results);
-        batch.instrument(span.clone()).await;
+        let ((), waited) = timing::measure(batch.instrument(span.clone())).await;
         let took = batch_started.elapsed();
         shared.metrics.batch_finished(took);
-        shared.flow.batch_done(ids.len(), took);
+        // Sized on the batch's own time: queueing for the writer or a connection holds no lock.
+        shared
+            .flow
+            .batch_done(ids.len(), took.saturating_sub(waited));
         let (mut migrated, mut previously, mut gone, mut retries) = (0, 0, 0, 0);
         done.clear();
         failures.clear();

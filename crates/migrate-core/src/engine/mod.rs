@@ -21,4 +21,5 @@ pub(crate) mod overseer;
 pub(crate) mod retry;
 pub(crate) mod scanner;
 pub(crate) mod summary;
+pub(crate) mod timing;
 pub(crate) mod trace;

@@ -333,6 +333,33 @@ async fn the_batch_size_converges_on_the_target_and_follows_a_slowdown() {
     );
 }
 
+/// The time a batch waited before it began (for a writer lock, a connection), reported with
+/// `report_wait`, is not the batch's: the size follows the batch's own time only.
+#[tokio::test(start_paused = true)]
+async fn waits_before_a_batch_begins_do_not_shrink_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 3000);
+    config.customer_migration.processes = 1;
+    config.customer_migration.batch_target_millis = 200;
+    config.customer_migration.batch_size_min = 5;
+    config.customer_migration.batch_size_max = 5000;
+    let journal = Arc::new(Journal::default());
+    let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+    migrator.adaptive = true;
+    migrator.batch_size = 10;
+    migrator.pace = Duration::from_millis(1);
+    // A second in the queue before each batch: counted, it would keep batches at the minimum.
+    migrator.queue = Duration::from_secs(1);
+    let control = RunControl::default();
+    let (summary, _) = start(&config, migrator, &control, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.ending, Ending::Completed);
+    all_migrated_once(&journal, 3000);
+    let sizes = sizes(&journal);
+    assert_eq!(&sizes[..6], [10, 20, 40, 80, 160, 200], "{sizes:?}");
+}
+
 /// Adapting never widens the tracker's window beyond `max-pending`: the size stops at
 /// `max-pending / (2 × processes)` however cheap the batches are.
 #[tokio::test(start_paused = true)]

@@ -85,6 +85,9 @@ pub struct ScriptedMigrator {
     pub adaptive: bool,
     /// Once this many ids were received, each record takes this long instead of `pace`.
     pub slow_down: Option<(usize, Duration)>,
+    /// Each batch first waits this long, as for a writer lock, and reports it
+    /// (`migrate_core::report_wait`).
+    pub queue: Duration,
     noun: Noun,
     keys: Vec<KeyColumn>,
 }
@@ -101,6 +104,7 @@ impl ScriptedMigrator {
             fail_recording: false,
             adaptive: false,
             slow_down: None,
+            queue: Duration::ZERO,
             noun: Noun::new("customer", "customers"),
             keys: vec![KeyColumn::new("id", KeyKind::Integer)],
         }
@@ -140,6 +144,10 @@ impl Migrator for ScriptedMigrator {
             _ => self.pace,
         };
         self.journal.received.lock().unwrap().extend_from_slice(ids);
+        if !self.queue.is_zero() {
+            tokio::time::sleep(self.queue).await;
+            migrate_core::report_wait(self.queue);
+        }
         if let Some(error) = self.contention(ids) {
             return Err(error);
         }

@@ -211,11 +211,13 @@ impl Runner for PostgresRunner {
         // running too long (57014) fails the batch, which the engine retries and splits,
         // instead of blocking it, and the application's writes to its rows, for longer.
         let begin = format!("BEGIN{}", self.timeouts.set_local());
+        let queued = std::time::Instant::now();
         let mut tx = self
             .pool
             .begin_with(AssertSqlSafe(begin))
             .await
             .map_err(context("starting a batch"))?;
+        crate::report_wait(queued.elapsed());
         if dry_run {
             let states = classify(&mut tx, plan, &batch.args).await?;
             tx.commit().await.map_err(context("committing a batch"))?;

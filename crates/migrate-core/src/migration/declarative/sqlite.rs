@@ -182,12 +182,14 @@ impl Runner for SqliteRunner {
             let states = classify(&mut conn, plan, &batch.args).await?;
             return Ok(super::outcomes(batch, &[], &states, true));
         }
+        let queued = std::time::Instant::now();
         let _writer = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(context("starting a batch"))?;
+        crate::report_wait(queued.elapsed());
         let outcomes = match update_first(&mut tx, plan, batch).await? {
             Some(outcomes) => outcomes,
             None => classify_first(&mut tx, plan, batch).await?,
