@@ -66,7 +66,11 @@ fn as_text(vars: &[(OsString, OsString)], problems: &mut Vec<Problem>) -> Vec<(S
     text
 }
 
-/// The layer of every `DB_MIGRATE_*` variable in `vars`; malformed names, and names or values
+/// Variables of the test suite and the benchmarks, which share the prefix and are not
+/// configuration (`DB_MIGRATE_TEST_POSTGRES_URL`).
+const TEST_PREFIX: &str = "DB_MIGRATE_TEST_";
+
+/// The layer of every `DB_MIGRATE_*` variable in `vars` but `DB_MIGRATE_TEST_*`; malformed names, and names or values
 /// that are not UTF-8, go to `problems`. Variables set to the empty string are ignored, as if
 /// unset.
 pub(crate) fn layer(vars: &[(OsString, OsString)], problems: &mut Vec<Problem>) -> Layer {
@@ -78,7 +82,9 @@ pub(crate) fn layer(vars: &[(OsString, OsString)], problems: &mut Vec<Problem>) 
     // (`..._PROCESSES` and `..._processes`) resolve the same way every time.
     vars.sort();
     for (name, value) in vars {
-        if value.is_empty() {
+        // Empty: as if unset. `DB_MIGRATE_TEST_*`: the test suite's and the benchmarks' own
+        // (the PostgreSQL server they use), exported in the same shell as the runs.
+        if value.is_empty() || name.starts_with(TEST_PREFIX) {
             continue;
         }
         match split(name) {
@@ -151,6 +157,26 @@ mod tests {
     use figment::Figment;
 
     use super::*;
+
+    #[test]
+    fn the_test_suites_variables_are_not_configuration() {
+        let mut problems = Vec::new();
+        let layer = layer(
+            &vars(&[
+                (
+                    "DB_MIGRATE_TEST_POSTGRES_URL",
+                    "postgres://postgres@127.0.0.1/t",
+                ),
+                ("DB_MIGRATE_BOGUS", "1"),
+            ]),
+            &mut problems,
+        );
+        let origins: Vec<String> = problems.iter().map(|p| format!("{p:?}")).collect();
+        assert_eq!(problems.len(), 1, "{origins:?}");
+        assert!(origins[0].contains("DB_MIGRATE_BOGUS"), "{origins:?}");
+        let figment = Figment::from(layer);
+        assert!(figment.find_value("test.postgres-url").is_err());
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs
