@@ -265,6 +265,8 @@ impl Worker {
                 range.bounds.clone()
             },
             control: base.control.clone(),
+            // `max-failures` is the process's, across its ranges.
+            failures_before: total.as_ref().map_or(0, |t| t.failed),
         };
         let result = self.overseer.run(options, token).await;
         heartbeat.abort();

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) board: Arc<dyn StatusBoard>,
     pub(crate) config: MigrationConfig,
     pub(crate) dry_run: bool,
+    /// Failures counted against `max-failures` before this run (see `RunOptions`).
+    pub(crate) failures_before: u64,
     /// Whether batches may start, how many, how large and how fast.
     pub(crate) flow: Arc<Flow>,
     /// The scanner's channel; jobs take turns receiving from it.
@@ -479,7 +481,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
                     });
                 }
                 let limit = shared.config.max_failures;
-                if limit > 0 && total_failed > limit {
+                if limit > 0 && shared.failures_before + total_failed > limit {
                     shared.abort(format!(
                         "more than {} records failed (customer-migration.max-failures)",
                         thousands(limit)

@@ -55,6 +55,10 @@ pub struct RunOptions {
     pub range: KeyRange,
     /// Live control: pause, resume, stop, and settings changed while the run goes on.
     pub control: RunControl,
+    /// Failures already counted against `max-failures` before this run: a distributed worker's
+    /// earlier ranges, each of which is a run, so that the limit is the process's, not each
+    /// range's.
+    pub failures_before: u64,
 }
 
 impl Default for RunOptions {
@@ -65,6 +69,7 @@ impl Default for RunOptions {
             input: None,
             range: KeyRange::ALL,
             control: RunControl::default(),
+            failures_before: 0,
         }
     }
 }
@@ -328,6 +333,7 @@ impl Overseer {
             board: Arc::clone(&self.board),
             config: self.config.clone(),
             dry_run: options.dry_run,
+            failures_before: options.failures_before,
             flow: Arc::clone(&flow),
             ids: tokio::sync::Mutex::new(receiver),
             tracker: Arc::clone(&tracker),

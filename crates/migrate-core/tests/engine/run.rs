@@ -371,6 +371,29 @@ async fn too_many_failures_abort_the_run_cleanly() {
     assert!(state.contains("customer-migration/all"), "{state}");
 }
 
+/// Failures counted before the run (a distributed worker's earlier ranges) count against
+/// `max-failures`: two more failures pass a limit of 3 only when none came before.
+#[tokio::test(start_paused = true)]
+async fn failures_counted_before_the_run_count_against_the_limit() {
+    for (before, ending) in [(0, Ending::Completed), (2, Ending::Aborted)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), 200);
+        config.customer_migration.max_failures = 3;
+        config.customer_migration.retry_attempts = 1;
+        let ids = first_ids(200, 2).await;
+        let journal = Arc::new(Journal::default());
+        let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
+        migrator.script = ids.iter().map(|&id| (id, Behaviour::Permanent)).collect();
+        let options = RunOptions {
+            failures_before: before,
+            ..RunOptions::default()
+        };
+        let (summary, _) = run_once(&config, migrator, options, CancellationToken::new()).await;
+        assert_eq!(summary.failed, 2, "{summary:?}");
+        assert_eq!(summary.ending, ending, "{before} before: {summary:?}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failure_that_cannot_be_recorded_aborts_the_run() {
     let ids = first_ids(50, 1).await;
