@@ -464,7 +464,7 @@ pub(crate) async fn migrate(
             let migrated = if dry_run { Vec::new() } else { migratable };
             let outcomes = classify(ids, migrated, rows, dry_run);
             if let Some(journal) = journal {
-                let (migrated, settled) = journal_keys(ids, &outcomes);
+                let (migrated, settled) = journal_keys(ids, &outcomes, journal.resolves_failures());
                 journal
                     .write_sqlite(&mut tx, &now, &migrated, &settled)
                     .await?;
@@ -527,7 +527,7 @@ pub(crate) async fn migrate(
                 .collect();
             let outcomes = classify(ids, migrated, rows, dry_run);
             if let Some(journal) = journal {
-                let (migrated, settled) = journal_keys(ids, &outcomes);
+                let (migrated, settled) = journal_keys(ids, &outcomes, journal.resolves_failures());
                 journal
                     .write_postgres(&mut tx, &now, &migrated, &settled)
                     .await?;
@@ -541,17 +541,15 @@ pub(crate) async fn migrate(
 
 /// What a batch's journal lists: the keys migrated now, and the keys settled (migrated, found
 /// migrated, or gone), whose earlier failures no longer stand.
-fn journal_keys(ids: &[i64], outcomes: &[Outcome]) -> (Vec<Key>, Vec<Key>) {
+fn journal_keys(ids: &[i64], outcomes: &[Outcome], resolves: bool) -> (Vec<Key>, Vec<Key>) {
     let mut migrated = Vec::new();
     let mut settled = Vec::new();
     for (&id, outcome) in ids.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Migrated => {
-                migrated.push(Key::int(id));
-                settled.push(Key::int(id));
-            }
-            Outcome::PreviouslyMigrated | Outcome::Gone => settled.push(Key::int(id)),
-            Outcome::Failed(_) => {}
+        if matches!(outcome, Outcome::Migrated) {
+            migrated.push(Key::int(id));
+        }
+        if resolves && !matches!(outcome, Outcome::Failed(_)) {
+            settled.push(Key::int(id));
         }
     }
     (migrated, settled)

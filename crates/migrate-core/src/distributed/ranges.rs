@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use crate::database::{DbError, context};
 use crate::engine::checkpoint::KeyRange;
@@ -411,19 +411,16 @@ pub async fn finish(
     claim: &Claim,
     rows_done: i64,
 ) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "UPDATE migration_ranges
-            SET state = 'done', done_at = now(), lease_expires_at = NULL, rows_done = $4
-          WHERE migration = $1 AND range_id = $2 AND generation = $3 AND state = 'leased'",
+    let set = "state = 'done', done_at = now(), lease_expires_at = NULL, rows_done = $4";
+    end_lease(
+        pool,
+        migration,
+        claim,
+        rows_done,
+        set,
+        "marking a key range done",
     )
-    .bind(migration)
-    .bind(claim.range.id)
-    .bind(claim.generation)
-    .bind(rows_done)
-    .execute(pool)
     .await
-    .map_err(context("marking a key range done"))?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Gives the range back (the run stopped): pending again, for any process to claim at once,
@@ -434,19 +431,42 @@ pub async fn give_back(
     claim: &Claim,
     rows_done: i64,
 ) -> Result<(), DbError> {
-    sqlx::query(
-        "UPDATE migration_ranges
-            SET state = 'pending', lease_expires_at = NULL, rows_done = $4
-          WHERE migration = $1 AND range_id = $2 AND generation = $3 AND state = 'leased'",
+    let set = "state = 'pending', lease_expires_at = NULL, rows_done = $4";
+    end_lease(
+        pool,
+        migration,
+        claim,
+        rows_done,
+        set,
+        "giving a key range back",
     )
-    .bind(migration)
-    .bind(claim.range.id)
-    .bind(claim.generation)
-    .bind(rows_done)
-    .execute(pool)
-    .await
-    .map_err(context("giving a key range back"))?;
+    .await?;
     Ok(())
+}
+
+/// Applies `set` (whose `$4` is `rows_done`) to the range while `claim` still holds it;
+/// `false` when the lease was lost first.
+async fn end_lease(
+    pool: &PgPool,
+    migration: &str,
+    claim: &Claim,
+    rows_done: i64,
+    set: &'static str,
+    doing: &'static str,
+) -> Result<bool, DbError> {
+    let sql = format!(
+        "UPDATE migration_ranges SET {set}
+          WHERE migration = $1 AND range_id = $2 AND generation = $3 AND state = 'leased'"
+    );
+    let ended = sqlx::query(AssertSqlSafe(sql))
+        .bind(migration)
+        .bind(claim.range.id)
+        .bind(claim.generation)
+        .bind(rows_done)
+        .execute(pool)
+        .await
+        .map_err(context(doing))?;
+    Ok(ended.rows_affected() == 1)
 }
 
 /// How the ranges of `migration` stand; `None` when it was never split.

@@ -152,10 +152,10 @@ impl Flow {
         });
         let processes = config.processes.max(1);
         let start = match &sizer {
-            // Within `adaptive_cap` from the first batch on.
+            // Within the cap from the first batch on.
             Some(sizer) => sizer
                 .current()
-                .min((bound.max_pending / (2 * processes)).max(1)),
+                .min(adaptive_cap(bound.max_pending, processes)),
             None => batch_size,
         };
         let flow = Flow {
@@ -217,12 +217,12 @@ impl Flow {
         }
     }
 
-    /// The largest adaptive size: what keeps the jobs' batches, twice over, within
-    /// `max-pending` keys, so that adapting never widens the tracker's window (and the
-    /// checkpoint) beyond the bound a user set. A size given explicitly is not capped.
+    /// The largest adaptive size for the processes wanted now (see [`adaptive_cap`]).
     fn adaptive_cap(&self) -> usize {
-        let processes = self.processes.load(Ordering::Relaxed).max(1);
-        (self.bound.max_pending / (2 * processes)).max(1)
+        adaptive_cap(
+            self.bound.max_pending,
+            self.processes.load(Ordering::Relaxed),
+        )
     }
 
     /// `batch 1,000 (adaptive), last 0.42 s` for the summary line.
@@ -466,6 +466,13 @@ impl Flow {
             self.publish(notes);
         }
     }
+}
+
+/// The largest adaptive size: what keeps the jobs' batches, twice over, within `max_pending`
+/// keys, so that adapting never widens the tracker's window (and the checkpoint) beyond the
+/// bound a user set. A size given explicitly is not capped.
+fn adaptive_cap(max_pending: usize, processes: usize) -> usize {
+    (max_pending / (2 * processes.max(1))).max(1)
 }
 
 /// Obeys `control` until the run ends: applies its controls as they are now (a run restarted

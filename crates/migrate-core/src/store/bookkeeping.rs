@@ -219,6 +219,14 @@ impl BatchJournal {
         })
     }
 
+    /// Whether a batch's settled keys are needed (see `write_*`): when earlier failures of the
+    /// migration were open as the run began, or, in distributed mode, always, since other
+    /// processes record failures while this one runs. Callers skip collecting them otherwise:
+    /// a batch's keys, cloned, on every batch.
+    pub fn resolves_failures(&self) -> bool {
+        self.resolve || self.fence.as_deref().and_then(fence::held).is_some()
+    }
+
     /// Writes the batch's bookkeeping on SQLite, inside the batch's transaction.
     pub async fn write_sqlite(
         &self,
@@ -239,7 +247,7 @@ impl BatchJournal {
             .await
             .map_err(context("writing migration_audit"))?;
         }
-        if self.resolve && !settled.is_empty() {
+        if self.resolves_failures() && !settled.is_empty() {
             sqlx::query(
                 "UPDATE migration_failures SET resolved_at = ?
                   WHERE migration = ? AND resolved_at IS NULL
@@ -266,8 +274,7 @@ impl BatchJournal {
         migrated: &[Key],
         settled: &[Key],
     ) -> Result<(), DbError> {
-        let lease = self.fence.as_deref().and_then(fence::held);
-        if let Some(lease) = lease {
+        if let Some(lease) = self.fence.as_deref().and_then(fence::held) {
             fence::check(conn, &self.migration, lease).await?;
         }
         if !migrated.is_empty() {
@@ -282,10 +289,7 @@ impl BatchJournal {
             .await
             .map_err(context("writing migration_audit"))?;
         }
-        // In distributed mode other processes record failures while this one runs (one
-        // killed after recording a failure, its range taken over here): whether there are any
-        // to resolve cannot be settled once when the run begins.
-        if (self.resolve || lease.is_some()) && !settled.is_empty() {
+        if self.resolves_failures() && !settled.is_empty() {
             let lines: Vec<String> = settled.iter().map(Key::to_string).collect();
             sqlx::query(
                 "UPDATE migration_failures SET resolved_at = $1

@@ -98,16 +98,19 @@ async fn write_journal(
     conn: &mut PgConnection,
     batch: &Batch<'_>,
     migrated: &[Key],
-    settled: &[Key],
+    outcomes: &[Outcome],
 ) -> Result<(), DbError> {
-    match batch.journal {
-        Some(journal) => {
-            journal
-                .write_postgres(conn, batch.args.now, migrated, settled)
-                .await
-        }
-        None => Ok(()),
-    }
+    let Some(journal) = batch.journal else {
+        return Ok(());
+    };
+    // Collected only when the journal resolves failures: a clone of every key, every batch.
+    let settled = match journal.resolves_failures() {
+        true => super::settled(batch.keys, outcomes),
+        false => Vec::new(),
+    };
+    journal
+        .write_postgres(conn, batch.args.now, migrated, &settled)
+        .await
 }
 
 /// The state of each row of the batch, by key, as [`Plan::classify`] reads it.
@@ -244,8 +247,7 @@ impl Runner for PostgresRunner {
             ));
         }
         let outcomes = super::outcomes(batch, &migrated, &states, false);
-        let settled = super::settled(batch.keys, &outcomes);
-        write_journal(&mut tx, batch, &migrated, &settled).await?;
+        write_journal(&mut tx, batch, &migrated, &outcomes).await?;
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)
     }

@@ -83,16 +83,19 @@ async fn write_journal(
     conn: &mut SqliteConnection,
     batch: &Batch<'_>,
     migrated: &[Key],
-    settled: &[Key],
+    outcomes: &[Outcome],
 ) -> Result<(), DbError> {
-    match batch.journal {
-        Some(journal) => {
-            journal
-                .write_sqlite(conn, batch.args.now, migrated, settled)
-                .await
-        }
-        None => Ok(()),
-    }
+    let Some(journal) = batch.journal else {
+        return Ok(());
+    };
+    // Collected only when the journal resolves failures: a clone of every key, every batch.
+    let settled = match journal.resolves_failures() {
+        true => super::settled(batch.keys, outcomes),
+        false => Vec::new(),
+    };
+    journal
+        .write_sqlite(conn, batch.args.now, migrated, &settled)
+        .await
 }
 
 #[async_trait]
@@ -287,8 +290,7 @@ async fn update_first(
                 .collect(),
         )
     };
-    let settled = super::settled(batch.keys, &outcomes);
-    write_journal(conn, batch, &migrated, &settled).await?;
+    write_journal(conn, batch, &migrated, &outcomes).await?;
     Ok(Some(outcomes))
 }
 
@@ -321,8 +323,7 @@ async fn classify_first(
         }
     }
     let outcomes = super::outcomes(batch, &pending, &states, false);
-    let settled = super::settled(batch.keys, &outcomes);
-    write_journal(conn, batch, &pending, &settled).await?;
+    write_journal(conn, batch, &pending, &outcomes).await?;
     Ok(outcomes)
 }
 
