@@ -143,7 +143,11 @@ impl Backend {
                 .pragma("cache_size", "-65536")
                 // Copy the write-ahead log back into the database (with an fsync) every 20,000
                 // pages instead of every 1,000: a migration commits often, and each copy costs.
-                .pragma("wal_autocheckpoint", "20000");
+                .pragma("wal_autocheckpoint", "20000")
+                // Temporary files in memory: an update of many rows inside a transaction keeps
+                // a statement journal of the pages it changes, which would otherwise spill to a
+                // file on disk past 64 KiB.
+                .pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.max_connections)
                 .connect_with(options)

@@ -51,6 +51,24 @@ pub(super) fn key_from_values(
         .map(Key::new)
 }
 
+/// Whether `value`, a key in the JSON form of a page (see [`key_from_json`]), is `key`.
+pub(super) fn is_key(value: &serde_json::Value, key: &Key, columns: &[KeyColumn]) -> bool {
+    let values = match (columns, value) {
+        ([_], _) => std::slice::from_ref(value),
+        (_, serde_json::Value::Array(values)) => values.as_slice(),
+        _ => return false,
+    };
+    values.len() == key.values().len()
+        && values
+            .iter()
+            .zip(key.values())
+            .all(|(value, column)| match (value, column) {
+                (serde_json::Value::Number(n), KeyValue::Int(i)) => n.as_i64() == Some(*i),
+                (serde_json::Value::String(s), KeyValue::Text(t)) => s == t,
+                _ => false,
+            })
+}
+
 /// Row states by key from `[[k1, k2, state], ...]`.
 pub(super) fn states(
     json: &str,

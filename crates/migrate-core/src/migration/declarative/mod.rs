@@ -234,6 +234,12 @@ impl Migration for SqlMigration {
                     &self.plan.leftover,
                 ),
                 ("in the update".to_owned(), &self.plan.update),
+                ("in the query of a span".to_owned(), &self.plan.span),
+                ("in the update of a span".to_owned(), &self.plan.span_update),
+                (
+                    "in the query after the update of a span".to_owned(),
+                    &self.plan.span_leftover,
+                ),
             ]);
         for (place, statement) in statements.filter(|(_, s)| !s.sql.is_empty()) {
             if let Err(error) = self.runner.prepare(&self.plan, statement).await {

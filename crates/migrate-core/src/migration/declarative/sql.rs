@@ -73,6 +73,15 @@ pub(crate) struct Plan {
     /// SQLite only, read after the update: `[[k1, k2, state], ...]` for the batch's rows still
     /// pending.
     pub(crate) leftover: Statement,
+    /// SQLite only, the batch as a span of the table: the keys of the rows from its first key
+    /// to its last (`after` to `end`, both included) as a page holds them, in the database's
+    /// order, at most `limit` of them, and whether each is pending (`"0110..."`). When those rows are the batch's keys in the batch's
+    /// order, the batch is updated by range (see `SqliteRunner::migrate`).
+    pub(crate) span: Statement,
+    /// SQLite only: [`update`](Plan::update) on the span's rows rather than on a list of keys.
+    pub(crate) span_update: Statement,
+    /// SQLite only: [`leftover`](Plan::leftover) on the span's rows.
+    pub(crate) span_leftover: Statement,
     /// The guarded update of a batch (PostgreSQL: with what it updated and the state of the
     /// rest, as JSON arrays in one row).
     pub(crate) update: Statement,
@@ -136,6 +145,8 @@ impl Plan {
         // rows it left pending (not valid).
         let mut settled = Builder::new(dialect);
         let mut leftover = Builder::new(dialect);
+        let mut span_leftover = Builder::new(dialect);
+        let mut span = Builder::new(dialect);
         if dialect == Dialect::Sqlite {
             settled.push("SELECT count(*), json_group_array(json_array(");
             settled.push(&keys.columns(""));
@@ -144,38 +155,66 @@ impl Plan {
             settled.push(&format!(") IS NOT TRUE) FROM {table} WHERE "));
             keys.in_batch(&mut settled);
 
-            leftover.push("SELECT json_group_array(json_array(");
-            leftover.push(&keys.columns(""));
-            leftover.push(", ");
-            state(&mut leftover);
-            leftover.push(&format!(")) FROM {table} WHERE "));
-            keys.in_batch(&mut leftover);
-            leftover.push(" AND (");
-            leftover.expr(rules.pending.1);
-            leftover.push(")");
+            for (b, within) in [
+                (&mut leftover, Rows::Batch),
+                (&mut span_leftover, Rows::Span),
+            ] {
+                b.push("SELECT json_group_array(json_array(");
+                b.push(&keys.columns(""));
+                b.push(", ");
+                state(b);
+                b.push(&format!(")) FROM {table} WHERE "));
+                keys.rows(b, within);
+                b.push(" AND (");
+                b.expr(rules.pending.1);
+                b.push(")");
+            }
+
+            // The keys as a page holds them, and their flags in the same order, one character
+            // each (`1`: pending): one JSON value per row would cost more than the scan. The
+            // flag's name cannot be a key column's: those are plain identifiers.
+            let order = keys.columns("");
+            span.push(&format!(
+                "SELECT json_group_array({}), group_concat(\"pending?\", '') FROM (SELECT \
+                 {order}, (",
+                keys.element()
+            ));
+            span.expr(rules.pending.1);
+            span.push(&format!(") IS TRUE AS \"pending?\" FROM {table} WHERE "));
+            keys.span(&mut span);
+            span.push(&format!(" ORDER BY {order} LIMIT "));
+            span.param(Bind::Limit);
+            span.push(")");
         }
 
         let mut update = Builder::new(dialect);
+        let mut span_update = Builder::new(dialect);
         if dialect == Dialect::Postgres {
             update.push("WITH migrated AS (");
         }
-        update.push(&format!("UPDATE {table} SET "));
-        for (i, (_, column, expr)) in rules.set.iter().enumerate() {
-            if i > 0 {
-                update.push(", ");
+        let count = if dialect == Dialect::Sqlite { 2 } else { 1 };
+        for (b, within) in [(&mut update, Rows::Batch), (&mut span_update, Rows::Span)]
+            .into_iter()
+            .take(count)
+        {
+            b.push(&format!("UPDATE {table} SET "));
+            for (i, (_, column, expr)) in rules.set.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                b.push(&format!("{} = ", quote(column)));
+                b.expr(expr);
             }
-            update.push(&format!("{} = ", quote(column)));
-            update.expr(expr);
-        }
-        update.push(" WHERE ");
-        keys.in_batch(&mut update);
-        update.push(" AND (");
-        update.expr(rules.pending.1);
-        update.push(")");
-        if let Some(valid) = valid {
-            update.push(" AND (");
-            update.expr(valid);
-            update.push(")");
+            b.push(" WHERE ");
+            keys.rows(b, within);
+            b.push(" AND (");
+            b.expr(rules.pending.1);
+            b.push(")");
+            if let Some(valid) = valid {
+                b.push(" AND (");
+                b.expr(valid);
+                b.push(")");
+            }
         }
         if dialect == Dialect::Postgres {
             // One statement and one row for the whole batch: the keys it updated, and the state
@@ -222,6 +261,9 @@ impl Plan {
             classify: classify.finish(),
             settled: settled.finish(),
             leftover: leftover.finish(),
+            span: span.finish(),
+            span_update: span_update.finish(),
+            span_leftover: span_leftover.finish(),
             update: update.finish(),
             fragments,
         }
@@ -287,6 +329,15 @@ impl Bind {
     }
 }
 
+/// Which rows a batch's statement is about.
+#[derive(Debug, Clone, Copy)]
+enum Rows {
+    /// Those of the batch's keys ([`Bind::Batch`] or [`Bind::BatchColumn`]).
+    Batch,
+    /// Those from the batch's first key to its last ([`Bind::After`] to [`Bind::End`]).
+    Span,
+}
+
 /// Writes the parts of statements that depend on the key.
 struct Gen<'a> {
     dialect: Dialect,
@@ -332,6 +383,15 @@ impl Gen<'_> {
             .map(|i| format!("k{i}"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// SQLite: a key as an element of a JSON array: the value of its one column, or the
+    /// array of its columns' values.
+    fn element(&self) -> String {
+        match self.key {
+            [one] => quote(&one.name),
+            _ => format!("json_array({})", self.columns("")),
+        }
     }
 
     /// The key as a row value: `"a"` for one column, `("a", "b")` for several.
@@ -383,10 +443,7 @@ impl Gen<'_> {
         let order = self.columns("");
         match self.dialect {
             Dialect::Sqlite => {
-                let element = match self.key {
-                    [one] => quote(&one.name),
-                    _ => format!("json_array({order})"),
-                };
+                let element = self.element();
                 b.push(&format!(
                     "SELECT json_group_array({element} ORDER BY {order}) FROM (SELECT {order} FROM {table}"
                 ));
@@ -410,6 +467,22 @@ impl Gen<'_> {
         b.push(&format!("SELECT count(*) FROM {table}"));
         self.range(&mut b, after, end);
         b.finish()
+    }
+
+    /// The condition that a row is one of `rows`.
+    fn rows(&self, b: &mut Builder, rows: Rows) {
+        match rows {
+            Rows::Batch => self.in_batch(b),
+            Rows::Span => self.span(b),
+        }
+    }
+
+    /// The condition that a row's key is between the batch's first and last, both included
+    /// (bound as `after` and `end`).
+    fn span(&self, b: &mut Builder) {
+        self.compare(b, ">=", Bind::After);
+        b.push(" AND ");
+        self.compare(b, "<=", Bind::End);
     }
 
     /// The condition that a row's key is one of the batch's.

@@ -11,7 +11,7 @@ use crate::database::{DbError, context, protocol};
 use crate::engine::migrator::{Outcome, RecordFailure};
 use crate::migration::key::Key;
 
-use super::json::{key_from_json, keys_from_json, states};
+use super::json::{is_key, key_from_json, keys_from_json, states};
 use super::sql::{self, Args, Plan, Statement, Value};
 use super::{Batch, Runner};
 
@@ -193,13 +193,125 @@ impl Runner for SqliteRunner {
             .await
             .map_err(context("starting a batch"))?;
         crate::report_wait(queued.elapsed());
-        let outcomes = match update_first(&mut tx, plan, batch).await? {
+        let outcomes = match span_first(&mut tx, plan, batch).await? {
             Some(outcomes) => outcomes,
-            None => classify_first(&mut tx, plan, batch).await?,
+            None => match update_first(&mut tx, plan, batch).await? {
+                Some(outcomes) => outcomes,
+                None => classify_first(&mut tx, plan, batch).await?,
+            },
         };
         tx.commit().await.map_err(context("committing a batch"))?;
         Ok(outcomes)
     }
+}
+
+/// Updates the batch as a span of the table, as a hand-written loop updates a range of keys,
+/// when the rows from its first key to its last are its keys and no other, in its order (a
+/// batch of a page, which is every key of the table in that span as the page was read). One
+/// read of the span (at most one row more than the batch: bounded whatever the keys), with
+/// whether each row is pending; one update of the span, guarded by both predicates; and only
+/// when it did not update every pending row, a read of those it left (not valid: failures).
+/// Scans of a span read the table's rows in order, where a list of keys looks each one up.
+///
+/// When the span holds other rows (a key deleted or added since the page was read, or a batch
+/// that is not a span: keys from a file or failures tried again), nothing is written and
+/// `None` returned: the batch is then updated by its keys (see [`update_first`]).
+async fn span_first(
+    conn: &mut SqliteConnection,
+    plan: &Plan,
+    batch: &Batch<'_>,
+) -> Result<Option<Vec<Outcome>>, DbError> {
+    let (Some(first), Some(last)) = (batch.keys.first(), batch.keys.last()) else {
+        return Ok(None);
+    };
+    let args = Args {
+        after: Some(first),
+        end: Some(last),
+        limit: i64::try_from(batch.keys.len() + 1).unwrap_or(i64::MAX),
+        ..batch.args
+    };
+    let doing = "reading the rows of a batch's span";
+    let (sql, arguments) = bound(plan, &plan.span, &args, doing)?;
+    let (json, flags): (String, Option<String>) = sqlx::query_as_with(sql, arguments)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
+    let flags = flags.unwrap_or_default();
+    if rows.len() != batch.keys.len() || flags.len() != rows.len() {
+        return Ok(None);
+    }
+    if !rows
+        .iter()
+        .zip(batch.keys)
+        .all(|(row, key)| is_key(row, key, &plan.key))
+    {
+        return Ok(None);
+    }
+    let pending: Vec<bool> = flags.bytes().map(|flag| flag == b'1').collect();
+    let expected = pending.iter().filter(|p| **p).count() as u64;
+    let updated = match expected {
+        0 => 0,
+        _ => {
+            let doing = "running the migration's update";
+            let (sql, arguments) = bound(plan, &plan.span_update, &args, doing)?;
+            sqlx::query_with(sql, arguments)
+                .execute(&mut *conn)
+                .await
+                .map_err(context(doing))?
+                .rows_affected()
+        }
+    };
+    let mut left = HashMap::new();
+    if updated != expected {
+        let doing = "reading the rows a batch's update left";
+        let (sql, arguments) = bound(plan, &plan.span_leftover, &args, doing)?;
+        let json: String = sqlx::query_scalar_with(sql, arguments)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(context(doing))?;
+        left = states(&json, plan, doing)?;
+        let pending_left = batch
+            .keys
+            .iter()
+            .zip(&pending)
+            .filter(|(key, pending)| **pending && left.contains_key(*key))
+            .count();
+        if updated + left.len() as u64 != expected
+            || pending_left != left.len()
+            || left.values().any(|state| *state != sql::INVALID)
+        {
+            // The predicates gave another answer in the update than in the reads around it
+            // under the same lock (a predicate that is not deterministic): roll back, and let
+            // each record be tried alone.
+            return Err(protocol(
+                "running the migration's update",
+                format!(
+                    "{updated} rows updated and {} left of {expected} pending",
+                    left.len()
+                ),
+            ));
+        }
+    }
+    let mut migrated = Vec::with_capacity(expected as usize);
+    let outcomes: Vec<Outcome> = batch
+        .keys
+        .iter()
+        .zip(&pending)
+        .map(|(key, pending)| {
+            if !pending {
+                Outcome::PreviouslyMigrated
+            } else if left.contains_key(key) {
+                Outcome::Failed(RecordFailure::permanent(batch.message))
+            } else {
+                migrated.push(key.clone());
+                Outcome::Migrated
+            }
+        })
+        .collect();
+    write_journal(conn, batch, &migrated, &outcomes).await?;
+    Ok(Some(outcomes))
 }
 
 /// Reads which of the batch's rows are not pending, then updates the others, guarded by both

@@ -16,6 +16,7 @@ on_both_backends!(
     orders_page_in_the_databases_order_and_batches_classify_each_record,
     check_names_what_is_missing_or_wrong,
     uuid_keys_page_and_migrate,
+    a_batch_changes_its_own_rows_whatever_changed_around_it_since_its_page,
 );
 
 /// A file of the repository's `migrations/` directory.
@@ -421,6 +422,146 @@ async fn orders_page_in_the_databases_order_and_batches_classify_each_record(db:
             assert_eq!(currency, currency.trim().to_uppercase(), "{key}");
         }
     }
+    backend.close().await;
+}
+
+/// What a batch should say of `key`, from the row as it was: `previously migrated`,
+/// `failed` (not valid) or `migrated`.
+fn expected_outcome(row: &(String, String, bool)) -> &'static str {
+    let (status, currency, done) = row;
+    let valid = ["new", "paid", "shipped", "cancelled"]
+        .contains(&status.trim().to_lowercase().as_str())
+        && currency.trim().len() == 3;
+    match (done, valid) {
+        (true, _) => "previously migrated",
+        (false, false) => "failed",
+        (false, true) => "migrated",
+    }
+}
+
+fn outcome_kind(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Migrated => "migrated",
+        Outcome::PreviouslyMigrated => "previously migrated",
+        Outcome::Failed(f) if !f.retryable => "failed",
+        Outcome::Gone => "gone",
+        Outcome::Failed(_) => "transient failure",
+    }
+}
+
+/// A batch of a page is every row of the table from its first key to its last, and SQLite
+/// updates such a batch as a range of the table. Whatever happened in that range since the
+/// page was read (a row added or deleted), and whatever the batch's keys (a list with holes,
+/// out of order), a batch changes its own rows and no other, and says what became of each.
+async fn a_batch_changes_its_own_rows_whatever_changed_around_it_since_its_page(db: &TestDb) {
+    seed_orders(&db.pool, 240).await;
+    let (migration, backend) = migration(&db.url, "orders-normalize.toml").await;
+    let keys = all_keys(&migration, 50).await;
+    let before = orders(&db.pool).await;
+    let kinds = |outcomes: &[Outcome]| outcomes.iter().map(outcome_kind).collect::<Vec<_>>();
+    let expected = |batch: &[Key]| {
+        batch
+            .iter()
+            .map(|k| expected_outcome(&before[k]))
+            .collect::<Vec<_>>()
+    };
+    let untouched = |after: &HashMap<Key, (String, String, bool)>, key: &Key| {
+        assert_eq!(after[key], before[key], "{key} is not the batch's");
+    };
+
+    // A span, as a page gives it: every kind of row.
+    let span = &keys[10..40];
+    let outcomes = migration.migrate(span, false).await.unwrap();
+    assert_eq!(kinds(&outcomes), expected(span));
+    for kind in ["migrated", "failed", "previously migrated"] {
+        assert!(
+            expected(span).contains(&kind),
+            "the span holds a {kind} row"
+        );
+    }
+    let after = orders(&db.pool).await;
+    untouched(&after, &keys[9]);
+    untouched(&after, &keys[40]);
+    let audited: HashSet<Key> = audit(db, "orders-normalize")
+        .await
+        .concat()
+        .into_iter()
+        .collect();
+    let migrated: HashSet<Key> = span
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == Outcome::Migrated)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(audited, migrated, "the audit lists what the span migrated");
+
+    // Keys with a hole: the row in the hole is not the batch's, pending as it is.
+    let hole = keys[50..70]
+        .iter()
+        .position(|k| expected_outcome(&before[k]) == "migrated")
+        .map(|i| 50 + i)
+        .expect("a pending row");
+    let holed: Vec<Key> = keys[hole - 5..hole + 5]
+        .iter()
+        .filter(|k| **k != keys[hole])
+        .cloned()
+        .collect();
+    let outcomes = migration.migrate(&holed, false).await.unwrap();
+    assert_eq!(kinds(&outcomes), expected(&holed));
+    untouched(&orders(&db.pool).await, &keys[hole]);
+
+    // The same keys in another order: each outcome still belongs to its key.
+    let reversed: Vec<Key> = keys[80..95].iter().rev().cloned().collect();
+    let outcomes = migration.migrate(&reversed, false).await.unwrap();
+    assert_eq!(kinds(&outcomes), expected(&reversed));
+
+    // A row added inside a span since its page was read, pending and valid: not the batch's.
+    let number = |key: &Key| match key.values() {
+        [_, KeyValue::Int(n)] => *n,
+        other => panic!("{other:?} is not an order's key"),
+    };
+    let gap = (100..keys.len() - 1)
+        .find(|&i| {
+            keys[i].values()[0] == keys[i + 1].values()[0]
+                && number(&keys[i + 1]) - number(&keys[i]) >= 2
+        })
+        .expect("two keys of one region with a gap between their numbers");
+    let region = keys[gap].values()[0].to_string();
+    let added = order(&region, number(&keys[gap]) + 1);
+    execute(
+        &db.pool,
+        &format!(
+            "INSERT INTO orders VALUES ('{region}', {}, 'paid', 'EUR', NULL)",
+            number(&added)
+        ),
+    )
+    .await;
+    let paged = &keys[gap - 6..gap + 6];
+    let outcomes = migration.migrate(paged, false).await.unwrap();
+    assert_eq!(kinds(&outcomes), expected(paged));
+    let after = orders(&db.pool).await;
+    assert_eq!(
+        after[&added],
+        ("paid".into(), "EUR".into(), false),
+        "the added row waits for a batch of its own"
+    );
+
+    // A row of the span deleted since its page was read: gone; the others as they were.
+    let paged = &keys[gap + 10..gap + 30];
+    let deleted = &paged[7];
+    execute(
+        &db.pool,
+        &format!(
+            "DELETE FROM orders WHERE region = '{}' AND order_no = {}",
+            deleted.values()[0],
+            deleted.values()[1]
+        ),
+    )
+    .await;
+    let outcomes = migration.migrate(paged, false).await.unwrap();
+    let mut wanted = expected(paged);
+    wanted[7] = "gone";
+    assert_eq!(kinds(&outcomes), wanted);
     backend.close().await;
 }
 

@@ -212,3 +212,57 @@ fn parameters_take_their_values_from_the_execution() {
     };
     assert!(Bind::BatchColumn(1).value(&args, &columns).is_err());
 }
+
+#[test]
+fn sqlite_reads_and_updates_a_batch_as_a_span_of_the_table() {
+    let orders = plan(ORDERS, Dialect::Sqlite);
+    let span = "(\"region\", \"order_no\") >= (?1, ?2) AND (\"region\", \"order_no\") <= (?3, ?4)";
+    assert_eq!(
+        orders.span.sql,
+        format!(
+            "SELECT json_group_array(json_array(\"region\", \"order_no\")), \
+             group_concat(\"pending?\", '') FROM (SELECT \"region\", \"order_no\", \
+             (normalized_at IS NULL) IS TRUE AS \"pending?\" FROM \"orders\" WHERE {span} \
+             ORDER BY \"region\", \"order_no\" LIMIT ?5)"
+        ),
+        "at most one row more than the batch, whatever its keys"
+    );
+    assert_eq!(
+        orders.span.binds,
+        [
+            Bind::After(0),
+            Bind::After(1),
+            Bind::End(0),
+            Bind::End(1),
+            Bind::Limit
+        ]
+    );
+    let valid = "lower(trim(status)) IN ('new', 'paid', 'shipped', 'cancelled') AND \
+                 length(trim(currency)) = 3";
+    assert_eq!(
+        orders.span_update.sql,
+        format!(
+            "UPDATE \"orders\" SET \"status\" = lower(trim(status)), \"currency\" = \
+             upper(trim(currency)), \"normalized_at\" = ?1 WHERE (\"region\", \"order_no\") >= \
+             (?2, ?3) AND (\"region\", \"order_no\") <= (?4, ?5) AND (normalized_at IS NULL) \
+             AND ({valid})"
+        )
+    );
+    assert!(
+        orders
+            .span_leftover
+            .sql
+            .ends_with("<= (?3, ?4) AND (normalized_at IS NULL)"),
+        "{}",
+        orders.span_leftover.sql
+    );
+    let one = plan(ONE_KEY, Dialect::Sqlite);
+    assert_eq!(
+        one.span.sql,
+        "SELECT json_group_array(\"id\"), group_concat(\"pending?\", '') FROM (SELECT \"id\", \
+         (v = 1) IS TRUE AS \"pending?\" FROM \"app\".\"customers\" WHERE \"id\" >= ?1 AND \
+         \"id\" <= ?2 ORDER BY \"id\" LIMIT ?3)"
+    );
+    let postgres = plan(ORDERS, Dialect::Postgres);
+    assert!(postgres.span.sql.is_empty() && postgres.span_update.sql.is_empty());
+}
