@@ -24,7 +24,7 @@ use crate::components::component::BoxError;
 use crate::connection::{Backend, Database};
 use crate::database::DbError;
 use crate::engine::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
-use crate::migration::key::{Key, KeyColumn};
+use crate::migration::key::{Key, KeyColumn, KeyValue};
 use crate::migration::timeouts::BatchTimeouts;
 use crate::migration::{Migration, Noun};
 use crate::store::bookkeeping::BatchJournal;
@@ -269,7 +269,13 @@ impl Migration for SqlMigration {
             ..Args::default()
         };
         let statement = self.plan.page(after.is_some(), end.is_some());
-        Ok(self.runner.page(&self.plan, statement, args).await?)
+        let keys = self.runner.page(&self.plan, statement, args).await?;
+        if self.plan.checks_page_order && !ascending(&keys) {
+            // Read in another order than the subquery's: sorted by the database instead.
+            let statement = self.plan.ordered_page(after.is_some(), end.is_some());
+            return Ok(self.runner.page(&self.plan, statement, args).await?);
+        }
+        Ok(keys)
     }
 
     async fn remaining(
@@ -417,6 +423,26 @@ fn outcomes(
         .collect()
 }
 
+/// Whether keys of integers only are in ascending order, each after the one before.
+fn ascending(keys: &[Key]) -> bool {
+    use std::cmp::Ordering;
+    let order = |a: &Key, b: &Key| -> Option<Ordering> {
+        if a.values().len() != b.values().len() {
+            return None;
+        }
+        for (x, y) in a.values().iter().zip(b.values()) {
+            match (x, y) {
+                (KeyValue::Int(x), KeyValue::Int(y)) if x == y => {}
+                (KeyValue::Int(x), KeyValue::Int(y)) => return Some(x.cmp(y)),
+                _ => return None,
+            }
+        }
+        Some(Ordering::Equal)
+    };
+    keys.windows(2)
+        .all(|pair| order(&pair[0], &pair[1]) == Some(Ordering::Less))
+}
+
 /// The keys of a batch whose records are settled: migrated now, found migrated, or gone (an
 /// earlier failure of theirs no longer stands).
 fn settled(keys: &[Key], outcomes: &[Outcome]) -> Vec<Key> {
@@ -430,6 +456,22 @@ fn settled(keys: &[Key], outcomes: &[Outcome]) -> Vec<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_of_integer_keys_are_checked_for_their_order() {
+        let k = |values: &[i64]| Key::new(values.iter().map(|n| KeyValue::Int(*n)));
+        assert!(ascending(&[]));
+        assert!(ascending(&[k(&[5])]));
+        assert!(ascending(&[k(&[-3]), k(&[2]), k(&[10])]));
+        assert!(!ascending(&[k(&[2]), k(&[10]), k(&[3])]), "out of order");
+        assert!(!ascending(&[k(&[2]), k(&[2])]), "the same key twice");
+        assert!(ascending(&[k(&[1, 9]), k(&[2, 0]), k(&[2, 1])]));
+        assert!(!ascending(&[k(&[2, 1]), k(&[1, 9])]));
+        assert!(
+            !ascending(&[Key::text("a"), Key::text("b")]),
+            "text is the database's to order"
+        );
+    }
 
     #[test]
     fn each_key_of_a_batch_gets_its_own_outcome() {

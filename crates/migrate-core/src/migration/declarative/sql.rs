@@ -62,6 +62,14 @@ pub(crate) struct Plan {
     pub(crate) key: Vec<KeyColumn>,
     /// Keyset pages, by whether they start after a key and end before one.
     pages: [Statement; 4],
+    /// The same pages, their order promised by SQLite's sort rather than checked here (see
+    /// [`Plan::checks_page_order`]); the same statements when it does not.
+    ordered_pages: [Statement; 4],
+    /// SQLite, keys of integers only: pages are read without sorting the aggregate (a sort of
+    /// every page, a tenth of a migration's time), in the order of the subquery that chose
+    /// their keys, and that order is checked here, where integers compare as they do there
+    /// (see `SqlMigration::page`).
+    pub(crate) checks_page_order: bool,
     /// The counts of the same ranges.
     counts: [Statement; 4],
     /// The state of each row of a batch: 0 not pending, 1 pending and valid, 2 pending but not
@@ -103,7 +111,10 @@ impl Plan {
         let key = &spec.key;
         let keys = Gen { dialect, key };
         let ranges = [(false, false), (true, false), (false, true), (true, true)];
-        let pages = ranges.map(|(after, end)| keys.page(&table, after, end));
+        let checks_page_order =
+            dialect == Dialect::Sqlite && key.iter().all(|column| column.kind == KeyKind::Integer);
+        let pages = ranges.map(|(after, end)| keys.page(&table, after, end, !checks_page_order));
+        let ordered_pages = ranges.map(|(after, end)| keys.page(&table, after, end, true));
         let counts = ranges.map(|(after, end)| keys.count(&table, after, end));
 
         let valid = rules.valid.as_ref().map(|(_, e)| *e);
@@ -257,6 +268,8 @@ impl Plan {
             dialect,
             key: key.clone(),
             pages,
+            ordered_pages,
+            checks_page_order,
             counts,
             classify: classify.finish(),
             settled: settled.finish(),
@@ -272,6 +285,12 @@ impl Plan {
     /// The page of keys after `after` and before `end`.
     pub(crate) fn page(&self, after: bool, end: bool) -> &Statement {
         &self.pages[usize::from(after) + 2 * usize::from(end)]
+    }
+
+    /// The page of keys after `after` and before `end`, sorted by the database: for a page
+    /// that [`Plan::page`] gave out of order.
+    pub(crate) fn ordered_page(&self, after: bool, end: bool) -> &Statement {
+        &self.ordered_pages[usize::from(after) + 2 * usize::from(end)]
     }
 
     /// The count of keys after `after` and before `end`.
@@ -435,17 +454,22 @@ impl Gen<'_> {
     }
 
     /// A page of keys in the database's order. On SQLite the page crosses as one JSON array
-    /// (rows cross from SQLite's thread one at a time, at a cost that would dominate); the
-    /// aggregate's own `ORDER BY` (SQLite 3.44+) makes its order the page's order by promise,
-    /// not by the accident of how the subquery is read.
-    fn page(&self, table: &str, after: bool, end: bool) -> Statement {
+    /// (rows cross from SQLite's thread one at a time, at a cost that would dominate); when
+    /// `sorted`, the aggregate's own `ORDER BY` (SQLite 3.44+) makes its order the page's
+    /// order by promise, not by the accident of how the subquery is read; otherwise the caller
+    /// checks it.
+    fn page(&self, table: &str, after: bool, end: bool, sorted: bool) -> Statement {
         let mut b = Builder::new(self.dialect);
         let order = self.columns("");
         match self.dialect {
             Dialect::Sqlite => {
                 let element = self.element();
+                let sort = match sorted {
+                    true => format!(" ORDER BY {order}"),
+                    false => String::new(),
+                };
                 b.push(&format!(
-                    "SELECT json_group_array({element} ORDER BY {order}) FROM (SELECT {order} FROM {table}"
+                    "SELECT json_group_array({element}{sort}) FROM (SELECT {order} FROM {table}"
                 ));
                 self.range(&mut b, after, end);
                 b.push(&format!(" ORDER BY {order} LIMIT "));

@@ -35,9 +35,21 @@ fn sqlite_pages_cross_as_one_json_array_in_the_databases_order() {
             Bind::Limit
         ]
     );
+    assert!(
+        !orders.checks_page_order,
+        "text is ordered by its collation"
+    );
+    assert_eq!(orders.ordered_page(true, true), orders.page(true, true));
     let one = plan(ONE_KEY, Dialect::Sqlite);
+    assert!(one.checks_page_order);
     assert_eq!(
         one.page(false, false).sql,
+        "SELECT json_group_array(\"id\") FROM (SELECT \"id\" FROM \"app\".\"customers\" \
+         ORDER BY \"id\" LIMIT ?1)",
+        "integer keys: the order is checked, not sorted again"
+    );
+    assert_eq!(
+        one.ordered_page(false, false).sql,
         "SELECT json_group_array(\"id\" ORDER BY \"id\") FROM (SELECT \"id\" FROM \
          \"app\".\"customers\" ORDER BY \"id\" LIMIT ?1)"
     );
