@@ -204,22 +204,21 @@ impl Runner for PostgresRunner {
     /// statement classifies the keys it did not change, from the snapshot it started with.
     /// The lock and statement timeouts are set with the `BEGIN`: a batch is four round trips
     /// (begin, the update, the journal, the commit). A dry run classifies every key.
+    ///
+    /// A batch is first updated as a span of the table, from its first key to its last, as a
+    /// hand-written loop updates a range (an index range scan, where a list of keys descends
+    /// the index once per key), when the span holds as many rows as the batch has keys (see
+    /// [`Plan::span_update`]); otherwise by its keys. When the span's rows turn out to be
+    /// others than the batch's (a row deleted and another added since the page was read), the
+    /// span's update is rolled back and the batch updated by its keys.
     async fn migrate(
         &self,
         plan: &Plan,
         batch: &Batch<'_>,
         dry_run: bool,
     ) -> Result<Vec<Outcome>, DbError> {
-        // For this transaction only: a row locked by another session (55P03) or a statement
-        // running too long (57014) fails the batch, which the engine retries and splits,
-        // instead of blocking it, and the application's writes to its rows, for longer.
-        let begin = format!("BEGIN{}", self.timeouts.set_local());
         let queued = std::time::Instant::now();
-        let mut tx = self
-            .pool
-            .begin_with(AssertSqlSafe(begin))
-            .await
-            .map_err(context("starting a batch"))?;
+        let mut tx = self.begin().await?;
         crate::report_wait(queued.elapsed());
         if dry_run {
             let states = classify(&mut tx, plan, &batch.args).await?;
@@ -227,16 +226,20 @@ impl Runner for PostgresRunner {
             return Ok(super::outcomes(batch, &[], &states, true));
         }
         let doing = "running the migration's update";
-        let (sql, arguments) = bound(plan, &plan.update, &batch.args, doing)?;
-        let (migrated, rest): (String, String) = sqlx::query_as_with(sql, arguments)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(context(doing))?;
-        let migrated: Vec<Key> = keys_from_json(&migrated, plan, doing)?;
-        let states = states(&rest, plan, doing)?;
+        let in_batch: HashSet<&Key> = batch.keys.iter().collect();
+        let (migrated, states) = match update_span(&mut tx, plan, batch, &in_batch).await? {
+            Span::Updated(migrated, states) => (migrated, states),
+            Span::NotASpan => update_keys(&mut tx, plan, batch).await?,
+            Span::OtherRows => {
+                tx.rollback()
+                    .await
+                    .map_err(context("rolling back a batch's span"))?;
+                tx = self.begin().await?;
+                update_keys(&mut tx, plan, batch).await?
+            }
+        };
         // The update may only touch the batch's rows: anything else means an expression
         // escaped the batch's restriction. Nothing of it is kept.
-        let in_batch: HashSet<&Key> = batch.keys.iter().collect();
         if let Some(stray) = migrated.iter().find(|key| !in_batch.contains(key)) {
             return Err(misdefined(
                 doing,
@@ -259,4 +262,84 @@ impl Runner for PostgresRunner {
     fn timeouts(&self) -> Option<BatchTimeouts> {
         Some(self.timeouts)
     }
+}
+
+impl PostgresRunner {
+    /// A batch's transaction. For it only, a row locked by another session (55P03) or a
+    /// statement running too long (57014) fails the batch, which the engine retries and
+    /// splits, instead of blocking it, and the application's writes to its rows, for longer.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, DbError> {
+        let begin = format!("BEGIN{}", self.timeouts.set_local());
+        self.pool
+            .begin_with(AssertSqlSafe(begin))
+            .await
+            .map_err(context("starting a batch"))
+    }
+}
+
+/// What updating a batch as a span found.
+enum Span {
+    /// The span's rows were the batch's: the keys updated, and the state of the others.
+    Updated(Vec<Key>, HashMap<Key, i64>),
+    /// The span holds more or fewer rows than the batch has keys: nothing was written.
+    NotASpan,
+    /// The span holds as many rows as the batch, but not the batch's: the update must be
+    /// rolled back.
+    OtherRows,
+}
+
+/// Updates the batch as the span of the table from its first key to its last, when that span
+/// holds as many rows as the batch has keys (see [`Plan::span_update`]).
+async fn update_span(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    batch: &Batch<'_>,
+    in_batch: &HashSet<&Key>,
+) -> Result<Span, DbError> {
+    let (Some(first), Some(last)) = (batch.keys.first(), batch.keys.last()) else {
+        return Ok(Span::NotASpan);
+    };
+    let args = Args {
+        after: Some(first),
+        end: Some(last),
+        limit: i64::try_from(batch.keys.len() + 1).unwrap_or(i64::MAX),
+        ..batch.args
+    };
+    let doing = "running the migration's update";
+    let (sql, arguments) = bound(plan, &plan.span_update, &args, doing)?;
+    let (rows, migrated, rest): (i64, String, String) = sqlx::query_as_with(sql, arguments)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    if rows != batch.keys.len() as i64 {
+        return Ok(Span::NotASpan);
+    }
+    let migrated: Vec<Key> = keys_from_json(&migrated, plan, doing)?;
+    let states = states(&rest, plan, doing)?;
+    let theirs = migrated
+        .iter()
+        .chain(states.keys())
+        .all(|key| in_batch.contains(key));
+    if !theirs || migrated.len() + states.len() != batch.keys.len() {
+        return Ok(Span::OtherRows);
+    }
+    Ok(Span::Updated(migrated, states))
+}
+
+/// Updates the batch's keys: the keys updated, and the state of the batch's other rows.
+async fn update_keys(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    batch: &Batch<'_>,
+) -> Result<(Vec<Key>, HashMap<Key, i64>), DbError> {
+    let doing = "running the migration's update";
+    let (sql, arguments) = bound(plan, &plan.update, &batch.args, doing)?;
+    let (migrated, rest): (String, String) = sqlx::query_as_with(sql, arguments)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    Ok((
+        keys_from_json(&migrated, plan, doing)?,
+        states(&rest, plan, doing)?,
+    ))
 }

@@ -86,7 +86,9 @@ pub(crate) struct Plan {
     /// order, at most `limit` of them, and whether each is pending (`"0110..."`). When those rows are the batch's keys in the batch's
     /// order, the batch is updated by range (see `SqliteRunner::migrate`).
     pub(crate) span: Statement,
-    /// SQLite only: [`update`](Plan::update) on the span's rows rather than on a list of keys.
+    /// [`update`](Plan::update) on the span's rows rather than on a list of keys. On
+    /// PostgreSQL, with the count of the span's rows first (at most `limit`), and only when
+    /// it is one less than `limit` (the batch's size) does it update or read a row.
     pub(crate) span_update: Statement,
     /// SQLite only: [`leftover`](Plan::leftover) on the span's rows.
     pub(crate) span_leftover: Statement,
@@ -200,14 +202,27 @@ impl Plan {
 
         let mut update = Builder::new(dialect);
         let mut span_update = Builder::new(dialect);
-        if dialect == Dialect::Postgres {
-            update.push("WITH migrated AS (");
-        }
-        let count = if dialect == Dialect::Sqlite { 2 } else { 1 };
-        for (b, within) in [(&mut update, Rows::Batch), (&mut span_update, Rows::Span)]
-            .into_iter()
-            .take(count)
-        {
+        // PostgreSQL, a span: the rows from the batch's first key to its last are counted, at
+        // most `limit` (one more than the batch) of them, and the update and the read of the
+        // others only run when there are as many as the batch has keys. The condition holds no
+        // column, so it is evaluated once, before any row is read (a one-time filter): a batch
+        // that is not a span costs a bounded count, and writes nothing.
+        let gate = "(SELECT n FROM span) = ";
+        for (b, within) in [(&mut update, Rows::Batch), (&mut span_update, Rows::Span)] {
+            if dialect == Dialect::Postgres {
+                if let Rows::Span = within {
+                    b.push(&format!(
+                        "WITH span AS (SELECT count(*) AS n FROM (SELECT 1 FROM {table} WHERE "
+                    ));
+                    keys.span(b);
+                    b.push(" LIMIT ");
+                    b.param(Bind::Limit);
+                    b.push(") s), ");
+                } else {
+                    b.push("WITH ");
+                }
+                b.push("migrated AS (");
+            }
             b.push(&format!("UPDATE {table} SET "));
             for (i, (_, column, expr)) in rules.set.iter().enumerate() {
                 if i > 0 {
@@ -217,6 +232,11 @@ impl Plan {
                 b.expr(expr);
             }
             b.push(" WHERE ");
+            if let (Dialect::Postgres, Rows::Span) = (dialect, within) {
+                b.push(gate);
+                b.param(Bind::Limit);
+                b.push(" - 1 AND ");
+            }
             keys.rows(b, within);
             b.push(" AND (");
             b.expr(rules.pending.1);
@@ -226,26 +246,36 @@ impl Plan {
                 b.expr(valid);
                 b.push(")");
             }
-        }
-        if dialect == Dialect::Postgres {
-            // One statement and one row for the whole batch: the keys it updated, and the state
-            // of the batch's other rows, each as one JSON array. The outer query reads the
-            // snapshot from before the update, which is what classifies the rows it left.
-            let migrated = keys.aliases();
-            update.push(" RETURNING ");
-            update.push(&keys.read_columns_as());
-            update.push(&format!(
-                ") SELECT (SELECT coalesce(json_agg(json_build_array({migrated})), '[]') FROM \
-                 migrated)::text, (SELECT coalesce(json_agg(json_build_array({}, ",
-                keys.read_columns()
-            ));
-            state(&mut update);
-            update.push(&format!(")), '[]') FROM {table} WHERE "));
-            keys.in_batch(&mut update);
-            update.push(&format!(
-                " AND ({}) NOT IN (SELECT {migrated} FROM migrated))::text",
-                keys.read_columns()
-            ));
+            if dialect == Dialect::Postgres {
+                // One statement and one row for the whole batch: the keys it updated, and the
+                // state of the batch's other rows, each as one JSON array (a span's, first, the
+                // count of its rows). The outer query reads the snapshot from before the update,
+                // which is what classifies the rows it left.
+                let migrated = keys.aliases();
+                b.push(" RETURNING ");
+                b.push(&keys.read_columns_as());
+                b.push(") SELECT ");
+                if let Rows::Span = within {
+                    b.push("(SELECT n FROM span), ");
+                }
+                b.push(&format!(
+                    "(SELECT coalesce(json_agg(json_build_array({migrated})), '[]') FROM \
+                     migrated)::text, (SELECT coalesce(json_agg(json_build_array({}, ",
+                    keys.read_columns()
+                ));
+                state(b);
+                b.push(&format!(")), '[]') FROM {table} WHERE "));
+                if let Rows::Span = within {
+                    b.push(gate);
+                    b.param(Bind::Limit);
+                    b.push(" - 1 AND ");
+                }
+                keys.rows(b, within);
+                b.push(&format!(
+                    " AND ({}) NOT IN (SELECT {migrated} FROM migrated))::text",
+                    keys.read_columns()
+                ));
+            }
         }
 
         let mut fragments = Vec::new();

@@ -562,6 +562,51 @@ async fn a_batch_changes_its_own_rows_whatever_changed_around_it_since_its_page(
     let mut wanted = expected(paged);
     wanted[7] = "gone";
     assert_eq!(kinds(&outcomes), wanted);
+
+    // One row deleted and another added: as many rows as the batch has keys, not its own.
+    let later = (gap + 40..keys.len() - 1)
+        .find(|&i| {
+            keys[i].values()[0] == keys[i + 1].values()[0]
+                && number(&keys[i + 1]) - number(&keys[i]) >= 2
+        })
+        .expect("a second gap");
+    let region = keys[later].values()[0].to_string();
+    let stranger = order(&region, number(&keys[later]) + 1);
+    let paged = &keys[later - 6..later + 6];
+    let deleted = &paged[2];
+    execute(
+        &db.pool,
+        &format!(
+            "DELETE FROM orders WHERE region = '{}' AND order_no = {}",
+            deleted.values()[0],
+            deleted.values()[1]
+        ),
+    )
+    .await;
+    execute(
+        &db.pool,
+        &format!(
+            "INSERT INTO orders VALUES ('{region}', {}, 'paid', 'EUR', NULL)",
+            number(&stranger)
+        ),
+    )
+    .await;
+    let outcomes = migration.migrate(paged, false).await.unwrap();
+    let mut wanted = expected(paged);
+    wanted[2] = "gone";
+    assert_eq!(kinds(&outcomes), wanted);
+    let after = orders(&db.pool).await;
+    assert_eq!(
+        after[&stranger],
+        ("paid".into(), "EUR".into(), false),
+        "the row that took the deleted one's place is not the batch's"
+    );
+    let audited: HashSet<Key> = audit(db, "orders-normalize")
+        .await
+        .concat()
+        .into_iter()
+        .collect();
+    assert!(!audited.contains(&stranger) && !audited.contains(&added));
     backend.close().await;
 }
 

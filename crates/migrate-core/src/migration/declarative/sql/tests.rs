@@ -276,5 +276,40 @@ fn sqlite_reads_and_updates_a_batch_as_a_span_of_the_table() {
          \"id\" <= ?2 ORDER BY \"id\" LIMIT ?3)"
     );
     let postgres = plan(ORDERS, Dialect::Postgres);
-    assert!(postgres.span.sql.is_empty() && postgres.span_update.sql.is_empty());
+    assert!(postgres.span.sql.is_empty() && postgres.span_leftover.sql.is_empty());
+}
+
+#[test]
+fn postgres_updates_a_span_only_when_it_holds_as_many_rows_as_the_batch() {
+    let one = plan(ONE_KEY, Dialect::Postgres);
+    assert_eq!(
+        one.span_update.sql,
+        "WITH span AS (SELECT count(*) AS n FROM (SELECT 1 FROM \"app\".\"customers\" WHERE \
+         \"id\" >= $1 AND \"id\" <= $2 LIMIT $3) s), migrated AS (UPDATE \"app\".\"customers\" \
+         SET \"v\" = 2, \"at\" = $4, \"note\" = coalesce(note, $4) WHERE (SELECT n FROM span) = \
+         $3 - 1 AND \"id\" >= $1 AND \"id\" <= $2 AND (v = 1) RETURNING CAST(\"id\" AS bigint) \
+         AS k0) SELECT (SELECT n FROM span), (SELECT coalesce(json_agg(json_build_array(k0)), \
+         '[]') FROM migrated)::text, (SELECT coalesce(json_agg(json_build_array(CAST(\"id\" AS \
+         bigint), CASE WHEN (v = 1) THEN 1 ELSE 0 END)), '[]') FROM \"app\".\"customers\" WHERE \
+         (SELECT n FROM span) = $3 - 1 AND \"id\" >= $1 AND \"id\" <= $2 AND (CAST(\"id\" AS \
+         bigint)) NOT IN (SELECT k0 FROM migrated))::text",
+        "a count bounded by one row more than the batch gates the update and the read"
+    );
+    assert_eq!(
+        one.span_update.binds,
+        [
+            Bind::After(0),
+            Bind::End(0),
+            Bind::Limit,
+            Bind::Param(Param::Now)
+        ]
+    );
+    let uuid = plan(UUID_KEY, Dialect::Postgres);
+    assert!(
+        uuid.span_update.sql.contains(
+            "(\"tenant\", \"uid\") >= ($1, $2::uuid) AND (\"tenant\", \"uid\") <= ($3, $4::uuid)"
+        ),
+        "{}",
+        uuid.span_update.sql
+    );
 }
