@@ -228,9 +228,9 @@ impl Runner for PostgresRunner {
         let doing = "running the migration's update";
         let in_batch: HashSet<&Key> = batch.keys.iter().collect();
         let (migrated, states) = match update_span(&mut tx, plan, batch, &in_batch).await? {
-            Span::Updated(migrated, states) => (migrated, states),
-            Span::NotASpan => update_keys(&mut tx, plan, batch).await?,
-            Span::OtherRows => {
+            SpanUpdate::Done(migrated, states) => (migrated, states),
+            SpanUpdate::Skipped => update_keys(&mut tx, plan, batch).await?,
+            SpanUpdate::OtherRows => {
                 tx.rollback()
                     .await
                     .map_err(context("rolling back a batch's span"))?;
@@ -278,11 +278,13 @@ impl PostgresRunner {
 }
 
 /// What updating a batch as a span found.
-enum Span {
+enum SpanUpdate {
     /// The span's rows were the batch's: the keys updated, and the state of the others.
-    Updated(Vec<Key>, HashMap<Key, i64>),
-    /// The span holds more or fewer rows than the batch has keys: nothing was written.
-    NotASpan,
+    Done(Vec<Key>, HashMap<Key, i64>),
+    /// The batch is not a span that can be updated as one: more or fewer rows than the batch
+    /// has keys, or first and last keys that differ in more than their last column. Nothing
+    /// was written.
+    Skipped,
     /// The span holds as many rows as the batch, but not the batch's: the update must be
     /// rolled back.
     OtherRows,
@@ -295,10 +297,15 @@ async fn update_span(
     plan: &Plan,
     batch: &Batch<'_>,
     in_batch: &HashSet<&Key>,
-) -> Result<Span, DbError> {
+) -> Result<SpanUpdate, DbError> {
     let (Some(first), Some(last)) = (batch.keys.first(), batch.keys.last()) else {
-        return Ok(Span::NotASpan);
+        return Ok(SpanUpdate::Skipped);
     };
+    // A key of several columns: a span within one value of the others (see `sql::Gen::span`).
+    let columns = first.values().len();
+    if first.values()[..columns.saturating_sub(1)] != last.values()[..columns.saturating_sub(1)] {
+        return Ok(SpanUpdate::Skipped);
+    }
     let args = Args {
         after: Some(first),
         end: Some(last),
@@ -312,7 +319,7 @@ async fn update_span(
         .await
         .map_err(context(doing))?;
     if rows != batch.keys.len() as i64 {
-        return Ok(Span::NotASpan);
+        return Ok(SpanUpdate::Skipped);
     }
     let migrated: Vec<Key> = keys_from_json(&migrated, plan, doing)?;
     let states = states(&rest, plan, doing)?;
@@ -321,9 +328,9 @@ async fn update_span(
         .chain(states.keys())
         .all(|key| in_batch.contains(key));
     if !theirs || migrated.len() + states.len() != batch.keys.len() {
-        return Ok(Span::OtherRows);
+        return Ok(SpanUpdate::OtherRows);
     }
-    Ok(Span::Updated(migrated, states))
+    Ok(SpanUpdate::Done(migrated, states))
 }
 
 /// Updates the batch's keys: the keys updated, and the state of the batch's other rows.

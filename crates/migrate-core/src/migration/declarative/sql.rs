@@ -215,7 +215,10 @@ impl Plan {
                         "WITH span AS (SELECT count(*) AS n FROM (SELECT 1 FROM {table} WHERE "
                     ));
                     keys.span(b);
-                    b.push(" LIMIT ");
+                    // In the key's order: the index's range, which a planner that misjudges
+                    // how many rows a comparison of row values keeps would otherwise trade
+                    // for a scan of the table, stopped at the limit.
+                    b.push(&format!(" ORDER BY {} LIMIT ", keys.columns("")));
                     b.param(Bind::Limit);
                     b.push(") s), ");
                 } else {
@@ -461,10 +464,7 @@ impl Gen<'_> {
             if i > 0 {
                 b.push(", ");
             }
-            b.param(bind(i));
-            if self.dialect == Dialect::Postgres && column.kind == KeyKind::Uuid {
-                b.push("::uuid");
-            }
+            self.value(b, bind(i), column);
         }
         if self.key.len() > 1 {
             b.push(")");
@@ -533,10 +533,39 @@ impl Gen<'_> {
 
     /// The condition that a row's key is between the batch's first and last, both included
     /// (bound as `after` and `end`).
+    ///
+    /// PostgreSQL, a key of several columns: the batch's first and last keys share all but
+    /// their last column (see `PostgresRunner::migrate`), which is compared alone. Its B-tree
+    /// ends no scan at a comparison of row values that bounds it from above: it would read on
+    /// to the end of the first column's value.
     fn span(&self, b: &mut Builder) {
-        self.compare(b, ">=", Bind::After);
-        b.push(" AND ");
-        self.compare(b, "<=", Bind::End);
+        match (self.dialect, self.key) {
+            (Dialect::Postgres, [prefix @ .., last]) if !prefix.is_empty() => {
+                for (i, column) in prefix.iter().enumerate() {
+                    b.push(&format!("{} = ", quote(&column.name)));
+                    self.value(b, Bind::After(i), column);
+                    b.push(" AND ");
+                }
+                let i = prefix.len();
+                b.push(&format!("{} >= ", quote(&last.name)));
+                self.value(b, Bind::After(i), last);
+                b.push(&format!(" AND {} <= ", quote(&last.name)));
+                self.value(b, Bind::End(i), last);
+            }
+            _ => {
+                self.compare(b, ">=", Bind::After);
+                b.push(" AND ");
+                self.compare(b, "<=", Bind::End);
+            }
+        }
+    }
+
+    /// A key column's value as a parameter, cast to `uuid` on PostgreSQL.
+    fn value(&self, b: &mut Builder, bind: Bind, column: &KeyColumn) {
+        b.param(bind);
+        if self.dialect == Dialect::Postgres && column.kind == KeyKind::Uuid {
+            b.push("::uuid");
+        }
     }
 
     /// The condition that a row's key is one of the batch's.
