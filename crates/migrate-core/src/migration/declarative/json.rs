@@ -69,6 +69,21 @@ pub(super) fn is_key(value: &serde_json::Value, key: &Key, columns: &[KeyColumn]
             })
 }
 
+/// A page's keys from a JSON array of keys (see [`key_from_json`]), in the order of the array:
+/// the database's (see `sql::Gen::page`).
+pub(super) fn keys_from_page(
+    json: &str,
+    plan: &Plan,
+    doing: &'static str,
+) -> Result<Vec<Key>, DbError> {
+    let values: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
+    values
+        .iter()
+        .map(|value| key_from_json(value, &plan.key).map_err(|e| protocol(doing, e)))
+        .collect()
+}
+
 /// Row states by key from `[[k1, k2, state], ...]`.
 pub(super) fn states(
     json: &str,

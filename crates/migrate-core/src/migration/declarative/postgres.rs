@@ -12,7 +12,7 @@ use crate::engine::migrator::Outcome;
 use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 use crate::migration::timeouts::BatchTimeouts;
 
-use super::json::{keys_from_json, states};
+use super::json::{keys_from_json, keys_from_page, states};
 use super::sql::{Args, Bind, Plan, Statement, Value, quote_table};
 use super::{Batch, Runner};
 
@@ -175,13 +175,11 @@ impl Runner for PostgresRunner {
     ) -> Result<Vec<Key>, DbError> {
         let doing = "reading a page of keys";
         let (sql, arguments) = bound(plan, statement, &args, doing)?;
-        let rows = sqlx::query_with(sql, arguments)
-            .fetch_all(&self.pool)
+        let json: String = sqlx::query_scalar_with(sql, arguments)
+            .fetch_one(&self.pool)
             .await
             .map_err(context(doing))?;
-        rows.iter()
-            .map(|row| key_from_row(row, &plan.key).map_err(context(doing)))
-            .collect()
+        keys_from_page(&json, plan, doing)
     }
 
     async fn count(

@@ -65,8 +65,8 @@ pub(crate) struct Plan {
     /// The same pages, their order promised by SQLite's sort rather than checked here (see
     /// [`Plan::checks_page_order`]); the same statements when it does not.
     ordered_pages: [Statement; 4],
-    /// SQLite, keys of integers only: pages are read without sorting the aggregate (a sort of
-    /// every page, a tenth of a migration's time), in the order of the subquery that chose
+    /// Keys of integers only: pages are read without sorting the aggregate (a sort of every
+    /// page, a tenth of a migration's time on SQLite), in the order of the subquery that chose
     /// their keys, and that order is checked here, where integers compare as they do there
     /// (see `SqlMigration::page`).
     pub(crate) checks_page_order: bool,
@@ -113,8 +113,7 @@ impl Plan {
         let key = &spec.key;
         let keys = Gen { dialect, key };
         let ranges = [(false, false), (true, false), (false, true), (true, true)];
-        let checks_page_order =
-            dialect == Dialect::Sqlite && key.iter().all(|column| column.kind == KeyKind::Integer);
+        let checks_page_order = key.iter().all(|column| column.kind == KeyKind::Integer);
         let pages = ranges.map(|(after, end)| keys.page(&table, after, end, !checks_page_order));
         let ordered_pages = ranges.map(|(after, end)| keys.page(&table, after, end, true));
         let counts = ranges.map(|(after, end)| keys.count(&table, after, end));
@@ -483,8 +482,9 @@ impl Gen<'_> {
         }
     }
 
-    /// A page of keys in the database's order. On SQLite the page crosses as one JSON array
-    /// (rows cross from SQLite's thread one at a time, at a cost that would dominate); when
+    /// A page of keys in the database's order. The page crosses as one JSON array (on SQLite,
+    /// rows cross from its thread one at a time, at a cost that would dominate; on PostgreSQL,
+    /// each row is a message to write, send and read); when
     /// `sorted`, the aggregate's own `ORDER BY` (SQLite 3.44+) makes its order the page's
     /// order by promise, not by the accident of how the subquery is read; otherwise the caller
     /// checks it.
@@ -507,10 +507,24 @@ impl Gen<'_> {
                 b.push(")");
             }
             Dialect::Postgres => {
-                b.push(&format!("SELECT {} FROM {table}", self.read_columns()));
+                let aliases = self.aliases();
+                let element = match self.key {
+                    [_] => aliases.clone(),
+                    _ => format!("json_build_array({aliases})"),
+                };
+                let sort = match sorted {
+                    true => format!(" ORDER BY {order}"),
+                    false => String::new(),
+                };
+                b.push(&format!(
+                    "SELECT coalesce(json_agg({element}{sort}), '[]')::text FROM (SELECT \
+                     {order}, {} FROM {table}",
+                    self.read_columns_as()
+                ));
                 self.range(&mut b, after, end);
                 b.push(&format!(" ORDER BY {order} LIMIT "));
                 b.param(Bind::Limit);
+                b.push(") page");
             }
         }
         b.finish()

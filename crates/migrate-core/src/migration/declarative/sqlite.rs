@@ -11,7 +11,7 @@ use crate::database::{DbError, context, protocol};
 use crate::engine::migrator::{Outcome, RecordFailure};
 use crate::migration::key::Key;
 
-use super::json::{is_key, key_from_json, keys_from_json, states};
+use super::json::{is_key, keys_from_json, keys_from_page, states};
 use super::sql::{self, Args, Plan, Statement, Value};
 use super::{Batch, Runner};
 
@@ -139,13 +139,7 @@ impl Runner for SqliteRunner {
             .fetch_one(&self.pool)
             .await
             .map_err(context(doing))?;
-        // In the order of the array: the database's (see `sql::Gen::page`).
-        let values: Vec<serde_json::Value> =
-            serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
-        values
-            .iter()
-            .map(|value| key_from_json(value, &plan.key).map_err(|e| protocol(doing, e)))
-            .collect()
+        keys_from_page(&json, plan, doing)
     }
 
     async fn count(

@@ -117,9 +117,20 @@ fn postgres_reads_keys_as_bigint_or_text_and_batches_as_arrays() {
     let orders = plan(ORDERS, Dialect::Postgres);
     assert_eq!(
         orders.page(true, false).sql,
-        "SELECT CAST(\"region\" AS text), CAST(\"order_no\" AS bigint) FROM \"orders\" WHERE \
-         (\"region\", \"order_no\") > ($1, $2) ORDER BY \"region\", \"order_no\" LIMIT $3"
+        "SELECT coalesce(json_agg(json_build_array(k0, k1) ORDER BY \"region\", \"order_no\"), \
+         '[]')::text FROM (SELECT \"region\", \"order_no\", CAST(\"region\" AS text) AS k0, \
+         CAST(\"order_no\" AS bigint) AS k1 FROM \"orders\" WHERE (\"region\", \"order_no\") > \
+         ($1, $2) ORDER BY \"region\", \"order_no\" LIMIT $3) page",
+        "one JSON array, sorted by the columns themselves (their collation)"
     );
+    let one = plan(ONE_KEY, Dialect::Postgres);
+    assert_eq!(
+        one.page(false, false).sql,
+        "SELECT coalesce(json_agg(k0), '[]')::text FROM (SELECT \"id\", CAST(\"id\" AS bigint) \
+         AS k0 FROM \"app\".\"customers\" ORDER BY \"id\" LIMIT $1) page",
+        "integers: the order is checked, not sorted again"
+    );
+    assert!(one.checks_page_order && !orders.checks_page_order);
     let valid = "lower(trim(status)) IN ('new', 'paid', 'shipped', 'cancelled') AND \
                  length(trim(currency)) = 3";
     let batch = "(\"region\", \"order_no\") IN (SELECT * FROM unnest($2::text[], $3::bigint[]))";
@@ -155,9 +166,10 @@ fn postgres_reads_keys_as_bigint_or_text_and_batches_as_arrays() {
     let uuid = plan(UUID_KEY, Dialect::Postgres);
     assert_eq!(
         uuid.page(true, true).sql,
-        "SELECT CAST(\"tenant\" AS text), CAST(\"uid\" AS text) FROM \"t\" WHERE (\"tenant\", \
-         \"uid\") > ($1, $2::uuid) AND (\"tenant\", \"uid\") < ($3, $4::uuid) ORDER BY \"tenant\", \
-         \"uid\" LIMIT $5"
+        "SELECT coalesce(json_agg(json_build_array(k0, k1) ORDER BY \"tenant\", \"uid\"), \
+         '[]')::text FROM (SELECT \"tenant\", \"uid\", CAST(\"tenant\" AS text) AS k0, \
+         CAST(\"uid\" AS text) AS k1 FROM \"t\" WHERE (\"tenant\", \"uid\") > ($1, $2::uuid) \
+         AND (\"tenant\", \"uid\") < ($3, $4::uuid) ORDER BY \"tenant\", \"uid\" LIMIT $5) page"
     );
     assert!(
         uuid.update
