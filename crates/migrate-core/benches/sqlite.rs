@@ -19,7 +19,11 @@
 //!   (region text, order_no integer);
 //! - `clustered`: the same file on `orders_clustered`, the same rows stored in their key's
 //!   order (SQLite `WITHOUT ROWID`; PostgreSQL `CLUSTER`);
-//! - `integer`: the same file on `orders_by_id`, keyed by its integer `id` alone.
+//! - `integer`: the same file on `orders_by_id`, keyed by its integer `id` alone;
+//! - `loop composite` and `loop integer` (SQLite only): the hand-written loop over `orders`
+//!   (a row value range per page of 500 keys) and over `orders_by_id` (an `id` range): what a
+//!   batched migration costs per key without the engine, the reference for composite /
+//!   integer.
 //!
 //! Prints each round, the medians in rows of the table per second, and their ratios.
 //!
@@ -108,6 +112,8 @@ enum Measure {
     Composite,
     Clustered,
     Integer,
+    LoopComposite,
+    LoopInteger,
 }
 
 impl Measure {
@@ -121,6 +127,8 @@ impl Measure {
             Measure::Composite => "composite",
             Measure::Clustered => "clustered",
             Measure::Integer => "integer",
+            Measure::LoopComposite => "loop composite",
+            Measure::LoopInteger => "loop integer",
         }
     }
 
@@ -135,6 +143,8 @@ impl Measure {
             Measure::Composite => "composite",
             Measure::Clustered => "clustered",
             Measure::Integer => "integer",
+            Measure::LoopComposite => "loopc",
+            Measure::LoopInteger => "loopi",
         }
     }
 }
@@ -191,6 +201,11 @@ async fn time(
         Measure::Integer => {
             let (took, n) = runs::declared(&url, dir, options, &specs.orders_by_id, orders).await;
             return (took, orders, format!("{n} orders migrated"));
+        }
+        Measure::LoopComposite | Measure::LoopInteger => {
+            let composite = measure == Measure::LoopComposite;
+            let (took, n) = runs::orders_loop(&url, composite).await;
+            return (took, orders, format!("{n} orders updated"));
         }
     };
     (took, rows, format!("{n} customers {done}"))
@@ -253,6 +268,8 @@ async fn main() {
     ];
     if options.postgres {
         measures.insert(4, Measure::LoopTwoWriters);
+    } else {
+        measures.extend([Measure::LoopComposite, Measure::LoopInteger]);
     }
     if let Some(only) = &options.only {
         measures.retain(|m| only.iter().any(|name| name.eq_ignore_ascii_case(m.name())));
@@ -269,7 +286,7 @@ async fn main() {
             let rate = rows as f64 / took.as_secs_f64();
             rates[i].push(rate);
             println!(
-                "round {round}: {:<9} {:>6.2} s {:>11} rows/s {note}",
+                "round {round}: {:<14} {:>6.2} s {:>11} rows/s {note}",
                 measure.name(),
                 took.as_secs_f64(),
                 thousands(rate),
@@ -288,7 +305,7 @@ async fn main() {
         options.rows, options.rounds
     );
     for (measure, rate) in measures.iter().zip(&medians) {
-        println!("  {:<10} {:>11}", measure.name(), thousands(*rate));
+        println!("  {:<14} {:>11}", measure.name(), thousands(*rate));
     }
     let mut ratios = vec![
         ("TOML / UPDATE", of(Measure::Toml) / of(Measure::Update)),
@@ -307,6 +324,16 @@ async fn main() {
             of(Measure::Clustered) / of(Measure::Integer),
         ),
     ];
+    if !options.postgres {
+        ratios.push((
+            "loop composite / loop integer",
+            of(Measure::LoopComposite) / of(Measure::LoopInteger),
+        ));
+        ratios.push((
+            "composite / loop composite",
+            of(Measure::Composite) / of(Measure::LoopComposite),
+        ));
+    }
     if options.postgres {
         ratios.push((
             "loop x2 / UPDATE",
@@ -318,7 +345,7 @@ async fn main() {
         ));
     }
     for (name, ratio) in ratios.into_iter().filter(|(_, r)| !r.is_nan()) {
-        println!("  {name:<20} {ratio:.2}");
+        println!("  {name:<30} {ratio:.2}");
     }
     target.clean_up().await;
 }

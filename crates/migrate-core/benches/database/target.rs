@@ -10,7 +10,7 @@ pub enum Target {
 }
 
 /// Databases a run may leave on the server, dropped at the end.
-pub const COPIES: [&str; 8] = [
+pub const COPIES: [&str; 10] = [
     "engine",
     "toml",
     "set",
@@ -19,6 +19,8 @@ pub const COPIES: [&str; 8] = [
     "composite",
     "clustered",
     "integer",
+    "loopc",
+    "loopi",
 ];
 
 impl Target {
