@@ -259,6 +259,24 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `--only engine` (or `baseline`): that side alone, for a profiler.
+    let only = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|side| side.to_lowercase());
+    if let Some(side) = only {
+        runtime.block_on(async {
+            for round in 1..=rounds {
+                let rate = match side.as_str() {
+                    "engine" => engine(records).await,
+                    "baseline" => baseline(records).await,
+                    other => panic!("--only engine or --only baseline, not {other}"),
+                };
+                println!("round {round}: {side} {rate:>10.0} records/s");
+            }
+        });
+        return;
+    }
     println!("engine vs bare tokio baseline: {records} records, {PROCESSES} jobs, sleep scale 0");
     runtime.block_on(async {
         // Warm-up: page cache, allocator, thread pool.

@@ -378,10 +378,13 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             }
             last_text = None;
         }
-        tokio::select! {
-            biased;
-            () = shared.halt.cancelled() => break,
-            () = shared.flow.rate.acquire(taken) => {}
+        // Only a limited rate waits: waiting on the halt registers with it, under its lock.
+        if shared.flow.rate.per_second() > 0 {
+            tokio::select! {
+                biased;
+                () = shared.halt.cancelled() => break,
+                () = shared.flow.rate.acquire(taken) => {}
+            }
         }
         ids.clear();
         ids.extend(work.iter().map(|w| w.key.clone()));
