@@ -88,6 +88,10 @@ use sql::{Args, Plan, Statement};
 /// that is not valid a permanent failure with `message`, and a pending, valid row that the
 /// update did not change (a concurrent write) a transient failure, tried again. A dry run
 /// only classifies.
+///
+/// A batch that is every row from its first key to its last (a batch cut from a page) is
+/// updated as that range, an index range scan, once the database confirms that the range
+/// holds the batch's rows and no other; any other batch is updated by its keys.
 #[derive(Debug)]
 pub struct SqlMigration {
     /// The file, as read.
