@@ -12,7 +12,7 @@ use crate::engine::migrator::Outcome;
 use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 use crate::migration::timeouts::BatchTimeouts;
 
-use super::json::{keys_from_json, keys_from_page, states};
+use super::json::{keys_from_page, states};
 use super::sql::{Args, Bind, Plan, Statement, Value, quote_table};
 use super::{Batch, Runner};
 
@@ -319,7 +319,7 @@ async fn update_span(
     if rows != batch.keys.len() as i64 {
         return Ok(SpanUpdate::Skipped);
     }
-    let migrated: Vec<Key> = keys_from_json(&migrated, plan, doing)?;
+    let migrated = keys_from_page(&migrated, plan, doing)?;
     let states = states(&rest, plan, doing)?;
     let theirs = migrated
         .iter()
@@ -344,7 +344,7 @@ async fn update_keys(
         .await
         .map_err(context(doing))?;
     Ok((
-        keys_from_json(&migrated, plan, doing)?,
+        keys_from_page(&migrated, plan, doing)?,
         states(&rest, plan, doing)?,
     ))
 }

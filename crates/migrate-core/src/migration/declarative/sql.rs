@@ -260,9 +260,14 @@ impl Plan {
                 if let Rows::Span = within {
                     b.push("(SELECT n FROM span), ");
                 }
+                // The keys it updated as a page holds them: a bare value for one column.
+                let element = match key.as_slice() {
+                    [_] => migrated.clone(),
+                    _ => format!("json_build_array({migrated})"),
+                };
                 b.push(&format!(
-                    "(SELECT coalesce(json_agg(json_build_array({migrated})), '[]') FROM \
-                     migrated)::text, (SELECT coalesce(json_agg(json_build_array({}, ",
+                    "(SELECT coalesce(json_agg({element}), '[]') FROM migrated)::text, (SELECT \
+                     coalesce(json_agg(json_build_array({}, ",
                     keys.read_columns()
                 ));
                 state(b);

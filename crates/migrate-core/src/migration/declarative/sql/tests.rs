@@ -300,7 +300,7 @@ fn postgres_updates_a_span_only_when_it_holds_as_many_rows_as_the_batch() {
          \"id\" >= $1 AND \"id\" <= $2 ORDER BY \"id\" LIMIT $3) s), migrated AS (UPDATE \"app\".\"customers\" \
          SET \"v\" = 2, \"at\" = $4, \"note\" = coalesce(note, $4) WHERE (SELECT n FROM span) = \
          $3 - 1 AND \"id\" >= $1 AND \"id\" <= $2 AND (v = 1) RETURNING CAST(\"id\" AS bigint) \
-         AS k0) SELECT (SELECT n FROM span), (SELECT coalesce(json_agg(json_build_array(k0)), \
+         AS k0) SELECT (SELECT n FROM span), (SELECT coalesce(json_agg(k0), \
          '[]') FROM migrated)::text, (SELECT coalesce(json_agg(json_build_array(CAST(\"id\" AS \
          bigint), CASE WHEN (v = 1) THEN 1 ELSE 0 END)), '[]') FROM \"app\".\"customers\" WHERE \
          (SELECT n FROM span) = $3 - 1 AND \"id\" >= $1 AND \"id\" <= $2 AND (CAST(\"id\" AS \
