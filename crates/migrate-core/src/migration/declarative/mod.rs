@@ -447,6 +447,15 @@ fn ascending(keys: &[Key]) -> bool {
         .all(|pair| order(&pair[0], &pair[1]) == Some(Ordering::Less))
 }
 
+/// What `journal` needs of the batch's settled keys (see [`settled`]): collected only when it
+/// resolves failures, since it is a clone of every key of every batch.
+fn settled_for(journal: &BatchJournal, keys: &[Key], outcomes: &[Outcome]) -> Vec<Key> {
+    match journal.resolves_failures() {
+        true => settled(keys, outcomes),
+        false => Vec::new(),
+    }
+}
+
 /// The keys of a batch whose records are settled: migrated now, found migrated, or gone (an
 /// earlier failure of theirs no longer stands).
 fn settled(keys: &[Key], outcomes: &[Outcome]) -> Vec<Key> {

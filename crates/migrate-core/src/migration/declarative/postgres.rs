@@ -103,11 +103,7 @@ async fn write_journal(
     let Some(journal) = batch.journal else {
         return Ok(());
     };
-    // Collected only when the journal resolves failures: a clone of every key, every batch.
-    let settled = match journal.resolves_failures() {
-        true => super::settled(batch.keys, outcomes),
-        false => Vec::new(),
-    };
+    let settled = super::settled_for(journal, batch.keys, outcomes);
     journal
         .write_postgres(conn, batch.args.now, migrated, &settled)
         .await

@@ -88,11 +88,7 @@ async fn write_journal(
     let Some(journal) = batch.journal else {
         return Ok(());
     };
-    // Collected only when the journal resolves failures: a clone of every key, every batch.
-    let settled = match journal.resolves_failures() {
-        true => super::settled(batch.keys, outcomes),
-        false => Vec::new(),
-    };
+    let settled = super::settled_for(journal, batch.keys, outcomes);
     journal
         .write_sqlite(conn, batch.args.now, migrated, &settled)
         .await
@@ -259,33 +255,15 @@ async fn span_first(
     };
     let mut left = HashMap::new();
     if updated != expected {
-        let doing = "reading the rows a batch's update left";
-        let (sql, arguments) = bound(plan, &plan.span_leftover, &args, doing)?;
-        let json: String = sqlx::query_scalar_with(sql, arguments)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(context(doing))?;
-        left = states(&json, plan, doing)?;
+        left = read_left(conn, plan, &plan.span_leftover, &args, updated, expected).await?;
         let pending_left = batch
             .keys
             .iter()
             .zip(&pending)
             .filter(|(key, pending)| **pending && left.contains_key(*key))
             .count();
-        if updated + left.len() as u64 != expected
-            || pending_left != left.len()
-            || left.values().any(|state| *state != sql::INVALID)
-        {
-            // The predicates gave another answer in the update than in the reads around it
-            // under the same lock (a predicate that is not deterministic): roll back, and let
-            // each record be tried alone.
-            return Err(protocol(
-                "running the migration's update",
-                format!(
-                    "{updated} rows updated and {} left of {expected} pending",
-                    left.len()
-                ),
-            ));
+        if pending_left != left.len() {
+            return Err(changed_answer(updated, left.len(), expected));
         }
     }
     let mut migrated = Vec::with_capacity(expected as usize);
@@ -345,32 +323,12 @@ async fn update_first(
     };
     let mut left = HashMap::new();
     if updated != pending.len() as u64 {
-        let doing = "reading the rows a batch's update left";
         let args = Args {
             batch: &pending,
             ..batch.args
         };
-        let (sql, arguments) = bound(plan, &plan.leftover, &args, doing)?;
-        let json: String = sqlx::query_scalar_with(sql, arguments)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(context(doing))?;
-        left = states(&json, plan, doing)?;
-        if updated + left.len() as u64 != pending.len() as u64
-            || left.values().any(|state| *state != sql::INVALID)
-        {
-            // The predicates gave another answer in the update than in the reads around it
-            // under the same lock (a predicate that is not deterministic): roll back, and let
-            // each record be tried alone.
-            return Err(protocol(
-                "running the migration's update",
-                format!(
-                    "{updated} rows updated and {} left of {} pending",
-                    left.len(),
-                    pending.len()
-                ),
-            ));
-        }
+        let expected = pending.len() as u64;
+        left = read_left(conn, plan, &plan.leftover, &args, updated, expected).await?;
     }
     let outcomes: Vec<Outcome> = batch
         .keys
@@ -398,6 +356,40 @@ async fn update_first(
     };
     write_journal(conn, batch, &migrated, &outcomes).await?;
     Ok(Some(outcomes))
+}
+
+/// After an update that changed `updated` of `pending` rows, reads the state of the rows it
+/// left (`statement`: [`Plan::leftover`] or [`Plan::span_leftover`]), which must be the rest of
+/// them, and not valid: failures.
+async fn read_left(
+    conn: &mut SqliteConnection,
+    plan: &Plan,
+    statement: &Statement,
+    args: &Args<'_>,
+    updated: u64,
+    pending: u64,
+) -> Result<HashMap<Key, i64>, DbError> {
+    let doing = "reading the rows a batch's update left";
+    let (sql, arguments) = bound(plan, statement, args, doing)?;
+    let json: String = sqlx::query_scalar_with(sql, arguments)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(context(doing))?;
+    let left = states(&json, plan, doing)?;
+    if updated + left.len() as u64 != pending || left.values().any(|state| *state != sql::INVALID) {
+        return Err(changed_answer(updated, left.len(), pending));
+    }
+    Ok(left)
+}
+
+/// The predicates gave another answer in the update than in the reads around it under the
+/// same lock (a predicate that is not deterministic): the batch is rolled back, and each record
+/// tried alone.
+fn changed_answer(updated: u64, left: usize, pending: u64) -> DbError {
+    protocol(
+        "running the migration's update",
+        format!("{updated} rows updated and {left} left of {pending} pending"),
+    )
 }
 
 /// Classifies the batch, then updates only its pending, valid keys, which must all change.
