@@ -220,6 +220,9 @@ impl Migration for SqlMigration {
             ))
             .into());
         }
+        if let Some(problem) = self.runner.key_type_problem(table, &self.spec.key).await? {
+            return Err(PreflightError::new(format!("{file}: {problem}")).into());
+        }
         let statements = self
             .plan
             .fragments
@@ -349,6 +352,19 @@ struct Batch<'a> {
 trait Runner: Send + Sync + std::fmt::Debug {
     /// The columns of `table` (`schema.table`), or `None` when there is no such table.
     async fn columns(&self, table: &str) -> Result<Option<Vec<String>>, DbError>;
+
+    /// Why a key column of `table` cannot be paged as the file declares it, if one cannot:
+    /// its comparisons with a bound value of the declared type would follow another order than
+    /// the column's own (PostgreSQL compares a `citext` or `char(n)` column with a `text` value
+    /// as text, while its index and `ORDER BY` follow the column's type), so keyset pages
+    /// would skip or repeat keys. SQLite compares by the column's collation: nothing to check.
+    async fn key_type_problem(
+        &self,
+        _table: &str,
+        _key: &[KeyColumn],
+    ) -> Result<Option<String>, DbError> {
+        Ok(None)
+    }
 
     /// Whether the column found as `found` is the column the file names `name` (SQLite
     /// ignores the case of names, quoted or not; PostgreSQL does not, once they are quoted).

@@ -157,6 +157,46 @@ impl Runner for PostgresRunner {
         found == name
     }
 
+    async fn key_type_problem(
+        &self,
+        table: &str,
+        key: &[KeyColumn],
+    ) -> Result<Option<String>, DbError> {
+        // The type of each key column, a domain's base type for a domain.
+        let types: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.attname::text, format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL)
+               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(quote_table(table))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(context("reading the types of the key columns"))?;
+        for column in key {
+            let Some((_, found)) = types.iter().find(|(name, _)| *name == column.name) else {
+                continue;
+            };
+            let accepted: &[&str] = match column.kind {
+                KeyKind::Integer => &["smallint", "integer", "bigint"],
+                KeyKind::Text => &["text", "character varying"],
+                KeyKind::Uuid => &["uuid"],
+            };
+            if !accepted.contains(&found.as_str()) {
+                return Ok(Some(format!(
+                    "key column {} is of type {found}, which pages of a `{}` key cannot follow \
+                     in its order (its comparisons with {} values are not the column's); a \
+                     `{}` key column is {}",
+                    column.name,
+                    column.kind,
+                    column.kind,
+                    column.kind,
+                    accepted.join(", ")
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     async fn prepare(&self, plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error> {
         let sql = AssertSqlSafe(statement.sql.clone()).into_sql_str();
         let types = parameter_types(plan, statement);

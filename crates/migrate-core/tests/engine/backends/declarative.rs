@@ -637,6 +637,37 @@ async fn check_names_what_is_missing_or_wrong(db: &TestDb) {
     assert!(message.contains("in `pending`: "), "{message}");
     let message = check(&base.replace("lower(trim(status)) IN", "lowr(trim(status)) IN")).await;
     assert!(message.contains("in `valid`: "), "{message}");
+
+    // A key column whose comparisons with the declared type's values do not follow its order.
+    if !db.is_sqlite() {
+        execute(
+            &db.pool,
+            "CREATE TABLE coded (code CHAR(4) NOT NULL PRIMARY KEY, name VARCHAR(20) NOT NULL \
+             UNIQUE, n NUMERIC NOT NULL UNIQUE, done BOOLEAN)",
+        )
+        .await;
+        let file = |column: &str, kind: &str| {
+            format!(
+                "table = \"coded\"\nkey = {{ column = \"{column}\", type = \"{kind}\" }}\n\
+                 pending = \"done IS NOT TRUE\"\n[set]\ndone = \"true\"\n"
+            )
+        };
+        let message = check(&file("code", "text")).await;
+        assert!(
+            message.contains("orders.toml: key column code is of type character"),
+            "{message}"
+        );
+        assert!(message.contains("text, character varying"), "{message}");
+        let message = check(&file("n", "integer")).await;
+        assert!(
+            message.contains("key column n is of type numeric"),
+            "{message}"
+        );
+        let path = dir.path().join("orders.toml");
+        std::fs::write(&path, file("name", "text")).unwrap();
+        let varchar = SqlMigration::from_file(&path, &backend).unwrap();
+        varchar.check().await.expect("a varchar key is text");
+    }
     backend.close().await;
 }
 
