@@ -266,71 +266,84 @@ pub async fn orders_loop(url: &str, composite: bool) -> (Duration, u64) {
         unreachable!("the orders loops run on SQLite")
     };
     let started = Instant::now();
-    let mut updated = 0;
-    if composite {
+    let updated = if composite {
         let update = format!(
-            "{} AND (region, order_no) > (?1, ?2) AND (region, order_no) <= (?3, ?4)",
+            "{} AND (region, order_no) > (?, ?) AND (region, order_no) <= (?, ?)",
             ORDERS_SQLITE.replace("{table}", "orders")
         );
-        let mut after = (String::new(), i64::MIN);
-        loop {
-            let page: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT region, order_no FROM orders WHERE (region, order_no) > (?1, ?2) \
-                 ORDER BY region, order_no LIMIT ?3",
-            )
-            .bind(&after.0)
-            .bind(after.1)
+        let page = "SELECT region, order_no FROM orders WHERE (region, order_no) > (?, ?) \
+                    ORDER BY region, order_no LIMIT ?";
+        range_loop(pool, page, &update, (String::new(), i64::MIN)).await
+    } else {
+        let update = format!(
+            "{} AND id > ? AND id <= ?",
+            ORDERS_SQLITE.replace("{table}", "orders_by_id")
+        );
+        let page = "SELECT id FROM orders_by_id WHERE id > ? ORDER BY id LIMIT ?";
+        range_loop(pool, page, &update, (i64::MIN,)).await
+    };
+    let elapsed = started.elapsed();
+    backend.close().await;
+    (elapsed, updated)
+}
+
+/// A key of a hand-written loop over the orders, bound as its columns' values.
+trait LoopKey: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> {
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+}
+
+impl LoopKey for (i64,) {
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+        query.bind(self.0)
+    }
+}
+
+impl LoopKey for (String, i64) {
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+        query.bind(self.0.clone()).bind(self.1)
+    }
+}
+
+/// Pages the keys after `after` [`ORDERS_PAGE`] at a time with `page` (the key's values, then
+/// the limit), and runs `update` (the key range `(after, last]`) on each page in its own
+/// transaction: the rows it updated.
+async fn range_loop<K: LoopKey>(
+    pool: &sqlx::SqlitePool,
+    page: &'static str,
+    update: &str,
+    mut after: K,
+) -> u64 {
+    let mut updated = 0;
+    loop {
+        let rows = after
+            .bind(sqlx::query(page))
             .bind(ORDERS_PAGE)
             .fetch_all(pool)
             .await
             .expect("a page of keys");
-            let Some(last) = page.last().cloned() else {
-                break;
-            };
-            let mut tx = pool.begin().await.expect("a transaction");
-            updated += sqlx::query(sqlx::AssertSqlSafe(update.clone()))
-                .bind(&after.0)
-                .bind(after.1)
-                .bind(&last.0)
-                .bind(last.1)
-                .execute(&mut *tx)
-                .await
-                .expect("the range update")
-                .rows_affected();
-            tx.commit().await.expect("committing a page");
-            after = last;
-        }
-    } else {
-        let update = format!(
-            "{} AND id > ?1 AND id <= ?2",
-            ORDERS_SQLITE.replace("{table}", "orders_by_id")
-        );
-        let mut after = i64::MIN;
-        loop {
-            let page: Vec<i64> = sqlx::query_scalar(
-                "SELECT id FROM orders_by_id WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
-            .bind(after)
-            .bind(ORDERS_PAGE)
-            .fetch_all(pool)
+        let Some(row) = rows.last() else { break };
+        let last = K::from_row(row).expect("a key");
+        let mut tx = pool.begin().await.expect("a transaction");
+        let query = sqlx::query(sqlx::AssertSqlSafe(update.to_owned()));
+        updated += last
+            .bind(after.bind(query))
+            .execute(&mut *tx)
             .await
-            .expect("a page of ids");
-            let Some(&last) = page.last() else { break };
-            let mut tx = pool.begin().await.expect("a transaction");
-            updated += sqlx::query(sqlx::AssertSqlSafe(update.clone()))
-                .bind(after)
-                .bind(last)
-                .execute(&mut *tx)
-                .await
-                .expect("the range update")
-                .rows_affected();
-            tx.commit().await.expect("committing a page");
-            after = last;
-        }
+            .expect("the range update")
+            .rows_affected();
+        tx.commit().await.expect("committing a page");
+        after = last;
     }
-    let elapsed = started.elapsed();
-    backend.close().await;
-    (elapsed, updated)
+    updated
 }
 
 /// The hand-written loop on PostgreSQL with two writers: one connection pages the keys and

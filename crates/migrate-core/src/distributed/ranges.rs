@@ -283,13 +283,7 @@ pub async fn claim(
     .fetch_optional(pool)
     .await
     .map_err(context("claiming a key range"))?;
-    let Some(row) = row else { return Ok(None) };
-    let range = range_from_row(&row, columns)?;
-    Ok(Some(Claim {
-        range,
-        generation: row.get("generation"),
-        rows_before: row.get("rows_done"),
-    }))
+    Ok(row.map(|row| claim_from_row(&row, columns)).transpose()?)
 }
 
 /// Takes a range for a static shard: no lease, no expiry (a range of a shard is never taken
@@ -325,13 +319,7 @@ pub async fn take(
     .fetch_optional(pool)
     .await
     .map_err(context("taking a key range of the shard"))?;
-    let Some(row) = row else { return Ok(None) };
-    let range = range_from_row(&row, columns)?;
-    Ok(Some(Claim {
-        range,
-        generation: row.get("generation"),
-        rows_before: row.get("rows_done"),
-    }))
+    Ok(row.map(|row| claim_from_row(&row, columns)).transpose()?)
 }
 
 /// The ids of the ranges of `migration`.
@@ -343,6 +331,15 @@ pub async fn range_ids(pool: &PgPool, migration: &str) -> Result<Vec<i64>, DbErr
     .fetch_all(pool)
     .await
     .map_err(context("listing the key ranges"))
+}
+
+/// The claim a claiming or taking statement returned.
+fn claim_from_row(row: &sqlx::postgres::PgRow, columns: &[KeyColumn]) -> Result<Claim, String> {
+    Ok(Claim {
+        range: range_from_row(row, columns)?,
+        generation: row.get("generation"),
+        rows_before: row.get("rows_done"),
+    })
 }
 
 fn range_from_row(row: &sqlx::postgres::PgRow, columns: &[KeyColumn]) -> Result<Range, String> {

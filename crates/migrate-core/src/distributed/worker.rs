@@ -108,7 +108,7 @@ impl Worker {
             }
         };
         whole.cancel();
-        let mut summary = total.unwrap_or_else(|| self.empty_summary());
+        let mut summary = total.unwrap_or_else(|| Summary::empty(self.migration.noun().clone()));
         summary.elapsed = started.elapsed();
         match ending {
             Ok(RangeEnd::Interrupted) => summary.ending = Ending::Interrupted,
@@ -381,27 +381,6 @@ impl Worker {
             }
         });
         stop
-    }
-
-    fn empty_summary(&self) -> Summary {
-        Summary {
-            noun: self.migration.noun().clone(),
-            migrated: 0,
-            previously_migrated: 0,
-            gone: 0,
-            deferred: 0,
-            failed: 0,
-            open_failures: None,
-            scanned: 0,
-            elapsed: Duration::ZERO,
-            dry_run: false,
-            ending: Ending::Completed,
-            abort_reason: None,
-            failures_recorded_in: None,
-            batch_size: None,
-            paused_seconds: 0.0,
-            throttled_seconds: 0.0,
-        }
     }
 }
 

@@ -72,6 +72,29 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A run that handled nothing, completed: what [`Summary::merge`] starts from when several
+    /// ranges make one migration.
+    pub fn empty(noun: Noun) -> Summary {
+        Summary {
+            noun,
+            migrated: 0,
+            previously_migrated: 0,
+            gone: 0,
+            deferred: 0,
+            failed: 0,
+            open_failures: None,
+            scanned: 0,
+            elapsed: Duration::ZERO,
+            dry_run: false,
+            ending: Ending::Completed,
+            abort_reason: None,
+            failures_recorded_in: None,
+            batch_size: None,
+            paused_seconds: 0.0,
+            throttled_seconds: 0.0,
+        }
+    }
+
     /// Failures recorded by earlier runs that are still open: the run completed without a
     /// failure of its own, but the migration still has records that failed.
     pub fn earlier_open_failures(&self) -> u64 {
@@ -228,22 +251,12 @@ mod tests {
 
     fn summary(migrated: u64, previously: u64, failed: u64, secs: u64) -> Summary {
         Summary {
-            noun: Noun::new("customer", "customers"),
             migrated,
             previously_migrated: previously,
-            gone: 0,
             failed,
-            deferred: 0,
-            open_failures: None,
             scanned: migrated + previously + failed,
             elapsed: Duration::from_secs(secs),
-            dry_run: false,
-            ending: Ending::Completed,
-            abort_reason: None,
-            failures_recorded_in: None,
-            batch_size: None,
-            paused_seconds: 0.0,
-            throttled_seconds: 0.0,
+            ..Summary::empty(Noun::new("customer", "customers"))
         }
     }
 
