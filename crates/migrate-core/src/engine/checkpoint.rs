@@ -337,7 +337,8 @@ impl Window {
 
     /// See [`Tracker::offer`].
     fn offer(&mut self, key: Key) -> Offer {
-        if self.carried.remove(&key) {
+        // Most runs carry nothing: no key is hashed then.
+        if !self.carried.is_empty() && self.carried.remove(&key) {
             self.entries.push_back((key, State::Done));
             self.fold();
             return Offer::Skip;

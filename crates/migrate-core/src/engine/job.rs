@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -63,14 +62,16 @@ pub(crate) struct Shared {
     pub(crate) failures_before: u64,
     /// Whether batches may start, how many, how large and how fast.
     pub(crate) flow: Arc<Flow>,
-    /// The scanner's channel; jobs take turns receiving from it.
-    pub(crate) ids: tokio::sync::Mutex<mpsc::Receiver<Work>>,
+    /// The scanner's channel.
+    pub(crate) ids: flume::Receiver<Work>,
+    /// Held by the job filling a batch of more than one id, so that jobs fill their batches in
+    /// turn, each with consecutive ids.
+    pub(crate) filling: tokio::sync::Mutex<()>,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) counts: Counts,
     /// Cancelled to stop taking work: on shutdown (a child of its token) or on abort.
     pub(crate) halt: CancellationToken,
-    /// `halt` as a plain flag for the jobs' hot loop: `CancellationToken::is_cancelled` takes a
-    /// lock, and the jobs ask after every batch. Set by a watcher task (see `run`).
+    /// `halt` once seen cancelled (see [`Shared::is_halted`]).
     pub(crate) halted: AtomicBool,
     /// Why the run aborted, once it has.
     pub(crate) abort: Mutex<Option<String>>,
@@ -79,6 +80,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the run halted. Asked after every batch; read from the token itself rather
+    /// than left to a watcher task, which a job whose batches never wait would keep from
+    /// running. The token takes a lock, so once cancelled the answer is kept in a flag.
+    pub(crate) fn is_halted(&self) -> bool {
+        if self.halted.load(Ordering::Relaxed) {
+            return true;
+        }
+        let halted = self.halt.is_cancelled();
+        if halted {
+            self.halted.store(true, Ordering::Relaxed);
+        }
+        halted
+    }
+
     pub(crate) fn abort(&self, reason: String) {
         let mut abort = self.abort.lock().expect("abort lock");
         if abort.is_none() {
@@ -295,30 +310,53 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Takes up to a batch of ids for one job: what the channel holds, then, if that is less than
-/// a batch, what arrives within `batch-linger-millis`. The job keeps the receiver meanwhile, so
-/// jobs fill their batches in turn instead of all sharing what is there. Returns 0 when the
-/// channel is closed and drained.
+/// a batch, what arrives within `batch-linger-millis`. A job filling a batch of more than one id
+/// holds the `filling` turn meanwhile, so jobs fill their batches in turn, each with ids in
+/// scan order, instead of all sharing what is there; a batch of one needs no turn. Returns 0
+/// when the channel is closed and drained, or the run halted while the job waited.
 async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
+    // The channel does not take part in tokio's cooperative scheduling: without this, a job
+    // whose batches never wait would keep its worker thread from the other tasks for as long
+    // as the channel holds ids.
+    tokio::task::consume_budget().await;
     let batch = shared.flow.batch_size();
-    let mut ids = shared.ids.lock().await;
+    let ids = &shared.ids;
+    let _turn = match batch {
+        1 => None,
+        _ => Some(shared.filling.lock().await),
+    };
     // Biased towards the channel: when ids are there, the halt is not even looked at (it takes
     // a lock); a job waiting for a scanner stuck in a query stops at once on a halt.
-    let mut taken = tokio::select! {
-        biased;
-        taken = ids.recv_many(work, batch) => taken,
-        () = shared.halt.cancelled() => return 0,
+    let first = match ids.try_recv() {
+        Ok(first) => first,
+        Err(flume::TryRecvError::Disconnected) => return 0,
+        Err(flume::TryRecvError::Empty) => tokio::select! {
+            biased;
+            first = ids.recv_async() => match first {
+                Ok(first) => first,
+                Err(flume::RecvError::Disconnected) => return 0,
+            },
+            () = shared.halt.cancelled() => return 0,
+        },
     };
-    if taken == 0 || taken >= batch {
-        return taken;
+    let start = work.len();
+    work.push(first);
+    work.extend(ids.try_iter().take(batch - 1));
+    if work.len() - start >= batch {
+        return batch;
     }
     let deadline = Instant::now() + Duration::from_millis(shared.config.batch_linger_millis);
-    while taken < batch {
-        match tokio::time::timeout_at(deadline, ids.recv_many(work, batch - taken)).await {
-            Ok(0) | Err(_) => break,
-            Ok(more) => taken += more,
+    while work.len() - start < batch {
+        match tokio::time::timeout_at(deadline, ids.recv_async()).await {
+            Ok(Ok(item)) => {
+                work.push(item);
+                let room = batch - (work.len() - start);
+                work.extend(ids.try_iter().take(room));
+            }
+            Ok(Err(flume::RecvError::Disconnected)) | Err(_) => break,
         }
     }
-    taken
+    work.len() - start
 }
 
 /// Waits while the run is paused or throttled, saying why on the job's line; `false` when the
@@ -350,7 +388,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let mut retired = false;
     loop {
         work.clear();
-        if shared.halted.load(Ordering::Relaxed) {
+        if shared.is_halted() {
             break;
         }
         if shared.flow.should_retire() {
@@ -368,7 +406,7 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
         // sender, which wakes a job waiting for ids. What a job takes after the halt is not
         // started, so not marked done: the next run migrates it.
         let taken = take_batch(&shared, &mut work).await;
-        if taken == 0 || shared.halted.load(Ordering::Relaxed) {
+        if taken == 0 || shared.is_halted() {
             break;
         }
         // Paused or throttled while the batch filled: it does not start until that ends.
@@ -395,12 +433,12 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             let text = match ids.as_slice() {
                 [one] => format!("Migrating {} {one}", noun.one),
                 [first, .., last] => format!("Migrating {} {first} to {last}", noun.many),
-                [] => unreachable!("recv_many took at least one"),
+                [] => unreachable!("take_batch took at least one"),
             };
             board.publish(Event::JobText { job, text });
         }
         let span = trace::batch_span(shared.migrator.migration_name(), &ids);
-        let batch_started = Instant::now();
+        let batch_started = now;
         shared.metrics.batch_started();
         let batch = shared.migrate_batch(&ids, &mut results);
         let ((), waited) = timing::measure(batch.instrument(span.clone())).await;

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -326,7 +325,7 @@ impl Overseer {
             Arc::clone(&self.board),
             metrics.clone(),
         ));
-        let (sender, receiver) = mpsc::channel(block_size);
+        let (sender, receiver) = flume::bounded(block_size);
         let shared = Arc::new(Shared {
             migrator: Arc::clone(&self.migrator),
             store: Arc::clone(&self.store),
@@ -335,7 +334,8 @@ impl Overseer {
             dry_run: options.dry_run,
             failures_before: options.failures_before,
             flow: Arc::clone(&flow),
-            ids: tokio::sync::Mutex::new(receiver),
+            ids: receiver,
+            filling: tokio::sync::Mutex::new(()),
             tracker: Arc::clone(&tracker),
             counts: Counts::default(),
             metrics,
@@ -344,13 +344,6 @@ impl Overseer {
             abort: Mutex::new(None),
         });
 
-        let watcher = {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                shared.halt.cancelled().await;
-                shared.halted.store(true, Ordering::Relaxed);
-            })
-        };
         let board = &*self.board;
         board.publish(Event::JobAdded {
             job: SCANNER_JOB,
@@ -417,7 +410,7 @@ impl Overseer {
                     Some(_) => {}
                 },
                 _ = ticker.tick() => {
-                    if !shared.halted.load(Ordering::Relaxed) {
+                    if !shared.is_halted() {
                         spawn_jobs(&shared, &mut jobs, &mut spawned, width);
                     }
                     board.publish(Event::JobText {
@@ -450,11 +443,8 @@ impl Overseer {
                 () = shared.halt.cancelled(), if grace_deadline.is_none() => {
                     grace_deadline = Some(Instant::now() + self.config.grace_period());
                     halted_until = grace_deadline;
-                    // Closing the channel stops the scanner's send at once; jobs stop taking
-                    // on the halted flag. A job may hold the receiver a while (its linger, or
-                    // until the scanner's current page arrives), so the loop does not wait.
-                    let closing = Arc::clone(&shared);
-                    tokio::spawn(async move { closing.ids.lock().await.close() });
+                    // The scanner and the jobs waiting on the channel watch the halt; jobs
+                    // stop taking on the halted flag.
                 },
                 () = tokio::time::sleep_until(grace_deadline.unwrap_or(far_future)), if grace_deadline.is_some() => {
                     // Jobs past the grace period are stopped; what they held is not marked done
@@ -465,7 +455,6 @@ impl Overseer {
             }
         }
 
-        watcher.abort();
         obeying.abort();
         if let Some(health) = health {
             health.abort();
@@ -473,7 +462,7 @@ impl Overseer {
         flow.finish();
         // A scanner stuck in a query when the run halted gets what is left of the grace
         // period, then is stopped.
-        let scan_result = if shared.halted.load(Ordering::Relaxed) || halted_until.is_some() {
+        let scan_result = if shared.is_halted() || halted_until.is_some() {
             let abort = scan_task.abort_handle();
             let until = halted_until.unwrap_or_else(|| Instant::now() + self.config.grace_period());
             match tokio::time::timeout_at(until, scan_task).await {

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::components::component::{BoxError, Lifecycle};
@@ -37,7 +36,7 @@ pub struct Scan {
     /// Registers ids in scan order for the checkpoint.
     pub(crate) tracker: Arc<Tracker>,
     /// The bounded channel to the jobs.
-    pub(crate) sender: mpsc::Sender<Work>,
+    pub(crate) sender: flume::Sender<Work>,
     /// Cancelled when the run stops taking work.
     pub(crate) halt: CancellationToken,
     /// Ids handed to the jobs so far.
@@ -89,9 +88,16 @@ impl Scan {
         self.tracker
             .offer_page(keys, |seq, key| work.push(Work { seq, key }));
         for item in work {
-            // Waits while the channel is full. When the run halts, the overseer closes the
-            // channel, which ends this wait: no need to watch the halt for every key.
-            self.sender.send(item).await.map_err(|_| Halted)?;
+            // Only a full channel waits, and only then watches the halt (which takes a lock).
+            match self.sender.try_send(item) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(item)) => tokio::select! {
+                    biased;
+                    sent = self.sender.send_async(item) => sent.map_err(|_| Halted)?,
+                    () = self.halt.cancelled() => return Err(Halted),
+                },
+                Err(flume::TrySendError::Disconnected(_)) => return Err(Halted),
+            }
             self.sent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

@@ -27,7 +27,15 @@ pub(crate) fn batch_span(migration: &str, keys: &[Key]) -> Span {
     let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
         return Span::none();
     };
-    tracing::debug_span!("batch", migration, first = %first, last = %last, size = keys.len())
+    let span =
+        tracing::debug_span!("batch", migration, first = %first, last = %last, size = keys.len());
+    // A span no subscriber wants is still entered and left at every poll of the batch, to
+    // mirror it to the `log` crate; `none` is not.
+    if span.is_disabled() {
+        Span::none()
+    } else {
+        span
+    }
 }
 
 /// A record is tried again (`attempt` is the attempt about to start) after `error`.

@@ -723,11 +723,14 @@ async fn stopping_a_system_twice_is_harmless() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_sharing_the_channel_fill_their_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), 0);
     config.customer_migration.processes = 20;
+    // Real threads and real time: a linger far longer than a batch's five pages take, so that
+    // a busy machine does not cut batches short.
+    config.customer_migration.batch_linger_millis = 1000;
     let journal = Arc::new(Journal::default());
     let mut migrator = ScriptedMigrator::new(Arc::clone(&journal));
     migrator.batch_size = 50;
@@ -751,6 +754,14 @@ async fn jobs_sharing_the_channel_fill_their_batches() {
         "{full} of {} batches full",
         batches.len()
     );
+    // Jobs fill their batches in turn: each batch holds ids that follow each other in scan
+    // order (what lets a declared migration update a batch as one range of the table).
+    for batch in &batches {
+        assert!(
+            batch.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "a batch of ids not in a row: {batch:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
