@@ -347,7 +347,13 @@ async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
     }
     let deadline = Instant::now() + Duration::from_millis(shared.config.batch_linger_millis);
     while work.len() - start < batch {
-        match tokio::time::timeout_at(deadline, ids.recv_async()).await {
+        // A halt ends the wait: nothing taken after it is started.
+        let more = tokio::select! {
+            biased;
+            more = tokio::time::timeout_at(deadline, ids.recv_async()) => more,
+            () = shared.halt.cancelled() => break,
+        };
+        match more {
             Ok(Ok(item)) => {
                 work.push(item);
                 let room = batch - (work.len() - start);
