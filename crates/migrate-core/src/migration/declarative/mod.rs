@@ -24,7 +24,7 @@ use crate::components::component::BoxError;
 use crate::connection::{Backend, Database};
 use crate::database::DbError;
 use crate::engine::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
-use crate::migration::key::{Key, KeyColumn, KeyValue};
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
 use crate::migration::timeouts::BatchTimeouts;
 use crate::migration::{Migration, Noun};
 use crate::store::bookkeeping::BatchJournal;
@@ -105,6 +105,10 @@ pub struct SqlMigration {
     /// The audit and failure bookkeeping each batch writes in its transaction, prepared
     /// (its tables created) before the first batch that writes: never on a dry run.
     journal: tokio::sync::OnceCell<BatchJournal>,
+    /// Whether a page's order is checked here rather than sorted by the database: keys of
+    /// integers, and keys of integers and text once [`check`](Migration::check) found that
+    /// the database orders the text by its bytes, as Rust does.
+    checks_page_order: std::sync::atomic::AtomicBool,
 }
 
 impl SqlMigration {
@@ -131,8 +135,10 @@ impl SqlMigration {
                 )),
             ),
         };
+        let plan = Plan::new(&spec, dialect);
         Ok(SqlMigration {
-            plan: Plan::new(&spec, dialect),
+            checks_page_order: plan.checks_page_order.into(),
+            plan,
             spec,
             runner,
             database,
@@ -172,6 +178,16 @@ impl SqlMigration {
     /// The file and what it declares.
     pub fn spec(&self) -> &MigrationSpec {
         &self.spec
+    }
+
+    /// Whether pages of keys are read in the order the table's index gives them and checked
+    /// here, rather than sorted again by the database: keys of integers, and keys of integers
+    /// and text once [`check`](Migration::check) found that the database orders their text by
+    /// its bytes (SQLite's `BINARY`, PostgreSQL's `C` or `POSIX`). Either way, pages are in
+    /// the database's order.
+    pub fn checks_page_order(&self) -> bool {
+        self.checks_page_order
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -223,6 +239,21 @@ impl Migration for SqlMigration {
         if let Some(problem) = self.runner.key_type_problem(table, &self.spec.key).await? {
             return Err(PreflightError::new(format!("{file}: {problem}")).into());
         }
+        let integers_and_text = self
+            .spec
+            .key
+            .iter()
+            .all(|column| matches!(column.kind, KeyKind::Integer | KeyKind::Text));
+        if integers_and_text
+            && !self.plan.checks_page_order
+            && self
+                .runner
+                .text_in_byte_order(table, &self.spec.key)
+                .await?
+        {
+            self.checks_page_order
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let statements = self
             .plan
             .fragments
@@ -230,6 +261,10 @@ impl Migration for SqlMigration {
             .map(|(key, s)| (format!("in `{key}`"), s))
             .chain([
                 ("in the page query".to_owned(), self.plan.page(true, true)),
+                (
+                    "in the sorted page query".to_owned(),
+                    self.plan.ordered_page(true, true),
+                ),
                 ("in the count query".to_owned(), self.plan.count(true, true)),
                 ("in the classifying query".to_owned(), &self.plan.classify),
                 (
@@ -275,11 +310,21 @@ impl Migration for SqlMigration {
             limit: i64::try_from(limit).unwrap_or(i64::MAX),
             ..Args::default()
         };
-        let statement = self.plan.page(after.is_some(), end.is_some());
-        let keys = self.runner.page(&self.plan, statement, args).await?;
-        if self.plan.checks_page_order && !ascending(&keys) {
+        let (after_some, end_some) = (after.is_some(), end.is_some());
+        if !self
+            .checks_page_order
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let statement = self.plan.ordered_page(after_some, end_some);
+            return Ok(self.runner.page(&self.plan, statement, args).await?);
+        }
+        let keys = self
+            .runner
+            .page(&self.plan, self.plan.page(after_some, end_some), args)
+            .await?;
+        if !ascending(&keys) {
             // Read in another order than the subquery's: sorted by the database instead.
-            let statement = self.plan.ordered_page(after.is_some(), end.is_some());
+            let statement = self.plan.ordered_page(after_some, end_some);
             return Ok(self.runner.page(&self.plan, statement, args).await?);
         }
         Ok(keys)
@@ -366,6 +411,11 @@ trait Runner: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Whether the database orders every text column of `key` by its bytes (SQLite's
+    /// `BINARY`, PostgreSQL's `C` or `POSIX`), as Rust compares strings: then the order of a
+    /// page of such keys can be checked here instead of sorted there. `false` when unsure.
+    async fn text_in_byte_order(&self, table: &str, key: &[KeyColumn]) -> Result<bool, DbError>;
+
     /// Whether the column found as `found` is the column the file names `name` (SQLite
     /// ignores the case of names, quoted or not; PostgreSQL does not, once they are quoted).
     fn same_column(&self, found: &str, name: &str) -> bool;
@@ -443,7 +493,8 @@ fn outcomes(
         .collect()
 }
 
-/// Whether keys of integers only are in ascending order, each after the one before.
+/// Whether keys of integers and text are in ascending order, each after the one before, text
+/// compared by its bytes.
 fn ascending(keys: &[Key]) -> bool {
     use std::cmp::Ordering;
     let order = |a: &Key, b: &Key| -> Option<Ordering> {
@@ -454,6 +505,10 @@ fn ascending(keys: &[Key]) -> bool {
             match (x, y) {
                 (KeyValue::Int(x), KeyValue::Int(y)) if x == y => {}
                 (KeyValue::Int(x), KeyValue::Int(y)) => return Some(x.cmp(y)),
+                (KeyValue::Text(x), KeyValue::Text(y)) if x == y => {}
+                (KeyValue::Text(x), KeyValue::Text(y)) => {
+                    return Some(x.as_bytes().cmp(y.as_bytes()));
+                }
                 _ => return None,
             }
         }
@@ -487,7 +542,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pages_of_integer_keys_are_checked_for_their_order() {
+    fn pages_of_integer_and_text_keys_are_checked_for_their_order() {
         let k = |values: &[i64]| Key::new(values.iter().map(|n| KeyValue::Int(*n)));
         assert!(ascending(&[]));
         assert!(ascending(&[k(&[5])]));
@@ -496,9 +551,20 @@ mod tests {
         assert!(!ascending(&[k(&[2]), k(&[2])]), "the same key twice");
         assert!(ascending(&[k(&[1, 9]), k(&[2, 0]), k(&[2, 1])]));
         assert!(!ascending(&[k(&[2, 1]), k(&[1, 9])]));
+        let t = |text: &str, n: i64| Key::new([KeyValue::Text(text.into()), KeyValue::Int(n)]);
         assert!(
-            !ascending(&[Key::text("a"), Key::text("b")]),
-            "text is the database's to order"
+            ascending(&[t("B", 9), t("a", 1), t("a", 2), t("ab", 0)]),
+            "by bytes"
+        );
+        assert!(!ascending(&[t("a", 1), t("B", 2)]), "not by a collation");
+        assert!(!ascending(&[t("a", 2), t("a", 1)]));
+        assert!(
+            !ascending(&[t("é", 1), t("z", 1)]),
+            "UTF-8 bytes: é after z"
+        );
+        assert!(
+            !ascending(&[Key::int(1), Key::text("2")]),
+            "values of different kinds do not compare"
         );
     }
 

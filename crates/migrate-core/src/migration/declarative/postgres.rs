@@ -197,6 +197,30 @@ impl Runner for PostgresRunner {
         Ok(None)
     }
 
+    async fn text_in_byte_order(&self, table: &str, key: &[KeyColumn]) -> Result<bool, DbError> {
+        // A column of the database's default collation follows the database's locale, by the
+        // C library unless the database uses ICU (`datlocprovider`, from PostgreSQL 15; read
+        // through JSON so that older servers answer too).
+        let names: Vec<String> = key.iter().map(|column| column.name.clone()).collect();
+        let in_byte_order: Option<bool> = sqlx::query_scalar(
+            "SELECT bool_and(c.collname IN ('C', 'POSIX')
+                    OR (c.collname = 'default' AND coalesce(d.provider, 'c') = 'c'
+                        AND d.datcollate IN ('C', 'POSIX')))
+               FROM pg_attribute a
+               JOIN pg_collation c ON c.oid = a.attcollation
+              CROSS JOIN (SELECT to_jsonb(db) ->> 'datlocprovider' AS provider, datcollate::text
+                            FROM pg_database db WHERE datname = current_database()) d
+              WHERE a.attrelid = to_regclass($1) AND a.attname::text = ANY($2)
+                AND a.attnum > 0 AND NOT a.attisdropped",
+        )
+        .bind(quote_table(table))
+        .bind(names)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(context("reading the collations of the key columns"))?;
+        Ok(in_byte_order.unwrap_or(false))
+    }
+
     async fn prepare(&self, plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error> {
         let sql = AssertSqlSafe(statement.sql.clone()).into_sql_str();
         let types = parameter_types(plan, statement);

@@ -62,13 +62,14 @@ pub(crate) struct Plan {
     pub(crate) key: Vec<KeyColumn>,
     /// Keyset pages, by whether they start after a key and end before one.
     pages: [Statement; 4],
-    /// The same pages, their order promised by SQLite's sort rather than checked here (see
-    /// [`Plan::checks_page_order`]); the same statements when it does not.
+    /// The same pages, their order promised by the aggregate's own sort rather than checked
+    /// here (see [`Plan::checks_page_order`]).
     ordered_pages: [Statement; 4],
     /// Keys of integers only: pages are read without sorting the aggregate (a sort of every
     /// page, a tenth of a migration's time on SQLite), in the order of the subquery that chose
     /// their keys, and that order is checked here, where integers compare as they do there
-    /// (see `SqlMigration::page`).
+    /// (see `SqlMigration::page`). Text keys are checked too once the database says that it
+    /// orders them by their bytes (see `SqlMigration::check`).
     pub(crate) checks_page_order: bool,
     /// The counts of the same ranges.
     counts: [Statement; 4],
@@ -114,7 +115,7 @@ impl Plan {
         let keys = Gen { dialect, key };
         let ranges = [(false, false), (true, false), (false, true), (true, true)];
         let checks_page_order = key.iter().all(|column| column.kind == KeyKind::Integer);
-        let pages = ranges.map(|(after, end)| keys.page(&table, after, end, !checks_page_order));
+        let pages = ranges.map(|(after, end)| keys.page(&table, after, end, false));
         let ordered_pages = ranges.map(|(after, end)| keys.page(&table, after, end, true));
         let counts = ranges.map(|(after, end)| keys.count(&table, after, end));
 
@@ -319,13 +320,14 @@ impl Plan {
         }
     }
 
-    /// The page of keys after `after` and before `end`.
+    /// The page of keys after `after` and before `end`, in the order the subquery read them,
+    /// which the caller checks.
     pub(crate) fn page(&self, after: bool, end: bool) -> &Statement {
         &self.pages[usize::from(after) + 2 * usize::from(end)]
     }
 
-    /// The page of keys after `after` and before `end`, sorted by the database: for a page
-    /// that [`Plan::page`] gave out of order.
+    /// The page of keys after `after` and before `end`, sorted by the database: for keys whose
+    /// order cannot be checked here, and for a page that [`Plan::page`] gave out of order.
     pub(crate) fn ordered_page(&self, after: bool, end: bool) -> &Statement {
         &self.ordered_pages[usize::from(after) + 2 * usize::from(end)]
     }

@@ -9,7 +9,7 @@ use sqlx::{Arguments, AssertSqlSafe, Executor, SqlSafeStr, SqliteConnection, Sql
 
 use crate::database::{DbError, context, protocol};
 use crate::engine::migrator::{Outcome, RecordFailure};
-use crate::migration::key::Key;
+use crate::migration::key::{Key, KeyColumn};
 
 use super::json::{is_key, keys_from_json, keys_from_page, states};
 use super::sql::{self, Args, Plan, Statement, Value};
@@ -116,6 +116,25 @@ impl Runner for SqliteRunner {
 
     fn same_column(&self, found: &str, name: &str) -> bool {
         found.eq_ignore_ascii_case(name)
+    }
+
+    async fn text_in_byte_order(&self, table: &str, _key: &[KeyColumn]) -> Result<bool, DbError> {
+        // A column's collation is in its table's definition: with no `COLLATE` anywhere in
+        // it, every column compares text as `BINARY` (by its bytes).
+        let (schema, table) = match table.split_once('.') {
+            Some((schema, table)) => (schema, table),
+            None => ("main", table),
+        };
+        let sql = format!(
+            "SELECT sql FROM \"{}\".sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+            schema.replace('"', "\"\"")
+        );
+        let definition: Option<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(table)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(context("reading the definition of the migration's table"))?;
+        Ok(definition.is_some_and(|sql| !sql.to_ascii_uppercase().contains("COLLATE")))
     }
 
     async fn prepare(&self, _plan: &Plan, statement: &Statement) -> Result<(), sqlx::Error> {
