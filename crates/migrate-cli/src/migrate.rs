@@ -203,12 +203,14 @@ pub(crate) async fn build(
 }
 
 /// A failed start or run is a usage error when a check before the run refused the
-/// configuration or the database (nothing ran), fatal otherwise.
+/// configuration or the database (nothing ran), fatal otherwise. A refusal names what it
+/// refused (the file, the table, the setting): it is said alone, without the component that
+/// checked.
 fn usage_or_fatal(error: &(dyn std::error::Error + 'static)) -> CliError {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.downcast_ref::<PreflightError>().is_some() {
-            return CliError::Usage(exit::chain(error));
+            return CliError::Usage(exit::chain(e));
         }
         cause = e.source();
     }
