@@ -408,9 +408,8 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
             last_text = None;
             continue;
         }
-        // No select on the halt here: when the run halts, the scanner returns and drops its
-        // sender, which wakes a job waiting for ids. What a job takes after the halt is not
-        // started, so not marked done: the next run migrates it.
+        // A job waiting for ids stops waiting on a halt (see `take_batch`). What a job takes
+        // after the halt is not started, so not marked done: the next run migrates it.
         let taken = take_batch(&shared, &mut work).await;
         if taken == 0 || shared.is_halted() {
             break;
