@@ -10,21 +10,22 @@ use super::sql::Plan;
 
 /// A key from its JSON form: a value for one column, an array for several.
 pub(super) fn key_from_json(
-    value: &serde_json::Value,
+    value: serde_json::Value,
     columns: &[KeyColumn],
 ) -> Result<Key, String> {
     match (columns, value) {
-        ([_], _) => key_from_values(std::slice::from_ref(value), columns),
+        ([_], value) => key_from_values(std::iter::once(value), columns),
         (_, serde_json::Value::Array(values)) => key_from_values(values, columns),
-        _ => Err(format!("{value} is not a key of {} columns", columns.len())),
+        (_, value) => Err(format!("{value} is not a key of {} columns", columns.len())),
     }
 }
 
-/// A key from the JSON values of its columns.
+/// A key from the JSON values of its columns (text is moved into the key, not copied).
 pub(super) fn key_from_values(
-    values: &[serde_json::Value],
+    values: impl IntoIterator<Item = serde_json::Value, IntoIter: ExactSizeIterator>,
     columns: &[KeyColumn],
 ) -> Result<Key, String> {
+    let values = values.into_iter();
     if values.len() != columns.len() {
         return Err(format!(
             "{} values for a key of {} columns",
@@ -40,7 +41,7 @@ pub(super) fn key_from_values(
                 Ok(KeyValue::Int(n.as_i64().expect("checked")))
             }
             (KeyKind::Text | KeyKind::Uuid, serde_json::Value::String(text)) => {
-                Ok(KeyValue::Text(text.clone()))
+                Ok(KeyValue::Text(text))
             }
             (kind, value) => Err(format!(
                 "key column {} holds {value}, which is not {kind}",
@@ -79,7 +80,7 @@ pub(super) fn keys_from_page(
     let values: Vec<serde_json::Value> =
         serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
     values
-        .iter()
+        .into_iter()
         .map(|value| key_from_json(value, &plan.key).map_err(|e| protocol(doing, e)))
         .collect()
 }
@@ -93,10 +94,8 @@ pub(super) fn states(
     let rows: Vec<Vec<serde_json::Value>> =
         serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
     rows.into_iter()
-        .map(|row| {
-            let (state, key) = row
-                .split_last()
-                .ok_or_else(|| protocol(doing, "an empty row"))?;
+        .map(|mut key| {
+            let state = key.pop().ok_or_else(|| protocol(doing, "an empty row"))?;
             let key = key_from_values(key, &plan.key).map_err(|e| protocol(doing, e))?;
             let state = state
                 .as_i64()
@@ -114,7 +113,7 @@ pub(super) fn keys_from_json<C: FromIterator<Key>>(
 ) -> Result<C, DbError> {
     let rows: Vec<Vec<serde_json::Value>> =
         serde_json::from_str(json).map_err(|e| protocol(doing, e))?;
-    rows.iter()
+    rows.into_iter()
         .map(|row| key_from_values(row, &plan.key).map_err(|e| protocol(doing, e)))
         .collect()
 }
