@@ -102,6 +102,8 @@ pub(crate) struct Flow {
     pub(crate) rate: RateLimit,
     configured_rate: u64,
     sizing: Mutex<Sizing>,
+    /// Whether `sizing` has a sizer, read without its lock by every finished batch.
+    adaptive: AtomicBool,
     batch_size: AtomicUsize,
     /// Microseconds the latest batch took.
     last_batch_micros: AtomicU64,
@@ -162,6 +164,7 @@ impl Flow {
             gate: watch::Sender::new(Gate::default()),
             rate: RateLimit::new(config.rate_limit),
             configured_rate: config.rate_limit,
+            adaptive: AtomicBool::new(sizer.is_some()),
             sizing: Mutex::new(Sizing {
                 configured: sizer.clone(),
                 sizer,
@@ -199,13 +202,16 @@ impl Flow {
 
     /// Whether the batch size adapts.
     pub(crate) fn adaptive(&self) -> bool {
-        self.sizing.lock().expect("sizing lock").sizer.is_some()
+        self.adaptive.load(Ordering::Relaxed)
     }
 
     /// Takes in a batch of `records` that took `elapsed`: the next size, when adaptive.
     pub(crate) fn batch_done(&self, records: usize, elapsed: Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.last_batch_micros.store(micros, Ordering::Relaxed);
+        if !self.adaptive() {
+            return;
+        }
         let mut sizing = self.sizing.lock().expect("sizing lock");
         if let Some(sizer) = &mut sizing.sizer {
             let next = sizer.record(records, elapsed).min(self.adaptive_cap());
@@ -319,10 +325,13 @@ impl Flow {
         let next = match size {
             Some(n) => {
                 sizing.sizer = None;
+                self.adaptive.store(false, Ordering::Relaxed);
                 n.max(1)
             }
             None => {
                 sizing.sizer = sizing.configured.clone();
+                self.adaptive
+                    .store(sizing.sizer.is_some(), Ordering::Relaxed);
                 sizing
                     .sizer
                     .as_ref()
