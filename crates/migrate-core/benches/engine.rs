@@ -147,7 +147,6 @@ async fn baseline(records: u64, channel: Channel) -> f64 {
     }
     let elapsed = started.elapsed();
     system.stop().await.unwrap();
-    drop(mpmc_receiver);
     let handled: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     assert_eq!(handled, records);
     records as f64 / elapsed.as_secs_f64()

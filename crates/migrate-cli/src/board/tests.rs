@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use migrate_core::{Ending, Event, JobId, JobStatus, StatusBoard, StatusBoardConfig, Summary};
+use migrate_core::{Event, JobId, JobStatus, StatusBoard, StatusBoardConfig, Summary};
 
 use super::{BoardTask, ConsoleTarget, TerminalBoard, start_console};
 
@@ -207,20 +207,9 @@ fn summary() -> Summary {
     Summary {
         migrated: 723,
         previously_migrated: 308,
-        failed: 0,
-        deferred: 0,
         scanned: 1031,
         elapsed: Duration::from_secs(7),
-        dry_run: false,
-        ending: Ending::Completed,
-        abort_reason: None,
-        failures_recorded_in: None,
-        batch_size: None,
-        paused_seconds: 0.0,
-        throttled_seconds: 0.0,
-        gone: 0,
-        noun: migrate_core::Noun::new("customer", "customers"),
-        open_failures: None,
+        ..Summary::empty(migrate_core::Noun::new("customer", "customers"))
     }
 }
 

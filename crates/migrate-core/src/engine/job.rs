@@ -309,11 +309,12 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Takes up to a batch of ids for one job: what the channel holds, then, if that is less than
-/// a batch, what arrives within `batch-linger-millis`. A job filling a batch of more than one id
-/// holds the `filling` turn meanwhile, so jobs fill their batches in turn, each with ids in
-/// scan order, instead of all sharing what is there; a batch of one needs no turn. Returns 0
-/// when the channel is closed and drained, or the run halted while the job waited.
+/// Takes up to a batch of ids for one job into `work`: what the channel holds, then, if that
+/// is less than a batch, what arrives within `batch-linger-millis`. A job filling a batch of
+/// more than one id holds the `filling` turn meanwhile, so jobs fill their batches in turn,
+/// each with ids in scan order, instead of all sharing what is there; a batch of one needs no
+/// turn. Returns how many it took: 0 when the channel is closed and drained, or the run halted
+/// while the job waited (what it held is not started: the next run migrates it).
 async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
     // The channel does not take part in tokio's cooperative scheduling: without this, a job
     // whose batches never wait would keep its worker thread from the other tasks for as long
@@ -325,44 +326,43 @@ async fn take_batch(shared: &Shared, work: &mut Vec<Work>) -> usize {
         1 => None,
         _ => Some(shared.filling.lock().await),
     };
-    // Biased towards the channel: when ids are there, the halt is not even looked at (it takes
-    // a lock); a job waiting for a scanner stuck in a query stops at once on a halt.
-    let first = match ids.try_recv() {
-        Ok(first) => first,
-        Err(flume::TryRecvError::Disconnected) => return 0,
-        Err(flume::TryRecvError::Empty) => tokio::select! {
-            biased;
-            first = ids.recv_async() => match first {
-                Ok(first) => first,
-                Err(flume::RecvError::Disconnected) => return 0,
-            },
-            () = shared.halt.cancelled() => return 0,
-        },
-    };
-    let start = work.len();
-    work.push(first);
-    work.extend(ids.try_iter().take(batch - 1));
-    if work.len() - start >= batch {
-        return batch;
-    }
-    let deadline = Instant::now() + Duration::from_millis(shared.config.batch_linger_millis);
-    while work.len() - start < batch {
-        // A halt ends the wait: nothing taken after it is started.
-        let more = tokio::select! {
-            biased;
-            more = tokio::time::timeout_at(deadline, ids.recv_async()) => more,
-            () = shared.halt.cancelled() => break,
+    work.clear();
+    let mut linger_until = None;
+    loop {
+        work.extend(ids.try_iter().take(batch - work.len()));
+        if work.len() >= batch {
+            return work.len();
+        }
+        // Nothing yet: wait for an id as long as it takes. Part of a batch: wait for the rest
+        // until the linger ends. Only a wait looks at the halt (which takes a lock).
+        let until = match work.is_empty() {
+            true => None,
+            false => Some(*linger_until.get_or_insert_with(|| {
+                Instant::now() + Duration::from_millis(shared.config.batch_linger_millis)
+            })),
         };
-        match more {
-            Ok(Ok(item)) => {
-                work.push(item);
-                let room = batch - (work.len() - start);
-                work.extend(ids.try_iter().take(room));
-            }
-            Ok(Err(flume::RecvError::Disconnected)) | Err(_) => break,
+        let next = tokio::select! {
+            biased;
+            next = receive(ids, until) => next,
+            () = shared.halt.cancelled() => return 0,
+        };
+        match next {
+            Some(item) => work.push(item),
+            None => return work.len(),
         }
     }
-    work.len() - start
+}
+
+/// The next id, waiting at most `until`: `None` when the channel is closed and drained, or
+/// the time is up.
+async fn receive(ids: &flume::Receiver<Work>, until: Option<Instant>) -> Option<Work> {
+    match until {
+        None => ids.recv_async().await.ok(),
+        Some(until) => tokio::time::timeout_at(until, ids.recv_async())
+            .await
+            .ok()?
+            .ok(),
+    }
 }
 
 /// Waits while the run is paused or throttled, saying why on the job's line; `false` when the
@@ -393,7 +393,6 @@ pub(crate) async fn run_job(shared: Arc<Shared>, job: JobId, prefix: String) {
     let mut handled = 0u64;
     let mut retired = false;
     loop {
-        work.clear();
         if shared.is_halted() {
             break;
         }

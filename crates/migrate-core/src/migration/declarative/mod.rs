@@ -392,6 +392,21 @@ struct Batch<'a> {
     message: &'a str,
 }
 
+impl<'a> Batch<'a> {
+    /// The batch as a span of the table: its first key to its last, both included, read at
+    /// most one row past the batch's size (so that a span holding other rows shows it whatever
+    /// their number). `None` for an empty batch.
+    fn span_args(&self) -> Option<Args<'a>> {
+        let (first, last) = (self.keys.first()?, self.keys.last()?);
+        Some(Args {
+            after: Some(first),
+            end: Some(last),
+            limit: i64::try_from(self.keys.len() + 1).unwrap_or(i64::MAX),
+            ..self.args
+        })
+    }
+}
+
 /// Runs the statements of a [`Plan`] on one kind of database.
 #[async_trait]
 trait Runner: Send + Sync + std::fmt::Debug {

@@ -348,6 +348,11 @@ enum SpanUpdate {
     OtherRows,
 }
 
+/// The values of `key` but its last column's.
+fn key_prefix(key: &Key) -> &[KeyValue] {
+    &key.values()[..key.values().len().saturating_sub(1)]
+}
+
 /// Updates the batch as the span of the table from its first key to its last, when that span
 /// holds as many rows as the batch has keys (see [`Plan::span_update`]).
 async fn update_span(
@@ -356,20 +361,13 @@ async fn update_span(
     batch: &Batch<'_>,
     in_batch: &HashSet<&Key>,
 ) -> Result<SpanUpdate, DbError> {
-    let (Some(first), Some(last)) = (batch.keys.first(), batch.keys.last()) else {
+    let Some(args) = batch.span_args() else {
         return Ok(SpanUpdate::Skipped);
     };
     // A key of several columns: a span within one value of the others (see `sql::Gen::span`).
-    let columns = first.values().len();
-    if first.values()[..columns.saturating_sub(1)] != last.values()[..columns.saturating_sub(1)] {
+    if args.after.map(key_prefix) != args.end.map(key_prefix) {
         return Ok(SpanUpdate::Skipped);
     }
-    let args = Args {
-        after: Some(first),
-        end: Some(last),
-        limit: i64::try_from(batch.keys.len() + 1).unwrap_or(i64::MAX),
-        ..batch.args
-    };
     let doing = "running the migration's update";
     let (sql, arguments) = bound(plan, &plan.span_update, &args, doing)?;
     let (rows, migrated, rest): (i64, String, String) = sqlx::query_as_with(sql, arguments)

@@ -230,14 +230,8 @@ async fn span_first(
     plan: &Plan,
     batch: &Batch<'_>,
 ) -> Result<Option<Vec<Outcome>>, DbError> {
-    let (Some(first), Some(last)) = (batch.keys.first(), batch.keys.last()) else {
+    let Some(args) = batch.span_args() else {
         return Ok(None);
-    };
-    let args = Args {
-        after: Some(first),
-        end: Some(last),
-        limit: i64::try_from(batch.keys.len() + 1).unwrap_or(i64::MAX),
-        ..batch.args
     };
     let doing = "reading the rows of a batch's span";
     let (sql, arguments) = bound(plan, &plan.span, &args, doing)?;

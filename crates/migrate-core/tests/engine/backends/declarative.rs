@@ -220,6 +220,16 @@ async fn seed_orders_with_region(pool: &Pool, n: i64, region: &str) {
     }
 }
 
+/// Deletes the order of `key` (`(region, order_no)`).
+async fn delete_order(pool: &Pool, key: &Key) {
+    let (region, number) = (&key.values()[0], &key.values()[1]);
+    execute(
+        pool,
+        &format!("DELETE FROM orders WHERE region = '{region}' AND order_no = {number}"),
+    )
+    .await;
+}
+
 async fn execute(pool: &Pool, sql: &str) {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match pool {
@@ -581,15 +591,7 @@ async fn a_batch_changes_its_own_rows_whatever_changed_around_it_since_its_page(
     // A row of the span deleted since its page was read: gone; the others as they were.
     let paged = &keys[gap + 10..gap + 30];
     let deleted = &paged[7];
-    execute(
-        &db.pool,
-        &format!(
-            "DELETE FROM orders WHERE region = '{}' AND order_no = {}",
-            deleted.values()[0],
-            deleted.values()[1]
-        ),
-    )
-    .await;
+    delete_order(&db.pool, deleted).await;
     let outcomes = migration.migrate(paged, false).await.unwrap();
     let mut wanted = expected(paged);
     wanted[7] = "gone";
@@ -606,15 +608,7 @@ async fn a_batch_changes_its_own_rows_whatever_changed_around_it_since_its_page(
     let stranger = order(&region, number(&keys[later]) + 1);
     let paged = &keys[later - 6..later + 6];
     let deleted = &paged[2];
-    execute(
-        &db.pool,
-        &format!(
-            "DELETE FROM orders WHERE region = '{}' AND order_no = {}",
-            deleted.values()[0],
-            deleted.values()[1]
-        ),
-    )
-    .await;
+    delete_order(&db.pool, deleted).await;
     execute(
         &db.pool,
         &format!(
