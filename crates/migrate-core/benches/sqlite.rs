@@ -2,8 +2,9 @@
 //! in one process.
 //!
 //! Seeds the demo `customers` table (1 million rows by default) and its `orders` (grown to as
-//! many rows as `customers` unless `--orders N` says otherwise), derives `orders_by_id` (the
-//! same orders under an integer key), then alternates rounds on fresh copies of that database:
+//! many rows as `customers` unless `--orders N` says otherwise), derives `orders_by_id`,
+//! `orders_interleaved` and `orders_clustered` (the same orders under another key or in
+//! another order), then alternates rounds on fresh copies of that database:
 //!
 //! - `built-in`: the engine with the built-in customer migration and the default settings
 //!   (`Config::default()` pointed at the database, board discarded);
@@ -19,7 +20,11 @@
 //!   (region text, order_no integer);
 //! - `clustered`: the same file on `orders_clustered`, the same rows stored in their key's
 //!   order (SQLite `WITHOUT ROWID`; PostgreSQL `CLUSTER`);
-//! - `integer`: the same file on `orders_by_id`, keyed by its integer `id` alone;
+//! - `integer`: the same file on `orders_by_id`, keyed by its integer `id` alone (numbered in
+//!   the order of `(region, order_no)`), stored in that key's order;
+//! - `interleaved`: the same file on `orders_interleaved`, the same integer key on rows stored
+//!   as `orders` stores them (the regions interleaved) and with its history: composite /
+//!   interleaved is what the key itself costs, interleaved / integer what the storage costs;
 //! - `loop composite` and `loop integer` (SQLite only): the hand-written loop over `orders`
 //!   (a row value range per page of 500 keys) and over `orders_by_id` (an `id` range): what a
 //!   batched migration costs per key without the engine, the reference for composite /
@@ -112,6 +117,7 @@ enum Measure {
     Composite,
     Clustered,
     Integer,
+    Interleaved,
     LoopComposite,
     LoopInteger,
 }
@@ -127,6 +133,7 @@ impl Measure {
             Measure::Composite => "composite",
             Measure::Clustered => "clustered",
             Measure::Integer => "integer",
+            Measure::Interleaved => "interleaved",
             Measure::LoopComposite => "loop composite",
             Measure::LoopInteger => "loop integer",
         }
@@ -143,6 +150,7 @@ impl Measure {
             Measure::Composite => "composite",
             Measure::Clustered => "clustered",
             Measure::Integer => "integer",
+            Measure::Interleaved => "interleaved",
             Measure::LoopComposite => "loopc",
             Measure::LoopInteger => "loopi",
         }
@@ -154,6 +162,7 @@ struct Specs {
     customers: migrate_core::MigrationSpec,
     orders: migrate_core::MigrationSpec,
     orders_by_id: migrate_core::MigrationSpec,
+    orders_interleaved: migrate_core::MigrationSpec,
     orders_clustered: migrate_core::MigrationSpec,
 }
 
@@ -198,8 +207,12 @@ async fn time(
                 runs::declared(&url, dir, options, &specs.orders_clustered, orders).await;
             return (took, orders, format!("{n} orders migrated"));
         }
-        Measure::Integer => {
-            let (took, n) = runs::declared(&url, dir, options, &specs.orders_by_id, orders).await;
+        Measure::Integer | Measure::Interleaved => {
+            let spec = match measure {
+                Measure::Integer => &specs.orders_by_id,
+                _ => &specs.orders_interleaved,
+            };
+            let (took, n) = runs::declared(&url, dir, options, spec, orders).await;
             return (took, orders, format!("{n} orders migrated"));
         }
         Measure::LoopComposite | Measure::LoopInteger => {
@@ -242,7 +255,8 @@ async fn main() {
             "orders-normalize.toml",
         ))
         .expect("the orders migration"),
-        orders_by_id: runs::orders_by_id(),
+        orders_by_id: runs::orders_by_id("orders_by_id"),
+        orders_interleaved: runs::orders_by_id("orders_interleaved"),
         orders_clustered: runs::orders_clustered(),
     };
     let started = std::time::Instant::now();
@@ -265,6 +279,7 @@ async fn main() {
         Measure::Composite,
         Measure::Clustered,
         Measure::Integer,
+        Measure::Interleaved,
     ];
     if options.postgres {
         measures.insert(4, Measure::LoopTwoWriters);
@@ -318,6 +333,14 @@ async fn main() {
         (
             "composite / integer",
             of(Measure::Composite) / of(Measure::Integer),
+        ),
+        (
+            "composite / interleaved",
+            of(Measure::Composite) / of(Measure::Interleaved),
+        ),
+        (
+            "interleaved / integer",
+            of(Measure::Interleaved) / of(Measure::Integer),
         ),
         (
             "clustered / integer",

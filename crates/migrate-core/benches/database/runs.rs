@@ -63,8 +63,8 @@ pub fn migration_file(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// `orders-normalize.toml` on `orders_by_id`, keyed by its integer `id` alone: the same change
-/// and batch size on the same rows.
+/// `orders-normalize.toml` on `orders_clustered`: the same change, key and batch size on the
+/// same rows, stored in the key's order.
 pub fn orders_clustered() -> MigrationSpec {
     let path = migration_file("orders-normalize.toml");
     let text = std::fs::read_to_string(&path).expect("the orders migration");
@@ -75,19 +75,20 @@ pub fn orders_clustered() -> MigrationSpec {
     MigrationSpec::parse(&text, "orders-clustered.toml").expect("the clustered migration")
 }
 
-/// The orders migration on `orders_by_id`, keyed by its integer `id` alone.
-pub fn orders_by_id() -> MigrationSpec {
+/// The orders migration on `table` (`orders_by_id` or `orders_interleaved`), keyed by its
+/// integer `id` alone.
+pub fn orders_by_id(table: &str) -> MigrationSpec {
     let path = migration_file("orders-normalize.toml");
     let text = std::fs::read_to_string(&path).expect("the orders migration");
     let mut file: toml::Table = text.parse().expect("the orders migration is TOML");
     let mut id = toml::Table::new();
     id.insert("column".into(), "id".into());
     id.insert("type".into(), "integer".into());
-    file.insert("name".into(), "orders-by-id".into());
-    file.insert("table".into(), "orders_by_id".into());
+    file.insert("name".into(), table.replace('_', "-").into());
+    file.insert("table".into(), table.into());
     file.insert("key".into(), toml::Value::Array(vec![id.into()]));
     let text = toml::to_string(&file).expect("TOML");
-    MigrationSpec::parse(&text, "orders-by-id.toml").expect("the integer-key migration")
+    MigrationSpec::parse(&text, format!("{table}.toml")).expect("the integer-key migration")
 }
 
 /// The default configuration pointed at `url`, with the overrides of `options`.

@@ -10,7 +10,7 @@ pub enum Target {
 }
 
 /// Databases a run may leave on the server, dropped at the end.
-pub const COPIES: [&str; 10] = [
+pub const COPIES: [&str; 11] = [
     "engine",
     "toml",
     "set",
@@ -19,6 +19,7 @@ pub const COPIES: [&str; 10] = [
     "composite",
     "clustered",
     "integer",
+    "interleaved",
     "loopc",
     "loopi",
 ];
@@ -53,8 +54,10 @@ impl Target {
     }
 
     /// Seeds `customers` demo customers (and their tenth as orders), grows `orders` to
-    /// `orders` rows with more demo orders, and derives `orders_by_id`: the same rows in the
-    /// same order under an integer key, and `orders_clustered`: stored in the key's order.
+    /// `orders` rows with more demo orders, and derives three tables of the same rows:
+    /// `orders_by_id` under an integer key, stored in that key's order; `orders_interleaved`
+    /// under the same integer key, stored as `orders` is and with its history; and
+    /// `orders_clustered` under the composite key, stored in its order.
     pub async fn seed(&self, customers: u64, orders: u64) -> SeedReport {
         let seed = open(&self.seed_url(), true).await;
         let mut report = seed_customers(&seed, customers, true)
@@ -62,16 +65,42 @@ impl Target {
             .expect("seeding");
         grow_orders(&seed, report.orders, orders).await;
         report.orders = report.orders.max(orders);
-        let id = match &seed {
-            Backend::Postgres(_) => "BIGINT",
-            _ => "INTEGER",
+        let (id, position) = match &seed {
+            Backend::Postgres(_) => ("BIGINT", "ctid"),
+            _ => ("INTEGER", "rowid"),
         };
         let mut statements = vec![
-            // About 40% of the demo orders hold a status or currency that the migration refuses:
-            // made valid here, so that both runs measure the update rather than the recording of
-            // failures (and do not stop at `max-failures`).
-            "UPDATE orders SET status = ' New ' WHERE status = 'lost'".to_owned(),
-            "UPDATE orders SET currency = 'eur ' WHERE currency = 'eu'".to_owned(),
+            // `orders_interleaved`: the integer key of `orders_by_id` on rows stored where
+            // `orders` stores them, the regions interleaved, with an index of its own (on
+            // SQLite `BIGINT PRIMARY KEY`, which is not the rowid): what sets a composite key
+            // apart from an integer one, and nothing of the storage. Made before the updates
+            // below, which it then goes through as `orders` does (on PostgreSQL an updated row
+            // moves, and the space it leaves is what later updates reuse).
+            "CREATE TABLE orders_interleaved (id BIGINT PRIMARY KEY, region TEXT NOT NULL,
+               order_no BIGINT NOT NULL, status TEXT, currency TEXT, normalized_at TEXT)"
+                .to_owned(),
+            format!(
+                "INSERT INTO orders_interleaved
+                   SELECT id, region, order_no, status, currency, normalized_at
+                   FROM (SELECT {position} AS position,
+                                row_number() OVER (ORDER BY region, order_no) AS id, region,
+                                order_no, status, currency, normalized_at
+                         FROM orders) AS numbered
+                   ORDER BY position"
+            ),
+        ];
+        // About 40% of the demo orders hold a status or currency that the migration refuses:
+        // made valid here, so that the runs measure the update rather than the recording of
+        // failures (and do not stop at `max-failures`).
+        for table in ["orders", "orders_interleaved"] {
+            statements.push(format!(
+                "UPDATE {table} SET status = ' New ' WHERE status = 'lost'"
+            ));
+            statements.push(format!(
+                "UPDATE {table} SET currency = 'eur ' WHERE currency = 'eu'"
+            ));
+        }
+        statements.extend([
             format!(
                 "CREATE TABLE orders_by_id (id {id} PRIMARY KEY, region TEXT NOT NULL,
                    order_no BIGINT NOT NULL, status TEXT, currency TEXT, normalized_at TEXT)"
@@ -81,7 +110,7 @@ impl Target {
                       currency, normalized_at
                FROM orders"
                 .to_owned(),
-        ];
+        ]);
         // `orders_clustered`: the same rows stored in their key's order. SQLite: a table
         // `WITHOUT ROWID`, whose primary key is the table's own B-tree (one descent per key
         // instead of the index's and then the rowid's). PostgreSQL has no such table: the heap
