@@ -6,14 +6,14 @@
 //! the finished ids above it are listed. A rerun scans from the low-water mark and skips the
 //! listed ids, so nothing unfinished is skipped and nothing finished is done again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::migration::key::Key;
+use crate::migration::key::{Key, KeySet};
 
 /// A contiguous range of keys in the database's key order: the keys after `after` and before
 /// `before`, both exclusive; `None` is unbounded. A run scans one range; several processes can
@@ -149,7 +149,7 @@ struct Window {
     /// the set; keys whose rows vanished stay until the scan ends (the set is never larger
     /// than the checkpoint it came from). Keys are only compared for equality: the order is
     /// the database's.
-    carried: HashSet<Key>,
+    carried: KeySet,
     /// Whether anything changed since the last snapshot.
     dirty: bool,
 }

@@ -4,10 +4,19 @@
 //! (its collation for text), and the checkpoint remembers keys in the order the database
 //! returned them. Keys are only compared for equality, hashed, stored and shown.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+
+/// A set of keys (or of references to keys) for a batch's bookkeeping, with a fast hash
+/// instead of the standard library's SipHash: a batch hashes each of its keys a few times, and
+/// the keys are the migration's own table's, not an adversary's.
+pub(crate) type KeySet<K = Key> = HashSet<K, foldhash::fast::RandomState>;
+
+/// A map from keys, hashed as a [`KeySet`].
+pub(crate) type KeyMap<V> = HashMap<Key, V, foldhash::fast::RandomState>;
 
 /// The type of one key column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,10 +80,11 @@ impl fmt::Display for KeyValue {
 
 /// A record's key: one value per key column, in the migration's column order.
 ///
-/// A one-column key holds its value inline, so that integer keys cost no allocation. It
-/// serializes as the bare value (`42`, `"abc"`) and a composite key as an array.
+/// A key of one or two columns holds its values inline, so that an integer key, or an integer
+/// beside a text, costs no allocation of its own. It serializes as the bare value (`42`,
+/// `"abc"`) and a composite key as an array.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Key(SmallVec<[KeyValue; 1]>);
+pub struct Key(SmallVec<[KeyValue; 2]>);
 
 impl Key {
     /// A one-column integer key.

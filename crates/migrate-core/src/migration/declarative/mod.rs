@@ -14,7 +14,6 @@ mod spec;
 mod sql;
 mod sqlite;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::components::component::BoxError;
 use crate::connection::{Backend, Database};
 use crate::database::DbError;
 use crate::engine::migrator::{BatchError, Outcome, PreflightError, RecordFailure};
-use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyMap, KeySet, KeyValue};
 use crate::migration::timeouts::BatchTimeouts;
 use crate::migration::{Migration, Noun};
 use crate::store::bookkeeping::BatchJournal;
@@ -481,10 +480,10 @@ trait Runner: Send + Sync + std::fmt::Debug {
 fn outcomes(
     batch: &Batch<'_>,
     migrated: &[Key],
-    states: &HashMap<Key, i64>,
+    states: &KeyMap<i64>,
     dry_run: bool,
 ) -> Vec<Outcome> {
-    let migrated: std::collections::HashSet<&Key> = migrated.iter().collect();
+    let migrated: KeySet<&Key> = migrated.iter().collect();
     batch
         .keys
         .iter()
@@ -592,7 +591,7 @@ mod tests {
             args: Args::default(),
             message: "bad status",
         };
-        let states = HashMap::from([
+        let states = KeyMap::from_iter([
             (Key::int(2), sql::NOT_PENDING),
             (Key::int(3), sql::INVALID),
             (Key::int(4), sql::PENDING),

@@ -5,11 +5,10 @@ use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo};
 use sqlx::{
     Arguments, AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr, Type,
 };
-use std::collections::{HashMap, HashSet};
 
 use crate::database::{DbError, context, misdefined, protocol};
 use crate::engine::migrator::Outcome;
-use crate::migration::key::{Key, KeyColumn, KeyKind, KeyValue};
+use crate::migration::key::{Key, KeyColumn, KeyKind, KeyMap, KeySet, KeyValue};
 use crate::migration::timeouts::BatchTimeouts;
 
 use super::json::{keys_from_page, states};
@@ -114,7 +113,7 @@ async fn classify(
     conn: &mut PgConnection,
     plan: &Plan,
     args: &Args<'_>,
-) -> Result<HashMap<Key, i64>, DbError> {
+) -> Result<KeyMap<i64>, DbError> {
     let doing = "classifying a batch";
     let (sql, arguments) = bound(plan, &plan.classify, args, doing)?;
     let rows = sqlx::query_with(sql, arguments)
@@ -239,7 +238,7 @@ impl Runner for PostgresRunner {
             .fetch_one(&self.pool)
             .await
             .map_err(context(doing))?;
-        keys_from_page(&json, plan, doing)
+        keys_from_page(&json, &plan.key, doing)
     }
 
     async fn count(
@@ -284,7 +283,7 @@ impl Runner for PostgresRunner {
             return Ok(super::outcomes(batch, &[], &states, true));
         }
         let doing = "running the migration's update";
-        let in_batch: HashSet<&Key> = batch.keys.iter().collect();
+        let in_batch: KeySet<&Key> = batch.keys.iter().collect();
         let (migrated, states) = match update_span(&mut tx, plan, batch, &in_batch).await? {
             SpanUpdate::Done(migrated, states) => (migrated, states),
             SpanUpdate::Skipped => update_keys(&mut tx, plan, batch).await?,
@@ -338,7 +337,7 @@ impl PostgresRunner {
 /// What updating a batch as a span found.
 enum SpanUpdate {
     /// The span's rows were the batch's: the keys updated, and the state of the others.
-    Done(Vec<Key>, HashMap<Key, i64>),
+    Done(Vec<Key>, KeyMap<i64>),
     /// The batch is not a span that can be updated as one: more or fewer rows than the batch
     /// has keys, or first and last keys that differ in more than their last column. Nothing
     /// was written.
@@ -359,7 +358,7 @@ async fn update_span(
     conn: &mut PgConnection,
     plan: &Plan,
     batch: &Batch<'_>,
-    in_batch: &HashSet<&Key>,
+    in_batch: &KeySet<&Key>,
 ) -> Result<SpanUpdate, DbError> {
     let Some(args) = batch.span_args() else {
         return Ok(SpanUpdate::Skipped);
@@ -377,8 +376,8 @@ async fn update_span(
     if rows != batch.keys.len() as i64 {
         return Ok(SpanUpdate::Skipped);
     }
-    let migrated = keys_from_page(&migrated, plan, doing)?;
-    let states = states(&rest, plan, doing)?;
+    let migrated = keys_from_page(&migrated, &plan.key, doing)?;
+    let states = states(&rest, &plan.key, doing)?;
     let theirs = migrated
         .iter()
         .chain(states.keys())
@@ -394,7 +393,7 @@ async fn update_keys(
     conn: &mut PgConnection,
     plan: &Plan,
     batch: &Batch<'_>,
-) -> Result<(Vec<Key>, HashMap<Key, i64>), DbError> {
+) -> Result<(Vec<Key>, KeyMap<i64>), DbError> {
     let doing = "running the migration's update";
     let (sql, arguments) = bound(plan, &plan.update, &batch.args, doing)?;
     let (migrated, rest): (String, String) = sqlx::query_as_with(sql, arguments)
@@ -402,7 +401,7 @@ async fn update_keys(
         .await
         .map_err(context(doing))?;
     Ok((
-        keys_from_page(&migrated, plan, doing)?,
-        states(&rest, plan, doing)?,
+        keys_from_page(&migrated, &plan.key, doing)?,
+        states(&rest, &plan.key, doing)?,
     ))
 }

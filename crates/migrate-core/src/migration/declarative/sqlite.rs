@@ -1,7 +1,6 @@
 //! A declared migration's statements on SQLite.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteArguments;
@@ -9,9 +8,9 @@ use sqlx::{Arguments, AssertSqlSafe, Executor, SqlSafeStr, SqliteConnection, Sql
 
 use crate::database::{DbError, context, protocol};
 use crate::engine::migrator::{Outcome, RecordFailure};
-use crate::migration::key::{Key, KeyColumn};
+use crate::migration::key::{Key, KeyColumn, KeyMap, KeySet};
 
-use super::json::{is_key, keys_from_json, keys_from_page, states};
+use super::json::{keys_from_json, keys_from_page, states};
 use super::sql::{self, Args, Plan, Statement, Value};
 use super::{Batch, Runner};
 
@@ -67,14 +66,14 @@ async fn classify(
     conn: &mut SqliteConnection,
     plan: &Plan,
     args: &Args<'_>,
-) -> Result<HashMap<Key, i64>, DbError> {
+) -> Result<KeyMap<i64>, DbError> {
     let doing = "classifying a batch";
     let (sql, arguments) = bound(plan, &plan.classify, args, doing)?;
     let json: String = sqlx::query_scalar_with(sql, arguments)
         .fetch_one(&mut *conn)
         .await
         .map_err(context(doing))?;
-    states(&json, plan, doing)
+    states(&json, &plan.key, doing)
 }
 
 /// The batch's bookkeeping, written in its transaction before the commit: the audit row of
@@ -154,7 +153,7 @@ impl Runner for SqliteRunner {
             .fetch_one(&self.pool)
             .await
             .map_err(context(doing))?;
-        keys_from_page(&json, plan, doing)
+        keys_from_page(&json, &plan.key, doing)
     }
 
     async fn count(
@@ -239,17 +238,9 @@ async fn span_first(
         .fetch_one(&mut *conn)
         .await
         .map_err(context(doing))?;
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&json).map_err(|e| protocol(doing, e))?;
+    let rows = keys_from_page(&json, &plan.key, doing)?;
     let flags = flags.unwrap_or_default();
-    if rows.len() != batch.keys.len() || flags.len() != rows.len() {
-        return Ok(None);
-    }
-    if !rows
-        .iter()
-        .zip(batch.keys)
-        .all(|(row, key)| is_key(row, key, &plan.key))
-    {
+    if rows != batch.keys || flags.len() != rows.len() {
         return Ok(None);
     }
     let pending: Vec<bool> = flags.bytes().map(|flag| flag == b'1').collect();
@@ -266,7 +257,7 @@ async fn span_first(
                 .rows_affected()
         }
     };
-    let mut left = HashMap::new();
+    let mut left = KeyMap::default();
     if updated != expected {
         left = read_left(conn, plan, &plan.span_leftover, &args, updated, expected).await?;
         let pending_left = batch
@@ -317,7 +308,7 @@ async fn update_first(
     if found != batch.keys.len() as i64 {
         return Ok(None);
     }
-    let before: HashSet<Key> = keys_from_json(&json, plan, doing)?;
+    let before: KeySet = keys_from_json(&json, &plan.key, doing)?;
     let pending: Cow<'_, [Key]> = if before.is_empty() {
         Cow::Borrowed(batch.keys)
     } else {
@@ -334,7 +325,7 @@ async fn update_first(
         true => 0,
         false => update(conn, plan, batch, &pending).await?,
     };
-    let mut left = HashMap::new();
+    let mut left = KeyMap::default();
     if updated != pending.len() as u64 {
         let args = Args {
             batch: &pending,
@@ -381,14 +372,14 @@ async fn read_left(
     args: &Args<'_>,
     updated: u64,
     pending: u64,
-) -> Result<HashMap<Key, i64>, DbError> {
+) -> Result<KeyMap<i64>, DbError> {
     let doing = "reading the rows a batch's update left";
     let (sql, arguments) = bound(plan, statement, args, doing)?;
     let json: String = sqlx::query_scalar_with(sql, arguments)
         .fetch_one(&mut *conn)
         .await
         .map_err(context(doing))?;
-    let left = states(&json, plan, doing)?;
+    let left = states(&json, &plan.key, doing)?;
     if updated + left.len() as u64 != pending || left.values().any(|state| *state != sql::INVALID) {
         return Err(changed_answer(updated, left.len(), pending));
     }
