@@ -77,7 +77,9 @@ impl Default for StatusBoardConfig {
 pub struct ConnectionConfig {
     /// `simulated:`, `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`.
     pub url: String,
-    /// Most connections in the database pool.
+    /// Most connections in the database pool: how many batches write at once. Four by default,
+    /// which keeps a small server's cores for its other work; a server with cores to spare
+    /// takes more (see `docs/configuration.md`).
     pub max_connections: u32,
     /// How long a statement waits for a locked SQLite database, in milliseconds.
     pub busy_timeout_millis: u64,
@@ -89,7 +91,7 @@ impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {
             url: "simulated:".to_owned(),
-            max_connections: 8,
+            max_connections: 4,
             busy_timeout_millis: 5000,
             simulated_customers: 1000,
         }
