@@ -57,13 +57,9 @@ impl<'de> Visitor<'de> for Column<'_> {
     }
 
     fn visit_str<E: Error>(self, text: &str) -> Result<KeyValue, E> {
-        self.visit_string(text.to_owned())
-    }
-
-    fn visit_string<E: Error>(self, text: String) -> Result<KeyValue, E> {
         match self.0.kind {
-            KeyKind::Text | KeyKind::Uuid => Ok(KeyValue::Text(text)),
-            KeyKind::Integer => Err(E::invalid_type(Unexpected::Str(&text), &self)),
+            KeyKind::Text | KeyKind::Uuid => Ok(KeyValue::Text(Box::from(text))),
+            KeyKind::Integer => Err(E::invalid_type(Unexpected::Str(text), &self)),
         }
     }
 }
@@ -100,8 +96,8 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(Key, i64), A::Error> {
-        // Inline for the usual one or two columns, as the key holds them: no allocation.
-        let mut values = smallvec::SmallVec::<[KeyValue; 2]>::new();
+        // On the stack for the usual two or three columns, moved into the key once read.
+        let mut values = smallvec::SmallVec::<[KeyValue; 3]>::new();
         for (i, column) in self.columns.iter().enumerate() {
             match seq.next_element_seed(Column(column))? {
                 Some(value) => values.push(value),
@@ -223,7 +219,7 @@ mod tests {
     }
 
     fn composite(region: &str, n: i64) -> Key {
-        Key::new([KeyValue::Text(region.to_owned()), KeyValue::Int(n)])
+        Key::new([KeyValue::Text(region.into()), KeyValue::Int(n)])
     }
 
     #[test]

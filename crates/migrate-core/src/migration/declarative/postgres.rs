@@ -85,7 +85,9 @@ fn key_from_row(row: &PgRow, columns: &[KeyColumn]) -> Result<Key, sqlx::Error> 
         .enumerate()
         .map(|(i, column)| match column.kind {
             KeyKind::Integer => row.try_get::<i64, _>(i).map(KeyValue::Int),
-            KeyKind::Text | KeyKind::Uuid => row.try_get::<String, _>(i).map(KeyValue::Text),
+            KeyKind::Text | KeyKind::Uuid => row
+                .try_get::<String, _>(i)
+                .map(|text| KeyValue::Text(text.into_boxed_str())),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Key::new)

@@ -376,7 +376,7 @@ impl Bind {
                         args.batch
                             .iter()
                             .map(|k| match k.values().get(i) {
-                                Some(KeyValue::Text(t)) => Ok(t.clone()),
+                                Some(KeyValue::Text(t)) => Ok(String::from(&**t)),
                                 _ => Err(wrong(k)),
                             })
                             .collect::<Result<_, _>>()?,

@@ -749,7 +749,7 @@ async fn uuid_keys_page_and_migrate(db: &TestDb) {
     expected.sort();
     let expected: Vec<Key> = expected
         .into_iter()
-        .map(|(t, u)| Key::new([KeyValue::Text(t), KeyValue::Text(u)]))
+        .map(|(t, u)| Key::new([KeyValue::Text(t.into()), KeyValue::Text(u.into())]))
         .collect();
     assert_eq!(keys, expected);
     let bounded = migration
