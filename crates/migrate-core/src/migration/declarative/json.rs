@@ -111,24 +111,11 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
                 .ok_or_else(|| A::Error::invalid_length(self.columns.len(), &self))?;
         }
         if seq.next_element::<IgnoredAny>()?.is_some() {
-            return Err(A::Error::custom(format!(
-                "more values than {}",
-                self.expecting_text()
-            )));
+            // At least one value more than the key (and state) holds.
+            let read = values.len() + usize::from(matches!(self.shape, Shape::WithState));
+            return Err(A::Error::invalid_length(read + 1, &self));
         }
         Ok((Key::new(values), state))
-    }
-}
-
-impl KeySeed<'_> {
-    fn expecting_text(&self) -> String {
-        struct Expecting<'a, 'c>(&'a KeySeed<'c>);
-        impl fmt::Display for Expecting<'_, '_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.expecting(f)
-            }
-        }
-        Expecting(self).to_string()
     }
 }
 
@@ -275,7 +262,7 @@ mod tests {
             ),
             (
                 r#"[["eu", 1, 2]]"#,
-                "more values than an array of the 2 values",
+                "invalid length 3, expected an array of the 2 values",
             ),
             (
                 r#"[["eu", 1.5]]"#,
