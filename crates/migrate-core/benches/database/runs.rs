@@ -201,42 +201,18 @@ pub async fn set_based(url: &str) -> (Duration, u64) {
 pub async fn hand_loop(url: &str) -> (Duration, u64) {
     let backend = open(url, false).await;
     let whitespace = whitespace();
-    macro_rules! pages {
-        ($pool:expr, $page:expr, $set_based:expr, $range:expr) => {{
-            let update = format!("{}{}", $set_based, $range);
-            let (mut after, mut updated) = (i64::MIN, 0);
-            loop {
-                let page: Vec<i64> = sqlx::query_scalar($page)
-                    .bind(after)
-                    .bind(LOOP_PAGE)
-                    .fetch_all($pool)
-                    .await
-                    .expect("a page of ids");
-                let Some(&last) = page.last() else { break };
-                let mut tx = $pool.begin().await.expect("a transaction");
-                updated += sqlx::query(sqlx::AssertSqlSafe(update.clone()))
-                    .bind(&whitespace)
-                    .bind(after)
-                    .bind(last)
-                    .execute(&mut *tx)
-                    .await
-                    .expect("the range update")
-                    .rows_affected();
-                tx.commit().await.expect("committing a page");
-                after = last;
-            }
-            updated
-        }};
-    }
     let started = Instant::now();
     let updated = match &backend {
-        Backend::Sqlite(pool) => pages!(pool, PAGE_SQLITE, SET_BASED_SQLITE, RANGE_SUFFIX_SQLITE),
-        Backend::Postgres(pool) => pages!(
-            pool,
-            PAGE_POSTGRES,
-            SET_BASED_POSTGRES,
-            RANGE_SUFFIX_POSTGRES
-        ),
+        Backend::Sqlite(pool) => {
+            let update = format!("{SET_BASED_SQLITE}{RANGE_SUFFIX_SQLITE}");
+            let lead = Some(whitespace.as_str());
+            range_loop(pool, PAGE_SQLITE, &update, LOOP_PAGE, lead, (i64::MIN,)).await
+        }
+        Backend::Postgres(pool) => {
+            let update = format!("{SET_BASED_POSTGRES}{RANGE_SUFFIX_POSTGRES}");
+            let lead = Some(whitespace.as_str());
+            range_loop(pool, PAGE_POSTGRES, &update, LOOP_PAGE, lead, (i64::MIN,)).await
+        }
         _ => unreachable!("a database"),
     };
     let elapsed = started.elapsed();
@@ -274,73 +250,111 @@ pub async fn orders_loop(url: &str, composite: bool) -> (Duration, u64) {
         );
         let page = "SELECT region, order_no FROM orders WHERE (region, order_no) > (?, ?) \
                     ORDER BY region, order_no LIMIT ?";
-        range_loop(pool, page, &update, (String::new(), i64::MIN)).await
+        range_loop(
+            pool,
+            page,
+            &update,
+            ORDERS_PAGE,
+            None,
+            (String::new(), i64::MIN),
+        )
+        .await
     } else {
         let update = format!(
             "{} AND id > ? AND id <= ?",
             ORDERS_SQLITE.replace("{table}", "orders_by_id")
         );
         let page = "SELECT id FROM orders_by_id WHERE id > ? ORDER BY id LIMIT ?";
-        range_loop(pool, page, &update, (i64::MIN,)).await
+        range_loop(pool, page, &update, ORDERS_PAGE, None, (i64::MIN,)).await
     };
     let elapsed = started.elapsed();
     backend.close().await;
     (elapsed, updated)
 }
 
-/// A key of a hand-written loop over the orders, bound as its columns' values.
-trait LoopKey: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> {
-    fn bind<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+/// A query of a hand-written loop on `DB`.
+type LoopQuery<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+/// A key of a hand-written loop, bound as its columns' values.
+trait LoopKey<DB: sqlx::Database>: Sized + for<'r> sqlx::FromRow<'r, DB::Row> {
+    fn bind<'q>(&self, query: LoopQuery<'q, DB>) -> LoopQuery<'q, DB>;
 }
 
-impl LoopKey for (i64,) {
-    fn bind<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+impl<DB: sqlx::Database> LoopKey<DB> for (i64,)
+where
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    fn bind<'q>(&self, query: LoopQuery<'q, DB>) -> LoopQuery<'q, DB> {
         query.bind(self.0)
     }
 }
 
-impl LoopKey for (String, i64) {
-    fn bind<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-        query.bind(self.0.clone()).bind(self.1)
+impl LoopKey<sqlx::Sqlite> for (String, i64) {
+    fn bind<'q>(&self, query: LoopQuery<'q, sqlx::Sqlite>) -> LoopQuery<'q, sqlx::Sqlite> {
+        query.bind(self.0.as_str()).bind(self.1)
     }
 }
 
-/// Pages the keys after `after` [`ORDERS_PAGE`] at a time with `page` (the key's values, then
-/// the limit), and runs `update` (the key range `(after, last]`) on each page in its own
-/// transaction: the rows it updated.
-async fn range_loop<K: LoopKey>(
-    pool: &sqlx::SqlitePool,
+/// How many rows a statement changed, whatever the database (sqlx gives it per driver).
+trait RowsAffected {
+    fn rows(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// Pages the keys after `after`, `page_size` at a time, with `page` (the key's values, then
+/// the limit), and runs `update` on each page in its own transaction, bound with `lead` first
+/// when there is one, then the page's key range `(after, last]`: the rows it updated.
+async fn range_loop<DB, K>(
+    pool: &sqlx::Pool<DB>,
     page: &'static str,
     update: &str,
+    page_size: i64,
+    lead: Option<&str>,
     mut after: K,
-) -> u64 {
+) -> u64
+where
+    DB: sqlx::Database,
+    K: LoopKey<DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    DB::QueryResult: RowsAffected,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'p> &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
+{
     let mut updated = 0;
     loop {
         let rows = after
             .bind(sqlx::query(page))
-            .bind(ORDERS_PAGE)
+            .bind(page_size)
             .fetch_all(pool)
             .await
             .expect("a page of keys");
         let Some(row) = rows.last() else { break };
         let last = K::from_row(row).expect("a key");
         let mut tx = pool.begin().await.expect("a transaction");
-        let query = sqlx::query(sqlx::AssertSqlSafe(update.to_owned()));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(update.to_owned()));
+        if let Some(lead) = lead {
+            query = query.bind(lead);
+        }
         updated += last
             .bind(after.bind(query))
             .execute(&mut *tx)
             .await
             .expect("the range update")
-            .rows_affected();
+            .rows();
         tx.commit().await.expect("committing a page");
         after = last;
     }
